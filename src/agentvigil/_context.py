@@ -1,0 +1,11 @@
+from __future__ import annotations
+
+from contextvars import ContextVar
+
+# The active Run of this thread / asyncio task; guards use it to attribute their events to an agent.
+current_run_var: ContextVar = ContextVar("agentvigil_current_run", default=None)
+
+
+def current_run():
+    """The Run active in this context (thread or asyncio task), or None."""
+    return current_run_var.get()

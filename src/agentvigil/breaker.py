@@ -1,0 +1,209 @@
+"""Circuit breaker: closed → open → half-open → closed, on a monotonic clock.
+
+Only provider-side error kinds (rate_limit, timeout, server_error, network) count as failures; a bad request
+proves the provider is answering, so it counts as a success. The lock guards bookkeeping only and is never
+held across the protected call, so the breaker never serialises an agent's calls.
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+import threading
+import time
+from typing import Any, Callable
+
+from . import events as ev
+from ._safety import internal_error
+from .errors import PROVIDER_KINDS, classify_exception
+from .exceptions import CircuitOpenError, GuardError
+from .metrics import metrics_for
+
+CLOSED = "closed"
+OPEN = "open"
+HALF_OPEN = "half_open"
+STATE_VALUE = {CLOSED: 0.0, HALF_OPEN: 0.5, OPEN: 1.0}
+
+
+class CircuitBreaker:
+    """Protect calls to one dependency (usually a provider).
+
+    Use as ``breaker.call(fn, ...)``, ``await breaker.call_async(fn, ...)``, ``with breaker:``,
+    ``async with breaker:``, as a decorator, or by hand with ``allow()`` / ``record_success()`` /
+    ``record_failure(exc)``. Raises ``CircuitOpenError`` while open.
+    """
+
+    def __init__(self, name: str, failure_threshold: int = 5, recovery_timeout: float = 30.0, *,
+                 half_open_max_calls: int = 1, success_threshold: int = 1,
+                 failure_kinds: frozenset[str] = PROVIDER_KINDS, clock: Callable[[], float] = time.monotonic,
+                 monitor=None, registry=None):
+        if failure_threshold < 1 or recovery_timeout < 0 or half_open_max_calls < 1 or success_threshold < 1:
+            raise ValueError("failure_threshold, half_open_max_calls, success_threshold >= 1; recovery_timeout >= 0")
+        self.name = name
+        self.failure_threshold = failure_threshold
+        self.recovery_timeout = recovery_timeout
+        self.half_open_max_calls = half_open_max_calls
+        self.success_threshold = success_threshold
+        self.failure_kinds = frozenset(failure_kinds)
+        self._clock = clock
+        self._monitor = monitor
+        self._lock = threading.Lock()
+        self._state = CLOSED
+        self._failures = 0
+        self._successes = 0
+        self._probes = 0
+        self._opened_at = 0.0
+        self.last_failure_kind: str | None = None
+        self._metrics = metrics_for(registry)
+        self._label = self._metrics.cap["breaker"](name)
+        self._gauge = self._metrics.breaker_state.labels(self._label)
+        self._gauge.set(0.0)
+
+    # -- state -------------------------------------------------------------------------------------------
+    @property
+    def state(self) -> str:
+        """closed, open or half_open. An open breaker whose timeout elapsed reports half_open only once a
+        call probes it: the state changes on calls, as in pybreaker."""
+        return self._state
+
+    def retry_after(self) -> float:
+        with self._lock:
+            if self._state != OPEN:
+                return 0.0
+            return max(self._opened_at + self.recovery_timeout - self._clock(), 0.0)
+
+    def allow(self) -> None:
+        """Ask to make a call. Raises CircuitOpenError if the call must not be made."""
+        transition = None
+        with self._lock:
+            if self._state == OPEN:
+                remaining = self._opened_at + self.recovery_timeout - self._clock()
+                if remaining > 0:
+                    raise CircuitOpenError(self.name, remaining)
+                transition = self._enter(HALF_OPEN, "recovery_timeout")
+            # Entering half-open just reset the probe count, so a fresh transition always gets a slot.
+            if self._state == HALF_OPEN:
+                if self._probes >= self.half_open_max_calls:
+                    raise CircuitOpenError(self.name, 0.0)
+                self._probes += 1
+        self._publish(transition)
+
+    def record_success(self) -> None:
+        transition = None
+        with self._lock:
+            if self._state == HALF_OPEN:
+                self._probes = max(self._probes - 1, 0)
+                self._successes += 1
+                if self._successes >= self.success_threshold:
+                    transition = self._enter(CLOSED, "probe_succeeded")
+            elif self._state == CLOSED:
+                self._failures = 0
+        self._publish(transition)
+
+    def record_failure(self, error: BaseException | str | None = None) -> str:
+        """Record a failed call; returns its error kind. Non-provider kinds count as a success."""
+        kind = error if isinstance(error, str) else classify_exception(error)
+        if kind not in self.failure_kinds:
+            self.record_success()
+            return kind
+        transition = None
+        with self._lock:
+            self.last_failure_kind = kind
+            if self._state == HALF_OPEN:
+                self._probes = max(self._probes - 1, 0)
+                transition = self._enter(OPEN, kind)
+            elif self._state == CLOSED:
+                self._failures += 1
+                if self._failures >= self.failure_threshold:
+                    transition = self._enter(OPEN, kind)
+        self._publish(transition)
+        return kind
+
+    def reset(self) -> None:
+        """Close the breaker by hand (after a fix), whatever its state."""
+        with self._lock:
+            transition = self._enter(CLOSED, "manual") if self._state != CLOSED else None
+        self._publish(transition)
+
+    def _enter(self, state: str, reason: str) -> tuple[str, str]:
+        """Change state; caller holds the lock. Returns the transition to publish after releasing it."""
+        self._state = state
+        self._failures = 0
+        self._successes = 0
+        self._probes = 0
+        if state == OPEN:
+            self._opened_at = self._clock()
+        return state, reason
+
+    def _publish(self, transition: tuple[str, str] | None) -> None:
+        if transition is None:
+            return
+        state, reason = transition
+        try:
+            m = self._metrics
+            self._gauge.set(STATE_VALUE[state])
+            m.breaker_transitions.labels(self._label, state, reason).inc()
+            from .monitor import publish_guard_event
+
+            publish_guard_event(ev.Event(ev.BREAKER_TRANSITION, time.time(), name=self.name, state=state,
+                                         reason=reason), self._monitor)
+        except Exception as exc:
+            internal_error("breaker", exc)
+
+    # -- ways to use it ---------------------------------------------------------------------------------
+    def call(self, fn: Callable, *args: Any, **kwargs: Any) -> Any:
+        self.allow()
+        try:
+            result = fn(*args, **kwargs)
+        except GuardError:
+            self.record_success()  # our own stop, not a provider failure: free the probe slot
+            raise
+        except BaseException as exc:
+            self.record_failure(exc)
+            raise
+        self.record_success()
+        return result
+
+    async def call_async(self, fn: Callable, *args: Any, **kwargs: Any) -> Any:
+        self.allow()
+        try:
+            result = await fn(*args, **kwargs)
+        except GuardError:
+            self.record_success()
+            raise
+        except BaseException as exc:
+            self.record_failure(exc)
+            raise
+        self.record_success()
+        return result
+
+    def __enter__(self) -> "CircuitBreaker":
+        self.allow()
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if exc is None or isinstance(exc, GuardError):
+            self.record_success()
+        else:
+            self.record_failure(exc)
+
+    async def __aenter__(self) -> "CircuitBreaker":
+        return self.__enter__()
+
+    async def __aexit__(self, exc_type, exc, tb) -> None:
+        self.__exit__(exc_type, exc, tb)
+
+    def __call__(self, fn: Callable) -> Callable:
+        if inspect.iscoroutinefunction(fn):
+            @functools.wraps(fn)
+            async def async_wrapper(*args, **kwargs):
+                return await self.call_async(fn, *args, **kwargs)
+            return async_wrapper
+
+        @functools.wraps(fn)
+        def wrapper(*args, **kwargs):
+            return self.call(fn, *args, **kwargs)
+        return wrapper
+
+    def __repr__(self) -> str:
+        return f"CircuitBreaker({self.name!r}, state={self._state})"

@@ -1,0 +1,138 @@
+"""Token budget: reserve before a call, commit the actual usage after, release on failure.
+
+utilization = (committed + reserved) / limit. Thread- and task-safe: the lock guards arithmetic only and
+is never held across an await or the user's call.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+
+from . import events as ev
+from ._safety import internal_error
+from .exceptions import BudgetExceeded
+from .metrics import metrics_for
+
+
+class Reservation:
+    """Tokens held for one call. Exactly one of ``commit`` / ``release`` takes effect; later calls are
+    no-ops. As a context manager: released on an exception, committed (at the reserved amount unless
+    ``commit`` was called) on success."""
+
+    __slots__ = ("budget", "tokens", "done")
+
+    def __init__(self, budget: "TokenBudget", tokens: int):
+        self.budget = budget
+        self.tokens = tokens
+        self.done = False
+
+    def commit(self, actual: int | None = None) -> None:
+        if not self.done:
+            self.done = True
+            self.budget._settle(self.tokens, self.tokens if actual is None else max(int(actual), 0))
+
+    def release(self) -> None:
+        if not self.done:
+            self.done = True
+            self.budget._settle(self.tokens, 0)
+
+    def __enter__(self) -> "Reservation":
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if exc is None:
+            self.commit()
+        else:
+            self.release()
+
+    async def __aenter__(self) -> "Reservation":
+        return self
+
+    async def __aexit__(self, exc_type, exc, tb) -> None:
+        self.__exit__(exc_type, exc, tb)
+
+
+class TokenBudget:
+    def __init__(self, name: str, limit: int, *, monitor=None, registry=None):
+        if limit <= 0:
+            raise ValueError("TokenBudget limit must be positive")
+        self.name = name
+        self.limit = int(limit)
+        self._monitor = monitor
+        self._lock = threading.Lock()
+        self.committed = 0
+        self.reserved = 0
+        m = self._metrics = metrics_for(registry)
+        label = m.cap["budget"](name)
+        self._utilization = m.budget_utilization.labels(label)
+        self._reserved_gauge = m.budget_tokens.labels(label, "reserved")
+        self._committed_gauge = m.budget_tokens.labels(label, "committed")
+        self._exceeded = m.budget_exceeded.labels(label)
+        m.budget_limit.labels(label).set(self.limit)
+        self._update_gauges(0, 0)
+
+    @property
+    def utilization(self) -> float:
+        return (self.committed + self.reserved) / self.limit
+
+    @property
+    def remaining(self) -> int:
+        return max(self.limit - self.committed - self.reserved, 0)
+
+    def reserve(self, tokens: int) -> Reservation:
+        """Hold ``tokens`` for a call. Raises BudgetExceeded (and counts it) if that would pass the limit."""
+        tokens = max(int(tokens), 0)
+        with self._lock:
+            available = self.limit - self.committed - self.reserved
+            if tokens > available:
+                committed, reserved = self.committed, self.reserved
+                refused = True
+            else:
+                self.reserved += tokens
+                committed, reserved = self.committed, self.reserved
+                refused = False
+        if refused:
+            self._exceeded_event(tokens, committed, reserved, "reserve")
+            raise BudgetExceeded(self.name, tokens, max(available, 0))
+        self._update_gauges(committed, reserved)
+        return Reservation(self, tokens)
+
+    def reset(self) -> None:
+        """Start a new budget period (outstanding reservations still settle against it)."""
+        with self._lock:
+            self.committed = 0
+            committed, reserved = self.committed, self.reserved
+        self._update_gauges(committed, reserved)
+
+    def _settle(self, reserved: int, actual: int) -> None:
+        with self._lock:
+            self.reserved = max(self.reserved - reserved, 0)
+            before = self.committed
+            self.committed += actual
+            committed, reserved_now = self.committed, self.reserved
+        self._update_gauges(committed, reserved_now)
+        if actual and committed > self.limit >= before:
+            self._exceeded_event(actual, committed, reserved_now, "commit")
+
+    def _update_gauges(self, committed: int, reserved: int) -> None:
+        try:
+            self._utilization.set((committed + reserved) / self.limit)
+            self._reserved_gauge.set(reserved)
+            self._committed_gauge.set(committed)
+        except Exception as exc:
+            internal_error("budget", exc)
+
+    def _exceeded_event(self, tokens: int, committed: int, reserved: int, how: str) -> None:
+        try:
+            self._exceeded.inc()
+            from .monitor import publish_guard_event
+
+            publish_guard_event(ev.Event(ev.BUDGET_EXCEEDED, time.time(), name=self.name, token_count=tokens,
+                                         reason=how, detail={"limit": self.limit, "committed": committed,
+                                                             "reserved": reserved}), self._monitor)
+        except Exception as exc:
+            internal_error("budget", exc)
+
+    def __repr__(self) -> str:
+        return f"TokenBudget({self.name!r}, committed={self.committed}, reserved={self.reserved}, limit={self.limit})"

@@ -1,0 +1,98 @@
+"""The ``agentvigil`` command: argument parsing only; each command lives in its own module."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from ._version import __version__
+
+EXIT_OK = 0
+EXIT_ERROR = 1
+EXIT_USAGE = 2
+
+
+def _cmd_demo(args: argparse.Namespace) -> int:
+    from .demo import run_demo
+
+    run_demo(duration=args.duration, port=args.port, speed=args.speed,
+             record_dir=None if args.no_record else args.record_dir, seed=args.seed,
+             status_every=0 if args.quiet else args.status_every)
+    return EXIT_OK
+
+
+def _cmd_replay(args: argparse.Namespace) -> int:
+    from .config import Settings
+    from .replay import ReplayStats, replay
+
+    overrides = {"loop_max_repeats": args.loop_max_repeats, "cost_spike_factor": args.cost_spike_factor}
+    settings = Settings.from_env(**overrides)
+    stats = ReplayStats()
+    try:
+        for record in replay(args.path, settings, stats):
+            if args.json:
+                sys.stdout.write(json.dumps(record, separators=(",", ":")) + "\n")
+            else:
+                where = f"task={record['task_id'] or '-'} step={record['step_index'] if record['step_index'] is not None else '-'}"
+                sys.stdout.write(f"{record['agent_id'] or '-':<16} {where:<28} {record['detector']:<20} "
+                                 f"{json.dumps(record['detail'], separators=(',', ':'))}\n")
+    except FileNotFoundError as exc:
+        print(f"agentvigil replay: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except OSError as exc:
+        print(f"agentvigil replay: cannot read {args.path}: {exc}", file=sys.stderr)
+        return EXIT_ERROR
+    skipped = sum(stats.skipped.values())
+    reasons = ", ".join(f"{k}: {v}" for k, v in sorted(stats.skipped.items()))
+    print(f"agentvigil replay: {stats.sessions} session(s), {stats.events} events, {stats.detections} detections, "
+          f"{skipped} skipped" + (f" ({reasons})" if reasons else ""), file=sys.stderr)
+    for path, lineno, reason, message in stats.first_errors[:5]:
+        print(f"  skipped {path}:{lineno}: {reason}: {message}", file=sys.stderr)
+    if stats.sessions == 0:
+        print(f"agentvigil replay: no events.ndjson under {args.path}", file=sys.stderr)
+        return EXIT_ERROR
+    return EXIT_OK
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="agentvigil", description="Health signals, alerts and guards for LLM agents.")
+    parser.add_argument("--version", action="version", version=f"agentvigil {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    demo = sub.add_parser("demo", help="run a simulated fleet with injected failures (no network, no key)")
+    demo.add_argument("--duration", type=float, default=120.0, help="real seconds to run; 0 = until Ctrl-C (120)")
+    demo.add_argument("--port", type=int, default=9464, help="/metrics port on 127.0.0.1 (9464; 0 = any free)")
+    demo.add_argument("--speed", type=float, default=1.0, help="scenario seconds per real second (1)")
+    demo.add_argument("--seed", type=int, default=7, help="random seed (7)")
+    demo.add_argument("--record-dir", default=".agentvigil/sessions", help="NDJSON sessions (.agentvigil/sessions)")
+    demo.add_argument("--no-record", action="store_true", help="do not record sessions")
+    demo.add_argument("--status-every", type=float, default=5.0, help="seconds between status blocks (5)")
+    demo.add_argument("--quiet", action="store_true", help="no status lines")
+    demo.set_defaults(func=_cmd_demo)
+
+    rep = sub.add_parser("replay", help="run the detectors over recorded sessions")
+    rep.add_argument("path", help="events.ndjson, a session directory, or a directory of sessions")
+    rep.add_argument("--json", action="store_true", help="one JSON object per detection")
+    rep.add_argument("--loop-max-repeats", type=int, default=None)
+    rep.add_argument("--cost-spike-factor", type=float, default=None)
+    rep.set_defaults(func=_cmd_replay)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return EXIT_USAGE
+    try:
+        return args.func(args)
+    except KeyboardInterrupt:
+        return 130
+    except BrokenPipeError:
+        return EXIT_OK
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,148 @@
+"""A fixed, bounded taxonomy of error kinds, and classifiers that map exceptions and HTTP statuses onto it.
+
+Classification works on class names (the whole MRO) and status attributes, so no SDK is imported:
+``openai.RateLimitError``, ``anthropic.RateLimitError`` and ``httpx.ReadTimeout`` are recognised by name.
+The kind is used as a Prometheus label value, so it must stay inside ``ERROR_KINDS``.
+"""
+
+from __future__ import annotations
+
+RATE_LIMIT = "rate_limit"
+TIMEOUT = "timeout"
+AUTH = "auth"
+INVALID_REQUEST = "invalid_request"
+NOT_FOUND = "not_found"
+CONTEXT_LENGTH = "context_length"
+CONTENT_FILTER = "content_filter"
+SERVER_ERROR = "server_error"
+NETWORK = "network"
+TOOL_ERROR = "tool_error"
+UNKNOWN = "unknown"
+
+ERROR_KINDS = (
+    RATE_LIMIT, TIMEOUT, AUTH, INVALID_REQUEST, NOT_FOUND, CONTEXT_LENGTH,
+    CONTENT_FILTER, SERVER_ERROR, NETWORK, TOOL_ERROR, UNKNOWN,
+)
+
+#: Kinds that say the *provider* is unhealthy. Only these count as circuit-breaker failures: a bad request
+#: or a missing key is the caller's fault, and opening the breaker would not help.
+PROVIDER_KINDS = frozenset({RATE_LIMIT, TIMEOUT, SERVER_ERROR, NETWORK})
+
+# Checked against every class name in the exception's MRO, most specific first.
+_BY_CLASS_NAME = {
+    # openai / anthropic (same names in both SDKs), litellm, google
+    "RateLimitError": RATE_LIMIT,
+    "TooManyRequests": RATE_LIMIT,
+    "ResourceExhausted": RATE_LIMIT,
+    "APITimeoutError": TIMEOUT,
+    "Timeout": TIMEOUT,
+    "TimeoutError": TIMEOUT,
+    "TimeoutException": TIMEOUT,
+    "ReadTimeout": TIMEOUT,
+    "WriteTimeout": TIMEOUT,
+    "ConnectTimeout": TIMEOUT,
+    "PoolTimeout": TIMEOUT,
+    "DeadlineExceeded": TIMEOUT,
+    "AuthenticationError": AUTH,
+    "PermissionDeniedError": AUTH,
+    "PermissionDenied": AUTH,
+    "PermissionError": AUTH,
+    "Unauthenticated": AUTH,
+    "ContextWindowExceededError": CONTEXT_LENGTH,
+    "ContentPolicyViolationError": CONTENT_FILTER,
+    "ContentFilterFinishReasonError": CONTENT_FILTER,
+    "BadRequestError": INVALID_REQUEST,
+    "UnprocessableEntityError": INVALID_REQUEST,
+    "InvalidRequestError": INVALID_REQUEST,
+    "InvalidArgument": INVALID_REQUEST,
+    "ValidationError": INVALID_REQUEST,
+    "NotFoundError": NOT_FOUND,
+    "NotFound": NOT_FOUND,
+    "FileNotFoundError": NOT_FOUND,
+    "InternalServerError": SERVER_ERROR,
+    "ServiceUnavailableError": SERVER_ERROR,
+    "OverloadedError": SERVER_ERROR,
+    "ServiceUnavailable": SERVER_ERROR,
+    "APIConnectionError": NETWORK,
+    "ConnectError": NETWORK,
+    "ConnectionError": NETWORK,
+    "RemoteProtocolError": NETWORK,
+    "NetworkError": NETWORK,
+    "TransportError": NETWORK,
+    "ProtocolError": NETWORK,
+}
+
+_CONTEXT_MARKERS = ("context_length_exceeded", "maximum context length", "context window", "prompt is too long",
+                    "too many tokens")
+_FILTER_MARKERS = ("content_filter", "content management policy", "content_policy", "safety system")
+
+
+def classify_status(status: int | None) -> str:
+    """Map an HTTP status code to an error kind."""
+    if status is None:
+        return UNKNOWN
+    if status == 429:
+        return RATE_LIMIT
+    if status in (401, 403):
+        return AUTH
+    if status == 404:
+        return NOT_FOUND
+    if status in (408, 504):
+        return TIMEOUT
+    if status == 413:
+        return CONTEXT_LENGTH
+    if 400 <= status < 500:
+        return INVALID_REQUEST
+    if status >= 500:  # 529 is Anthropic's "overloaded"
+        return SERVER_ERROR
+    return UNKNOWN
+
+
+def _status_of(exc: BaseException) -> int | None:
+    for attr in ("status_code", "status", "http_status", "code"):
+        value = getattr(exc, attr, None)
+        if isinstance(value, int) and 100 <= value < 600:
+            return value
+    response = getattr(exc, "response", None)
+    value = getattr(response, "status_code", None)
+    if isinstance(value, int) and 100 <= value < 600:
+        return value
+    return None
+
+
+def _message_kind(exc: BaseException) -> str | None:
+    try:
+        text = str(exc).lower()
+    except Exception:  # a hostile __str__ must not break classification
+        return None
+    if any(marker in text for marker in _CONTEXT_MARKERS):
+        return CONTEXT_LENGTH
+    if any(marker in text for marker in _FILTER_MARKERS):
+        return CONTENT_FILTER
+    return None
+
+
+def classify_exception(exc: BaseException | None, *, default: str = UNKNOWN) -> str:
+    """Classify an exception into one of ``ERROR_KINDS``. Never raises.
+
+    Order: message markers for context length and content filter (SDKs raise these as a plain 400), then the
+    class names of the MRO, then an HTTP status found on the exception or its ``response``, then ``default``.
+    """
+    if exc is None:
+        return default
+    try:
+        by_message = _message_kind(exc)
+        if by_message is not None:
+            return by_message
+        if isinstance(exc, TimeoutError):  # also asyncio.TimeoutError (3.11+) and socket.timeout
+            return TIMEOUT
+        for cls in type(exc).__mro__:
+            kind = _BY_CLASS_NAME.get(cls.__name__)
+            if kind is not None:
+                return kind
+        status = _status_of(exc)
+        if status is not None:
+            return classify_status(status)
+    except Exception:
+        return UNKNOWN
+    return default

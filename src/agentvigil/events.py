@@ -1,0 +1,120 @@
+"""The one event model: instrumentation produces these, and metrics, spans, detectors, the recorder,
+``replay`` and ``watch`` all consume them.
+
+Field names follow the "minimum viable event schema" of runtime-control practice (``agent_id``, ``task_id``,
+``correlation_id``, ``step_index``, ``event_type``, ``tool_name``, ``token_count``, ``duration_ms``,
+``status``) plus what the health signals need. Serialised as one compact JSON object per line, ``None``
+fields omitted. The JSON Schema is ``agentvigil/schema/event.schema.json``; docs in ``docs/events.md``.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, fields
+from typing import Any
+
+SCHEMA_VERSION = 1
+
+RUN_START = "run_start"
+RUN_END = "run_end"
+STEP_START = "step_start"
+STEP_END = "step_end"
+TOOL_START = "tool_start"
+TOOL_END = "tool_end"
+LLM_CALL = "llm_call"
+HEARTBEAT = "heartbeat"
+BREAKER_TRANSITION = "breaker_transition"
+BUDGET_EXCEEDED = "budget_exceeded"
+DETECTION = "detection"
+KILL = "kill"
+
+EVENT_TYPES = frozenset({
+    RUN_START, RUN_END, STEP_START, STEP_END, TOOL_START, TOOL_END, LLM_CALL, HEARTBEAT,
+    BREAKER_TRANSITION, BUDGET_EXCEEDED, DETECTION, KILL,
+})
+
+
+@dataclass(slots=True)
+class Event:
+    event_type: str
+    ts: float
+    agent_id: str | None = None
+    session_id: str | None = None
+    run_id: str | None = None
+    task_id: str | None = None
+    correlation_id: str | None = None
+    step_index: int | None = None
+    tool_name: str | None = None
+    args_hash: str | None = None
+    result_hash: str | None = None
+    status: str | None = None
+    error_kind: str | None = None
+    duration_ms: float | None = None
+    provider: str | None = None
+    model: str | None = None
+    input_tokens: int | None = None
+    output_tokens: int | None = None
+    cache_read_tokens: int | None = None
+    cache_write_tokens: int | None = None
+    token_count: int | None = None
+    cost_usd: float | None = None
+    name: str | None = None          # breaker or budget name
+    state: str | None = None         # breaker state entered
+    reason: str | None = None        # breaker trip reason, kill reason, run error
+    detector: str | None = None      # for event_type == "detection"
+    detail: dict | None = None       # detector details: small, JSON-safe, never raw content
+
+    def to_dict(self) -> dict[str, Any]:
+        return {name: value for name in _FIELD_NAMES if (value := getattr(self, name)) is not None}
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), separators=(",", ":"), default=str)
+
+
+_FIELD_NAMES = tuple(f.name for f in fields(Event))
+_STR_FIELDS = frozenset({"event_type", "agent_id", "session_id", "run_id", "task_id", "correlation_id",
+                         "tool_name", "args_hash", "result_hash", "status", "error_kind", "provider", "model",
+                         "name", "state", "reason", "detector"})
+_INT_FIELDS = frozenset({"step_index", "input_tokens", "output_tokens", "cache_read_tokens",
+                         "cache_write_tokens", "token_count"})
+_NUM_FIELDS = frozenset({"ts", "duration_ms", "cost_usd"})
+
+
+class InvalidEvent(ValueError):
+    """A recorded line that is not a valid event; ``reason`` is a short, stable label for skip counts."""
+
+    def __init__(self, reason: str, message: str):
+        super().__init__(message)
+        self.reason = reason
+
+
+def event_from_dict(data: Any) -> Event:
+    """Validate a decoded JSON object and build an Event. Unknown keys are ignored (forward compatible)."""
+    if not isinstance(data, dict):
+        raise InvalidEvent("not_an_object", f"expected a JSON object, got {type(data).__name__}")
+    event_type = data.get("event_type")
+    if event_type not in EVENT_TYPES:
+        raise InvalidEvent("unknown_event_type", f"unknown or missing event_type: {event_type!r}")
+    ts = data.get("ts")
+    if not isinstance(ts, (int, float)) or isinstance(ts, bool):
+        raise InvalidEvent("bad_field", f"ts must be a number, got {ts!r}")
+    kwargs: dict[str, Any] = {}
+    for key, value in data.items():
+        if value is None or key not in _FIELD_SET:
+            continue
+        if key in _STR_FIELDS:
+            if not isinstance(value, str):
+                raise InvalidEvent("bad_field", f"{key} must be a string, got {type(value).__name__}")
+        elif key in _INT_FIELDS:
+            if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+                raise InvalidEvent("bad_field", f"{key} must be a non-negative integer, got {value!r}")
+        elif key in _NUM_FIELDS:
+            if not isinstance(value, (int, float)) or isinstance(value, bool):
+                raise InvalidEvent("bad_field", f"{key} must be a number, got {value!r}")
+        elif key == "detail" and not isinstance(value, dict):
+            raise InvalidEvent("bad_field", "detail must be an object")
+        kwargs[key] = value
+    return Event(**kwargs)
+
+
+_FIELD_SET = frozenset(_FIELD_NAMES)

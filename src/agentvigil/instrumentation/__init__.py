@@ -1,0 +1,110 @@
+"""Zero-code integrations: OpenAI and Anthropic SDK patching, a LangChain/LangGraph callback handler, CrewAI
+event listeners. Each is an OpenTelemetry ``BaseInstrumentor`` (reversible, declares the SDK versions it
+supports, picked up by ``opentelemetry-instrument`` through the ``opentelemetry_instrumentor`` entry points).
+
+    import agentvigil
+    agentvigil.instrument()            # every supported SDK that is installed
+    ...
+    agentvigil.uninstrument()
+
+Nothing here imports an SDK until you instrument it.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import logging
+from typing import Any
+
+from agentvigil.instrumentation import _env
+
+log = logging.getLogger("agentvigil")
+
+__all__ = [
+    "AnthropicInstrumentor", "CrewAIInstrumentor", "LangChainInstrumentor", "OpenAIInstrumentor", "instrument",
+    "instrumented", "uninstrument",
+]
+
+# integration name -> (module that must be importable, "module:Instrumentor")
+_REGISTRY: dict[str, tuple[str, str]] = {
+    "openai": ("openai", "agentvigil.instrumentation.openai:OpenAIInstrumentor"),
+    "anthropic": ("anthropic", "agentvigil.instrumentation.anthropic:AnthropicInstrumentor"),
+    "langchain": ("langchain_core", "agentvigil.instrumentation.langchain:LangChainInstrumentor"),
+    "crewai": ("crewai", "agentvigil.instrumentation.crewai:CrewAIInstrumentor"),
+}
+
+
+def _load(target: str) -> Any:
+    module, _, name = target.partition(":")
+    return getattr(importlib.import_module(module), name)
+
+
+def _installed(module: str) -> bool:
+    try:
+        return importlib.util.find_spec(module) is not None
+    except (ImportError, ValueError):
+        return False
+
+
+def instrument(*, only: list[str] | tuple[str, ...] | None = None, **kwargs: Any) -> list[str]:
+    """Instrument every supported SDK that is installed; returns the names now instrumented.
+
+    ``only`` restricts to some of ``openai``, ``anthropic``, ``langchain``, ``crewai``;
+    ``AGENTVIGIL_DISABLED_INSTRUMENTATIONS`` removes some. Other keyword arguments (``breaker``, ``budget``,
+    ``capture_content``, ``monitor``, ...) go to every instrumentor, which ignores those it does not use.
+    Never raises because of an integration: a failing one is logged and skipped.
+    """
+    names = list(only) if only is not None else list(_REGISTRY)
+    disabled = _env.disabled_integrations()
+    done: list[str] = []
+    for name in names:
+        if name not in _REGISTRY:
+            log.warning("agentvigil: unknown integration %r; valid: %s", name, ", ".join(_REGISTRY))
+            continue
+        module, target = _REGISTRY[name]
+        if name in disabled or not _installed(module):
+            continue
+        try:
+            instrumentor = _load(target)()
+            if not instrumentor.is_instrumented_by_opentelemetry:
+                instrumentor.instrument(**kwargs)
+            if instrumentor.is_instrumented_by_opentelemetry:
+                done.append(name)
+        except Exception as exc:  # an integration must never break the application's start-up
+            log.warning("agentvigil: could not instrument %s: %r", name, exc)
+    return done
+
+
+def uninstrument() -> None:
+    """Undo ``instrument()``: every SDK is left as it was."""
+    for name, (module, target) in _REGISTRY.items():
+        if not _installed(module):
+            continue
+        try:
+            instrumentor = _load(target)()
+            if instrumentor.is_instrumented_by_opentelemetry:
+                instrumentor.uninstrument()
+        except Exception as exc:
+            log.warning("agentvigil: could not uninstrument %s: %r", name, exc)
+
+
+def instrumented() -> list[str]:
+    """Names of the integrations currently instrumented."""
+    out = []
+    for name, (module, target) in _REGISTRY.items():
+        if not _installed(module):
+            continue
+        try:
+            if _load(target)().is_instrumented_by_opentelemetry:
+                out.append(name)
+        except Exception:
+            continue
+    return out
+
+
+def __getattr__(name: str) -> Any:
+    for _, target in _REGISTRY.values():
+        if target.endswith(":" + name):
+            return _load(target)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

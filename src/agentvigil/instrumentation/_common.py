@@ -1,0 +1,461 @@
+"""What every SDK integration shares: the one decision core for an instrumented LLM call (guards, the core LLM
+call record, finalise-once), the stream proxies, and the "our failures never reach the caller" helper.
+
+The per-SDK ``patch`` modules only translate request kwargs and responses into this vocabulary, and keep the
+sync / async / stream shells thin (style principle 5).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from contextvars import ContextVar
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+from wrapt import ObjectProxy
+
+from agentvigil._safety import internal_error as _core_internal_error
+from agentvigil.exceptions import GuardError
+
+log = logging.getLogger("agentvigil")
+
+# Set while an instrumented SDK call is running in this context, so an SDK helper that calls another
+# instrumented method (``parse`` → ``_post``, ``stream`` → ``create``) is recorded once, by the outer wrapper.
+_IN_CALL: ContextVar[bool] = ContextVar("agentvigil_in_instrumented_call", default=False)
+
+# GenAI semantic-convention attribute names used by the integrations (the core owns the usage/model ones).
+REQUEST_MAX_TOKENS = "gen_ai.request.max_tokens"
+REQUEST_TEMPERATURE = "gen_ai.request.temperature"
+REQUEST_TOP_P = "gen_ai.request.top_p"
+REQUEST_STREAM = "gen_ai.request.stream"  # not (yet) semconv; harmless and useful
+RESPONSE_ID = "gen_ai.response.id"
+RESPONSE_FINISH_REASONS = "gen_ai.response.finish_reasons"
+INPUT_MESSAGES = "gen_ai.input.messages"
+OUTPUT_MESSAGES = "gen_ai.output.messages"
+SYSTEM_INSTRUCTIONS = "gen_ai.system_instructions"
+USAGE_MISSING = "agentvigil.usage.missing"
+
+
+def internal_error(component: str, exc: BaseException | None = None) -> None:
+    """Count and log-once one of *our* failures. Never raises."""
+    try:
+        _core_internal_error(component, exc)
+    except Exception:  # pragma: no cover - last line of defence
+        pass
+
+
+@dataclass
+class Options:
+    """Per-instrumentor settings, resolved once at ``instrument()`` time (kwargs > environment)."""
+
+    capture_content: bool = False
+    breaker: Any = None                 # agentvigil.CircuitBreaker or None
+    budget: Any = None                  # agentvigil.TokenBudget or None
+    #: tokens to reserve for a call, from its request kwargs; default: prompt chars / 4 + max output tokens
+    budget_estimate: Callable[[dict[str, Any]], int] | None = None
+    monitor: Any = None                 # explicit Monitor for calls made outside any run
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def is_given(value: Any) -> bool:
+    """False for None and the SDKs' ``NOT_GIVEN`` / ``omit`` sentinels (no SDK import needed)."""
+    if value is None:
+        return False
+    return type(value).__name__ not in ("NotGiven", "Omit", "_NotGiven", "_Omit")
+
+
+def default_estimate(kwargs: dict[str, Any]) -> int:
+    """A cheap upper-ish estimate of a call's tokens: request chars / 4 plus the output cap (or 1024)."""
+    size = 0
+    for key in ("messages", "input", "system", "instructions", "prompt", "tools"):
+        value = kwargs.get(key)
+        if is_given(value):
+            try:
+                size += len(value) if isinstance(value, str) else len(json.dumps(value, default=str))
+            except Exception:
+                size += 1000
+    cap = 0
+    for key in ("max_tokens", "max_completion_tokens", "max_output_tokens"):
+        value = kwargs.get(key)
+        if isinstance(value, int):
+            cap = value
+            break
+    return size // 4 + (cap or 1024)
+
+
+def to_json(value: Any) -> str:
+    try:
+        return json.dumps(value, default=_jsonable, ensure_ascii=False)
+    except Exception:
+        return str(value)
+
+
+def _jsonable(obj: Any) -> Any:
+    dump = getattr(obj, "model_dump", None)
+    if callable(dump):
+        try:
+            return dump(exclude_none=True)
+        except Exception:
+            pass
+    return str(obj)
+
+
+def _start_core_llm_call(provider: str, model: str, operation: str, monitor: Any) -> Any:
+    import agentvigil
+
+    # An explicit monitor only applies to calls made outside any run; inside a run the run's monitor wins.
+    if monitor is not None and agentvigil.current_run() is not None:
+        monitor = None
+    return agentvigil.start_llm_call(provider=provider, model=model, operation=operation, monitor=monitor)
+
+
+def _span_of(llm: Any) -> Any:
+    """The core LLMCall's span (``None`` when tracing is off)."""
+    span = getattr(llm, "span", None)
+    if span is None:
+        span = getattr(llm, "_span", None)
+    return span
+
+
+class Invocation:
+    """One instrumented LLM call from request to final usage. All methods except ``begin`` never raise;
+    ``begin`` raises only the guards' deliberate ``GuardError``s (breaker open, budget exceeded, run killed)."""
+
+    __slots__ = ("llm", "reservation", "breaker", "done", "hide_usage_chunk", "opts", "_usage_seen")
+
+    def __init__(self) -> None:
+        self.llm: Any = None
+        self.reservation: Any = None
+        self.breaker: Any = None
+        self.done = False
+        self.hide_usage_chunk = False
+        self.opts: Options | None = None
+        self._usage_seen = False
+
+    @classmethod
+    def begin(cls, provider: str, operation: str, model: Any, kwargs: dict[str, Any], opts: Options,
+              attributes: dict[str, Any] | None = None) -> "Invocation":
+        inv = cls()
+        inv.opts = opts
+        breaker, budget = opts.breaker, opts.budget
+        try:
+            if breaker is not None:
+                breaker.allow()                     # CircuitOpenError propagates: the call is not made
+                inv.breaker = breaker
+            if budget is not None:
+                estimate = (opts.budget_estimate or default_estimate)(kwargs)
+                inv.reservation = budget.reserve(estimate)   # BudgetExceeded propagates
+            inv.llm = _start_core_llm_call(provider, str(model) if is_given(model) else "unknown", operation,
+                                           opts.monitor)    # RunKilled propagates
+        except GuardError:
+            inv._release_guards()
+            raise
+        except Exception as exc:  # our bug: the call goes ahead unrecorded
+            internal_error(f"instrumentation.{provider}", exc)
+        if attributes:
+            inv.set_attributes(attributes)
+        return inv
+
+    # -- recording -------------------------------------------------------------------------------------
+    def set_attributes(self, attributes: dict[str, Any]) -> None:
+        llm = self.llm
+        if llm is None:
+            return
+        try:
+            clean = {k: v for k, v in attributes.items() if v is not None and is_given(v)}
+            setter = getattr(llm, "set_attributes", None)
+            if setter is not None:
+                setter(clean)
+                return
+            span = _span_of(llm)
+            if span is not None and span.is_recording():
+                span.set_attributes(clean)
+        except Exception as exc:
+            internal_error("instrumentation.attributes", exc)
+
+    def set_usage(self, input_tokens: int | None, output_tokens: int | None, cache_read_tokens: int = 0,
+                  cache_write_tokens: int = 0, *, input_excludes_cache: bool = False) -> None:
+        if self.llm is None or (input_tokens is None and output_tokens is None):
+            return
+        try:
+            self._usage_seen = True
+            self.llm.set_usage(input_tokens=int(input_tokens or 0), output_tokens=int(output_tokens or 0),
+                               cache_read_tokens=int(cache_read_tokens or 0),
+                               cache_write_tokens=int(cache_write_tokens or 0),
+                               input_excludes_cache=input_excludes_cache)
+        except Exception as exc:
+            internal_error("instrumentation.usage", exc)
+
+    def set_response_model(self, model: Any) -> None:
+        if self.llm is None or not model:
+            return
+        try:
+            self.llm.set_response_model(str(model))
+        except Exception as exc:
+            internal_error("instrumentation.usage", exc)
+
+    def total_tokens(self) -> int | None:
+        """Input (inclusive of cache) plus output tokens as normalised by the core, or None if unknown."""
+        if not self._usage_seen:
+            return None
+        i, o = getattr(self.llm, "input_tokens", None), getattr(self.llm, "output_tokens", None)
+        if isinstance(i, int) and isinstance(o, int):
+            return i + o
+        return None
+
+    # -- finishing (exactly once) ----------------------------------------------------------------------
+    def finish(self, error: BaseException | None = None, *, error_kind: str | None = None,
+               tokens: int | None = None) -> None:
+        if self.done:
+            return
+        self.done = True
+        try:
+            if error is None and not self._usage_seen:
+                self.set_attributes({USAGE_MISSING: True})
+            if self.reservation is not None:
+                if error is None:
+                    self.reservation.commit(tokens if tokens is not None else self.total_tokens())
+                else:
+                    self.reservation.release()
+            if self.breaker is not None:
+                if error is None or isinstance(error, GuardError):
+                    self.breaker.record_success()
+                else:
+                    self.breaker.record_failure(error_kind or error)
+            if self.llm is not None:
+                _end_llm(self.llm, error, error_kind)
+        except Exception as exc:
+            internal_error("instrumentation.finish", exc)
+
+    def _release_guards(self) -> None:
+        try:
+            if self.reservation is not None:
+                self.reservation.release()
+            if self.breaker is not None:
+                self.breaker.record_success()  # free a half-open probe slot we took
+        except Exception as exc:
+            internal_error("instrumentation.finish", exc)
+
+
+def _end_llm(llm: Any, error: BaseException | None, error_kind: str | None) -> None:
+    llm.end(error, error_kind=error_kind)
+
+
+# --------------------------------------------------------------------------------------------- streams ----
+
+
+class StreamRecorder:
+    """Per-SDK stream accumulator. ``feed`` sees every item and returns False to hide it from the caller;
+    ``close`` writes what was accumulated onto the invocation. Both are called inside ``safe`` blocks."""
+
+    def feed(self, item: Any) -> bool:  # pragma: no cover - interface
+        return True
+
+    def close(self, inv: Invocation) -> None:  # pragma: no cover - interface
+        pass
+
+    def error_kind(self, exc: BaseException) -> str | None:
+        return None
+
+
+def _feed(recorder: StreamRecorder, item: Any) -> bool:
+    try:
+        return recorder.feed(item)
+    except Exception as exc:
+        internal_error("instrumentation.stream", exc)
+        return True
+
+
+def _close(recorder: StreamRecorder, inv: Invocation, error: BaseException | None) -> None:
+    if inv.done:
+        return
+    kind = None
+    try:
+        recorder.close(inv)
+        if error is not None:
+            kind = recorder.error_kind(error)
+    except Exception as exc:
+        internal_error("instrumentation.stream", exc)
+    inv.finish(error, error_kind=kind)
+
+
+class SyncStreamProxy(ObjectProxy):  # type: ignore[misc]
+    """Wraps an SDK stream: the caller iterates it exactly as before; usage is read as items pass and the call
+    is finalised on exhaustion, error, ``close()`` or context exit, whichever comes first."""
+
+    def __init__(self, wrapped: Any, inv: Invocation, recorder: StreamRecorder) -> None:
+        super().__init__(wrapped)
+        self._self_inv = inv
+        self._self_recorder = recorder
+
+    def __iter__(self) -> "SyncStreamProxy":
+        return self
+
+    def __next__(self) -> Any:
+        while True:
+            try:
+                item = self.__wrapped__.__next__()
+            except StopIteration:
+                _close(self._self_recorder, self._self_inv, None)
+                raise
+            except BaseException as exc:
+                _close(self._self_recorder, self._self_inv, exc)
+                raise
+            if _feed(self._self_recorder, item):
+                return item
+
+    def __enter__(self) -> "SyncStreamProxy":
+        self.__wrapped__.__enter__()
+        return self
+
+    def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> Any:
+        try:
+            return self.__wrapped__.__exit__(exc_type, exc, tb)
+        finally:
+            _close(self._self_recorder, self._self_inv, exc)
+
+    def close(self) -> None:
+        try:
+            self.__wrapped__.close()
+        finally:
+            _close(self._self_recorder, self._self_inv, None)
+
+
+class AsyncStreamProxy(ObjectProxy):  # type: ignore[misc]
+    """The async twin of :class:`SyncStreamProxy`."""
+
+    def __init__(self, wrapped: Any, inv: Invocation, recorder: StreamRecorder) -> None:
+        super().__init__(wrapped)
+        self._self_inv = inv
+        self._self_recorder = recorder
+
+    def __aiter__(self) -> "AsyncStreamProxy":
+        return self
+
+    async def __anext__(self) -> Any:
+        while True:
+            try:
+                item = await self.__wrapped__.__anext__()
+            except StopAsyncIteration:
+                _close(self._self_recorder, self._self_inv, None)
+                raise
+            except BaseException as exc:
+                _close(self._self_recorder, self._self_inv, exc)
+                raise
+            if _feed(self._self_recorder, item):
+                return item
+
+    async def __aenter__(self) -> "AsyncStreamProxy":
+        await self.__wrapped__.__aenter__()
+        return self
+
+    async def __aexit__(self, exc_type: Any, exc: Any, tb: Any) -> Any:
+        try:
+            return await self.__wrapped__.__aexit__(exc_type, exc, tb)
+        finally:
+            _close(self._self_recorder, self._self_inv, exc)
+
+    async def close(self) -> None:
+        try:
+            await self.__wrapped__.close()
+        finally:
+            _close(self._self_recorder, self._self_inv, None)
+
+
+# ------------------------------------------------------------------------------------------- the shells ----
+
+
+@dataclass
+class CallSpec:
+    """How one SDK method maps onto an LLM call. Functions here run inside ``safe`` blocks."""
+
+    provider: str
+    operation: str                                                          # chat | embeddings | ...
+    request: Callable[[dict[str, Any], Options], tuple[dict[str, Any], dict[str, Any]]]
+    #: (kwargs, opts) -> (kwargs to send, span attributes)
+    response: Callable[[Any, Invocation, Options], None]                    # non-stream result -> usage
+    stream_recorder: Callable[[dict[str, Any], Options, bool], StreamRecorder] | None = None
+    #: (original kwargs, opts, usage_injected) -> recorder
+    error_kind: Callable[[BaseException], str | None] = lambda exc: None
+    is_stream: Callable[[dict[str, Any], Any], bool] = lambda kwargs, result: bool(kwargs.get("stream") is True)
+
+
+def _prepare(spec: CallSpec, kwargs: dict[str, Any], opts: Options) -> tuple[dict[str, Any], dict[str, Any], bool]:
+    try:
+        new_kwargs, attrs = spec.request(kwargs, opts)
+        injected = new_kwargs is not kwargs
+        return new_kwargs, attrs, injected
+    except Exception as exc:
+        internal_error(f"instrumentation.{spec.provider}", exc)
+        return kwargs, {}, False
+
+
+def _on_result(spec: CallSpec, kwargs: dict[str, Any], result: Any, inv: Invocation, opts: Options,
+               injected: bool, is_async: bool) -> Any:
+    try:
+        if spec.stream_recorder is not None and spec.is_stream(kwargs, result):
+            recorder = spec.stream_recorder(kwargs, opts, injected)
+            return (AsyncStreamProxy if is_async else SyncStreamProxy)(result, inv, recorder)
+        spec.response(result, inv, opts)
+    except Exception as exc:
+        internal_error(f"instrumentation.{spec.provider}", exc)
+    inv.finish(None)
+    return result
+
+
+def _on_error(spec: CallSpec, inv: Invocation, exc: BaseException) -> None:
+    try:
+        kind = spec.error_kind(exc)
+    except Exception:
+        kind = None
+    inv.finish(exc, error_kind=kind)
+
+
+def sync_wrapper(spec: CallSpec, opts: Options) -> Callable[..., Any]:
+    """A ``wrapt`` wrapper for a sync SDK method (keyword-only in both SDKs)."""
+
+    def wrapper(wrapped: Callable[..., Any], instance: Any, args: tuple, kwargs: dict[str, Any]) -> Any:
+        if _IN_CALL.get():
+            return wrapped(*args, **kwargs)
+        send, attrs, injected = _prepare(spec, kwargs, opts)
+        inv = Invocation.begin(spec.provider, spec.operation, kwargs.get("model"), kwargs, opts, attrs)
+        token = _IN_CALL.set(True)
+        try:
+            result = wrapped(*args, **send)
+        except BaseException as exc:
+            _on_error(spec, inv, exc)
+            raise
+        finally:
+            _IN_CALL.reset(token)
+        return _on_result(spec, kwargs, result, inv, opts, injected, is_async=False)
+
+    return wrapper
+
+
+def async_wrapper(spec: CallSpec, opts: Options) -> Callable[..., Any]:
+    """A ``wrapt`` wrapper for an async SDK method."""
+
+    async def wrapper(wrapped: Callable[..., Any], instance: Any, args: tuple, kwargs: dict[str, Any]) -> Any:
+        if _IN_CALL.get():
+            return await wrapped(*args, **kwargs)
+        send, attrs, injected = _prepare(spec, kwargs, opts)
+        inv = Invocation.begin(spec.provider, spec.operation, kwargs.get("model"), kwargs, opts, attrs)
+        token = _IN_CALL.set(True)
+        try:
+            result = await wrapped(*args, **send)
+        except BaseException as exc:
+            _on_error(spec, inv, exc)
+            raise
+        finally:
+            _IN_CALL.reset(token)
+        return _on_result(spec, kwargs, result, inv, opts, injected, is_async=True)
+
+    return wrapper
+
+
+def content_attributes(opts: Options, **values: Any) -> dict[str, Any]:
+    """Span attributes carrying message content: empty unless content capture is on."""
+    if not opts.capture_content:
+        return {}
+    return {key: to_json(value) for key, value in values.items() if is_given(value)}

@@ -1,0 +1,286 @@
+"""The Prometheus metric contract, on a ``CollectorRegistry``. Names are a public contract used by the
+shipped alert rules and dashboards: see docs/metrics.md.
+
+Hot paths use pre-bound children (``AgentSeries``, ``ToolSeries``, ``ModelSeries``) resolved once per
+agent / tool / model, so an update is one lock and one add inside prometheus_client. Every label value goes
+through ``LabelCap``: values are truncated and, past a per-label cap, folded into ``__overflow__`` and counted.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections import deque
+
+from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histogram
+
+from ._version import __version__
+
+OVERFLOW = "__overflow__"
+MAX_LABEL_LENGTH = 128
+DEFAULT_MAX_LABEL_VALUES = 200
+
+RUN_DURATION_BUCKETS = (0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1800, 3600)
+RUN_COST_BUCKETS = (0.0001, 0.0005, 0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1, 5, 10, 50)
+RUN_STEPS_BUCKETS = (1, 2, 3, 5, 8, 13, 21, 34, 55, 89, 144)
+TOOL_DURATION_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
+LLM_DURATION_BUCKETS = (0.1, 0.25, 0.5, 1, 2, 4, 8, 15, 30, 60, 120)
+CACHE_RATIO_WINDOW = 20  # calls in the agent_cache_hit_ratio gauge window
+
+
+class LabelCap:
+    """Bounds the values one label can take. Thread-safe; the common case (known value) takes no lock."""
+
+    def __init__(self, label: str, limit: int, overflow_counter: Counter):
+        self.label = label
+        self.limit = limit
+        self._seen: set[str] = set()
+        self._lock = threading.Lock()
+        self._overflow = overflow_counter.labels(label)
+
+    def __call__(self, value) -> str:
+        if value.__class__ is not str:
+            value = "unknown" if value is None else str(value)
+        if value in self._seen:
+            return value
+        if not value:
+            value = "unknown"
+        elif len(value) > MAX_LABEL_LENGTH:
+            value = value[:MAX_LABEL_LENGTH]
+        with self._lock:
+            if value in self._seen:
+                return value
+            if len(self._seen) >= self.limit:
+                self._overflow.inc()
+                return OVERFLOW
+            self._seen.add(value)
+            return value
+
+
+class AgentMetrics:
+    """All agentvigil metric families on one registry."""
+
+    def __init__(self, registry: CollectorRegistry = REGISTRY, max_label_values: int | None = None):
+        if max_label_values is None:
+            max_label_values = int(os.environ.get("AGENTVIGIL_MAX_LABEL_VALUES", DEFAULT_MAX_LABEL_VALUES))
+        self.registry = registry
+        r = registry
+        # -- runs and steps
+        self.runs = Counter("agent_runs", "Agent runs finished, by final status (ok, error, killed).",
+                            ["agent", "status"], registry=r)
+        self.steps = Counter("agent_steps", "Agent steps completed.", ["agent"], registry=r)
+        self.run_duration = Histogram("agent_run_duration_seconds", "Wall-clock duration of finished runs.",
+                                      ["agent"], buckets=RUN_DURATION_BUCKETS, registry=r)
+        self.run_cost = Histogram("agent_run_cost_usd", "Cost of finished runs in USD (priced calls only).",
+                                  ["agent"], buckets=RUN_COST_BUCKETS, registry=r)
+        self.run_steps = Histogram("agent_run_steps", "Steps per finished run.", ["agent"],
+                                   buckets=RUN_STEPS_BUCKETS, registry=r)
+        self.active_runs = Gauge("agent_active_runs", "Runs in flight.", ["agent"], registry=r)
+        self.active_run_cost = Gauge("agent_active_run_cost_usd",
+                                     "Highest cost so far among in-flight runs, in USD (0 when none).",
+                                     ["agent"], registry=r)
+        self.last_run_cost = Gauge("agent_last_run_cost_usd", "Cost of the most recent finished run in USD.",
+                                   ["agent"], registry=r)
+        self.cost_baseline = Gauge("agent_run_cost_baseline_usd",
+                                   "Rolling median cost of recent finished runs in USD (0 until enough runs).",
+                                   ["agent"], registry=r)
+        # -- tools
+        self.tool_calls = Counter("agent_tool_calls", "Tool calls finished, by status (ok, error).",
+                                  ["agent", "tool", "status"], registry=r)
+        self.tool_errors = Counter("agent_tool_errors", "Tool call errors by error kind.",
+                                   ["agent", "tool", "kind"], registry=r)
+        self.tool_duration = Histogram("agent_tool_call_duration_seconds", "Tool call duration.",
+                                       ["agent", "tool"], buckets=TOOL_DURATION_BUCKETS, registry=r)
+        # -- LLM calls
+        self.llm_calls = Counter("agent_llm_calls", "LLM calls finished, by status (ok, error).",
+                                 ["agent", "provider", "model", "status"], registry=r)
+        self.llm_errors = Counter("agent_llm_errors", "LLM call errors by error kind.",
+                                  ["agent", "provider", "model", "kind"], registry=r)
+        self.tokens = Counter("agent_tokens", "Tokens by type: input (inclusive of cached), output, cache_read, "
+                              "cache_write.", ["agent", "provider", "model", "type"], registry=r)
+        self.cost = Counter("agent_cost_usd", "Cost of priced LLM calls in USD.", ["agent", "provider", "model"],
+                            registry=r)
+        self.unpriced = Counter("agent_llm_calls_unpriced", "LLM calls whose model has no known price; their "
+                                "cost is missing from agent_cost_usd_total.", ["agent", "provider", "model"],
+                                registry=r)
+        self.llm_duration = Histogram("agent_llm_call_duration_seconds", "LLM call duration.",
+                                      ["agent", "provider", "model"], buckets=LLM_DURATION_BUCKETS, registry=r)
+        self.cache_ratio = Gauge("agent_cache_hit_ratio", "Prompt-cache hit ratio: cache_read / input tokens "
+                                 f"over the last {CACHE_RATIO_WINDOW} calls.", ["agent", "provider", "model"],
+                                 registry=r)
+        # -- detectors and guards
+        self.loop_detections = Counter("agent_loop_detections", "Loop detector triggers.", ["agent", "detector"],
+                                       registry=r)
+        self.cost_spikes = Counter("agent_cost_spikes", "Runs whose cost went over spike_factor × baseline "
+                                   "(in flight or finished).", ["agent"], registry=r)
+        self.kills = Counter("agent_kills", "Runs stopped by the kill switch.", ["agent", "reason"], registry=r)
+        self.breaker_state = Gauge("agent_circuit_breaker_state", "Circuit breaker state: 0 closed, "
+                                   "0.5 half-open, 1 open.", ["breaker"], registry=r)
+        self.breaker_transitions = Counter("agent_circuit_breaker_transitions", "Circuit breaker state changes.",
+                                           ["breaker", "to", "reason"], registry=r)
+        self.budget_utilization = Gauge("agent_budget_utilization_ratio", "(committed + reserved) / limit.",
+                                        ["budget"], registry=r)
+        self.budget_limit = Gauge("agent_budget_limit_tokens", "Token budget limit.", ["budget"], registry=r)
+        self.budget_tokens = Gauge("agent_budget_tokens", "Tokens held by a budget, by state (reserved, "
+                                   "committed).", ["budget", "state"], registry=r)
+        self.budget_exceeded = Counter("agent_budget_exceeded", "Reservations refused or commits that went "
+                                       "over the limit.", ["budget"], registry=r)
+        # -- heartbeats
+        self.heartbeat = Gauge("agent_heartbeat_timestamp_seconds", "Liveness: last background tick of the "
+                               "process (Unix time).", ["agent"], registry=r)
+        self.progress = Gauge("agent_progress_timestamp_seconds", "Progress: last completed step or run, or "
+                              "the last tick while idle (Unix time).", ["agent"], registry=r)
+        # -- self-observability
+        self.internal_errors = Counter("agentvigil_internal_errors", "Failures inside agentvigil, caught and "
+                                       "not raised to the agent.", ["component"], registry=r)
+        self.label_overflow = Counter("agentvigil_label_overflow", "Label values folded into __overflow__ "
+                                      "because a label reached its cap.", ["label"], registry=r)
+        self.events_dropped = Counter("agentvigil_events_dropped", "Events or spans dropped by a sink "
+                                      "(full queue, failed export).", ["sink"], registry=r)
+        self.build_info = Gauge("agentvigil_build_info", "agentvigil version.", ["version"], registry=r)
+        self.build_info.labels(__version__).set(1)
+
+        caps = {name: LabelCap(name, max_label_values, self.label_overflow)
+                for name in ("agent", "tool", "provider", "model", "breaker", "budget", "reason")}
+        self.cap = caps
+        self._lock = threading.Lock()
+        self._agents: dict[str, AgentSeries] = {}
+        self._tools: dict[tuple[str, str], ToolSeries] = {}
+        self._models: dict[tuple[str, str, str], ModelSeries] = {}
+
+    # Bound-series lookups: a dict hit on the hot path, creation (and capping) once per key.
+    def agent(self, agent: str) -> "AgentSeries":
+        series = self._agents.get(agent)
+        if series is None:
+            with self._lock:
+                series = self._agents.get(agent) or AgentSeries(self, self.cap["agent"](agent))
+                self._agents[agent] = series
+        return series
+
+    def tool(self, agent: str, tool: str) -> "ToolSeries":
+        key = (agent, tool)
+        series = self._tools.get(key)
+        if series is None:
+            with self._lock:
+                series = self._tools.get(key) or ToolSeries(self, self.agent(agent).agent, self.cap["tool"](tool))
+                if len(self._tools) < 50_000:  # an overflowing tool name still resolves, just uncached
+                    self._tools[key] = series
+        return series
+
+    def model(self, agent: str, provider: str, model: str) -> "ModelSeries":
+        key = (agent, provider, model)
+        series = self._models.get(key)
+        if series is None:
+            with self._lock:
+                series = self._models.get(key) or ModelSeries(
+                    self, self.agent(agent).agent, self.cap["provider"](provider), self.cap["model"](model))
+                if len(self._models) < 50_000:
+                    self._models[key] = series
+        return series
+
+
+class AgentSeries:
+    __slots__ = ("agent", "steps", "runs_ok", "runs_error", "runs_killed", "run_duration", "run_cost",
+                 "run_steps", "active_runs", "active_run_cost", "last_run_cost", "cost_baseline", "heartbeat",
+                 "progress", "loop", "cost_spikes", "metrics")
+
+    def __init__(self, m: AgentMetrics, agent: str):
+        self.metrics = m
+        self.agent = agent
+        self.steps = m.steps.labels(agent)
+        self.runs_ok = m.runs.labels(agent, "ok")
+        self.runs_error = m.runs.labels(agent, "error")
+        self.runs_killed = m.runs.labels(agent, "killed")
+        self.run_duration = m.run_duration.labels(agent)
+        self.run_cost = m.run_cost.labels(agent)
+        self.run_steps = m.run_steps.labels(agent)
+        self.active_runs = m.active_runs.labels(agent)
+        self.active_run_cost = m.active_run_cost.labels(agent)
+        self.last_run_cost = m.last_run_cost.labels(agent)
+        self.cost_baseline = m.cost_baseline.labels(agent)
+        self.heartbeat = m.heartbeat.labels(agent)
+        self.progress = m.progress.labels(agent)
+        self.cost_spikes = m.cost_spikes.labels(agent)
+        self.loop = {name: m.loop_detections.labels(agent, name)
+                     for name in ("repeat_call", "same_result", "repeated_sequence")}
+
+
+class ToolSeries:
+    __slots__ = ("ok", "error", "duration", "errors", "agent", "tool", "metrics")
+
+    def __init__(self, m: AgentMetrics, agent: str, tool: str):
+        self.metrics, self.agent, self.tool = m, agent, tool
+        self.ok = m.tool_calls.labels(agent, tool, "ok")
+        self.error = m.tool_calls.labels(agent, tool, "error")
+        self.duration = m.tool_duration.labels(agent, tool)
+        self.errors: dict[str, object] = {}
+
+    def error_kind(self, kind: str):
+        child = self.errors.get(kind)
+        if child is None:
+            child = self.errors[kind] = self.metrics.tool_errors.labels(self.agent, self.tool, kind)
+        return child
+
+
+class ModelSeries:
+    __slots__ = ("ok", "error", "input", "output", "cache_read", "cache_write", "cost", "unpriced", "duration",
+                 "cache_ratio", "window", "window_read", "window_input", "errors", "labels", "metrics")
+
+    def __init__(self, m: AgentMetrics, agent: str, provider: str, model: str):
+        self.metrics = m
+        self.labels = (agent, provider, model)
+        self.ok = m.llm_calls.labels(agent, provider, model, "ok")
+        self.error = m.llm_calls.labels(agent, provider, model, "error")
+        self.input = m.tokens.labels(agent, provider, model, "input")
+        self.output = m.tokens.labels(agent, provider, model, "output")
+        self.cache_read = m.tokens.labels(agent, provider, model, "cache_read")
+        self.cache_write = m.tokens.labels(agent, provider, model, "cache_write")
+        self.cost = m.cost.labels(agent, provider, model)
+        self.unpriced = m.unpriced.labels(agent, provider, model)
+        self.duration = m.llm_duration.labels(agent, provider, model)
+        self.cache_ratio = None  # created on the first call with input tokens
+        self.window: deque[tuple[int, int]] = deque()
+        self.window_read = 0
+        self.window_input = 0
+        self.errors: dict[str, object] = {}
+
+    def error_kind(self, kind: str):
+        child = self.errors.get(kind)
+        if child is None:
+            child = self.errors[kind] = self.metrics.llm_errors.labels(*self.labels, kind)
+        return child
+
+    def observe_cache(self, cache_read: int, input_tokens: int) -> None:
+        """Slide the cache-ratio window; caller holds a lock."""
+        self.window.append((cache_read, input_tokens))
+        self.window_read += cache_read
+        self.window_input += input_tokens
+        if len(self.window) > CACHE_RATIO_WINDOW:
+            old_read, old_input = self.window.popleft()
+            self.window_read -= old_read
+            self.window_input -= old_input
+        if self.window_input > 0:
+            if self.cache_ratio is None:
+                self.cache_ratio = self.metrics.cache_ratio.labels(*self.labels)
+            self.cache_ratio.set(self.window_read / self.window_input)
+
+
+_default: AgentMetrics | None = None
+_by_registry: dict[int, AgentMetrics] = {}
+_default_lock = threading.Lock()
+
+
+def metrics_for(registry: CollectorRegistry | None = None) -> AgentMetrics:
+    """The AgentMetrics bound to ``registry`` (the prometheus_client default registry when None)."""
+    registry = REGISTRY if registry is None else registry
+    found = _by_registry.get(id(registry))
+    if found is None or found.registry is not registry:
+        with _default_lock:
+            found = _by_registry.get(id(registry))
+            if found is None or found.registry is not registry:
+                found = _by_registry[id(registry)] = AgentMetrics(registry)
+    return found
+
+
+def default_metrics() -> AgentMetrics:
+    return metrics_for(None)

@@ -1,0 +1,1 @@
+"""Where events go besides metrics: OpenTelemetry spans and the NDJSON flight recorder."""

@@ -1,0 +1,141 @@
+"""OpenTelemetry tracing setup and GenAI semantic-convention attribute names.
+
+We keep our own string constants: the semconv Python constants for GenAI are deprecated and moving.
+With no tracer provider configured and no ``OTEL_EXPORTER_OTLP_*ENDPOINT`` set, ``build_tracer`` returns
+None and no span objects are created at all.
+"""
+
+from __future__ import annotations
+
+import atexit
+import logging
+import os
+import threading
+
+from .._safety import internal_error
+
+log = logging.getLogger("agentvigil")
+
+# GenAI semantic conventions (https://opentelemetry.io/docs/specs/semconv/gen-ai/)
+OPERATION_NAME = "gen_ai.operation.name"
+PROVIDER_NAME = "gen_ai.provider.name"
+AGENT_NAME = "gen_ai.agent.name"
+AGENT_ID = "gen_ai.agent.id"
+CONVERSATION_ID = "gen_ai.conversation.id"
+REQUEST_MODEL = "gen_ai.request.model"
+RESPONSE_MODEL = "gen_ai.response.model"
+USAGE_INPUT_TOKENS = "gen_ai.usage.input_tokens"
+USAGE_OUTPUT_TOKENS = "gen_ai.usage.output_tokens"
+USAGE_CACHE_READ = "gen_ai.usage.cache_read.input_tokens"
+USAGE_CACHE_CREATION = "gen_ai.usage.cache_creation.input_tokens"
+TOOL_NAME = "gen_ai.tool.name"
+TOOL_CALL_ID = "gen_ai.tool.call.id"
+TOOL_CALL_ARGUMENTS = "gen_ai.tool.call.arguments"  # opt-in only
+TOOL_TYPE = "gen_ai.tool.type"
+ERROR_TYPE = "error.type"
+# agentvigil's own attributes
+TASK_ID = "agentvigil.task_id"
+RUN_ID = "agentvigil.run_id"
+CORRELATION_ID = "agentvigil.correlation_id"
+STEP_INDEX = "agentvigil.step.index"
+ARGS_HASH = "agentvigil.tool.args_hash"
+COST_USD = "agentvigil.cost_usd"
+RUN_STATUS = "agentvigil.run.status"
+
+_own_provider = None
+_own_lock = threading.Lock()
+
+
+class _CountingExporter:
+    """Wraps a SpanExporter to count spans lost to failed exports (dead collector) as dropped events."""
+
+    def __init__(self, inner):
+        self._inner = inner
+
+    def export(self, spans):
+        from opentelemetry.sdk.trace.export import SpanExportResult
+
+        try:
+            result = self._inner.export(spans)
+        except Exception as exc:
+            internal_error("otlp_export", exc)
+            result = SpanExportResult.FAILURE
+        if result != SpanExportResult.SUCCESS:
+            from ..metrics import default_metrics
+
+            default_metrics().events_dropped.labels("otlp").inc(len(spans))
+        return result
+
+    def shutdown(self):
+        return self._inner.shutdown()
+
+    def force_flush(self, timeout_millis: int = 30000):
+        return getattr(self._inner, "force_flush", lambda *_: True)(timeout_millis)
+
+
+def _env_true(name: str) -> bool:
+    return os.environ.get(name, "").strip().lower() in ("1", "true", "yes", "on")
+
+
+def _otlp_endpoint_set() -> bool:
+    return bool(os.environ.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT") or os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT"))
+
+
+def _build_own_provider(service_name: str):
+    """An SDK TracerProvider exporting OTLP per the standard OTEL_* variables. Shut down at exit with a short
+    deadline so a dead collector cannot hold the process."""
+    from opentelemetry.sdk.resources import Resource
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import BatchSpanProcessor
+
+    protocol = (os.environ.get("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL")
+                or os.environ.get("OTEL_EXPORTER_OTLP_PROTOCOL") or "http/protobuf").strip()
+    if protocol == "grpc":
+        from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
+    else:
+        from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+    attrs = {}
+    if not os.environ.get("OTEL_SERVICE_NAME"):
+        attrs["service.name"] = service_name
+    provider = TracerProvider(resource=Resource.create(attrs), shutdown_on_exit=False)
+    provider.add_span_processor(BatchSpanProcessor(_CountingExporter(OTLPSpanExporter())))
+
+    def _shutdown():
+        # Flush what we can in 2 s, in a daemon thread: a dead collector must not block exit.
+        t = threading.Thread(target=lambda: (provider.force_flush(2000), provider.shutdown()), daemon=True)
+        t.start()
+        t.join(3.0)
+
+    atexit.register(_shutdown)
+    return provider
+
+
+def build_tracer(tracer_provider=None, service_name: str = "agentvigil"):
+    """The tracer for a Monitor, or None when tracing is off.
+
+    Order: an explicit provider; else the global provider if the application configured one; else our own
+    OTLP provider if an OTLP endpoint is set in the environment; else None (tracing off, near-zero cost).
+    ``OTEL_SDK_DISABLED=true`` or ``OTEL_TRACES_EXPORTER=none`` turn our own provider off.
+    """
+    global _own_provider
+    from .._version import __version__
+
+    try:
+        if tracer_provider is not None:
+            return tracer_provider.get_tracer("agentvigil", __version__)
+        if _env_true("OTEL_SDK_DISABLED"):
+            return None
+        from opentelemetry import trace
+
+        current = trace.get_tracer_provider()
+        if not isinstance(current, (trace.ProxyTracerProvider, trace.NoOpTracerProvider)):
+            return current.get_tracer("agentvigil", __version__)
+        if not _otlp_endpoint_set() or os.environ.get("OTEL_TRACES_EXPORTER", "").strip() == "none":
+            return None
+        with _own_lock:
+            if _own_provider is None:
+                _own_provider = _build_own_provider(service_name)
+        return _own_provider.get_tracer("agentvigil", __version__)
+    except Exception as exc:
+        internal_error("tracing_setup", exc)
+        return None
