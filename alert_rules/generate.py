@@ -55,6 +55,14 @@ def seconds(duration: str) -> int:
     return int(int(match.group(1)) * _SECONDS[match.group(2)])
 
 
+def duration(total_seconds: int) -> str:
+    """3600 -> '1h': the largest unit that divides exactly."""
+    for unit in ("w", "d", "h", "m", "s"):
+        if total_seconds % _SECONDS[unit] == 0:
+            return f"{total_seconds // _SECONDS[unit]}{unit}"
+    raise ValueError(total_seconds)
+
+
 def deep_merge(base: dict, override: dict) -> dict:
     out = copy.deepcopy(base)
     for key, value in override.items():
@@ -125,7 +133,13 @@ class Builder:
 
     @property
     def cost_long(self) -> str:
-        return self.name("job_agent", "agent_cost_usd", "rate" + self.w["cost_long"])
+        return self.name("job_agent", "agent_cost_usd", f"rate{self.w['cost_short']}_avg{self.w['cost_long']}")
+
+    @property
+    def settled(self) -> str:
+        """An agent's cost rate is compared with its average only once it existed for two short windows:
+        the first short window's rates are diluted (rate() divides by the whole window)."""
+        return duration(2 * seconds(self.w["cost_short"]))
 
     @property
     def fleet_cost_short(self) -> str:
@@ -133,7 +147,7 @@ class Builder:
 
     @property
     def fleet_cost_long(self) -> str:
-        return self.name("job", "agent_cost_usd", "rate" + self.w["cost_long"])
+        return self.name("job", "agent_cost_usd", f"rate{self.w['cost_short']}_avg{self.w['cost_long']}")
 
     @property
     def loops_per_run(self) -> str:
@@ -174,10 +188,15 @@ class Builder:
         rules = [
             {"record": self.cost_short,
              "expr": f"sum by (job, agent) (rate(agent_cost_usd_total{s()}[{w['cost_short']}]))"},
+            # The long-term average is the average of the recorded short-window rate over the cost_long window
+            # that ends where the current short window starts (offset), so a spike does not raise its own
+            # baseline. Not rate() over the long window: rate() divides by the whole window, so an agent
+            # younger than the window would look like it spends far more now than "on average".
             {"record": self.cost_long,
-             "expr": f"sum by (job, agent) (rate(agent_cost_usd_total{s()}[{w['cost_long']}]))"},
+             "expr": f"avg_over_time({self.cost_short}[{w['cost_long']}] offset {w['cost_short']})"},
             {"record": self.fleet_cost_short, "expr": f"sum by (job) ({self.cost_short})"},
-            {"record": self.fleet_cost_long, "expr": f"sum by (job) ({self.cost_long})"},
+            {"record": self.fleet_cost_long,
+             "expr": f"avg_over_time({self.fleet_cost_short}[{w['cost_long']}] offset {w['cost_short']})"},
             {"record": self.loops_per_run,
              "expr": dedent(f"""
                  sum by (job, agent) (rate(agent_loop_detections_total{s()}[{w['loops']}]))
@@ -321,11 +340,13 @@ class Builder:
                 > {spike['factor']}
                 and on (job, agent)
                 {self.cost_short} * 3600 > {spike['min_cost_per_hour_usd']}
+                and on (job, agent)
+                {self.cost_short} offset {self.settled}
                 """,
                 "An agent spends much faster than its long-term average.",
                 f"""
-                Agent {{{{ $labels.agent }}}} spends {{{{ $value | humanize }}}} times its {w['cost_long']}
-                average cost rate, measured over {w['cost_short']} (threshold {spike['factor']}x, only above
+                Agent {{{{ $labels.agent }}}} spends {{{{ $value | humanize }}}} times its average cost rate of the
+                {w['cost_long']} before, measured over {w['cost_short']} (threshold {spike['factor']}x, only above
                 ${spike['min_cost_per_hour_usd']}/h). A slowly growing loop or context shows up here first.
                 """,
             ),
@@ -428,11 +449,11 @@ class Builder:
         return [
             self.alert(
                 "AgentToolAuthErrors",
-                f'{self.tool_errors_rate}{{kind=~"{auth_kinds}"}} > 0',
+                f'{self.tool_errors_rate}{{kind=~"{auth_kinds}"}} * {seconds(self.w["rate"])} > 0',
                 "An agent's tool fails authentication or authorization.",
                 f"""
                 Tool {{{{ $labels.tool }}}} of agent {{{{ $labels.agent }}}} fails with {{{{ $labels.kind }}}}
-                errors ({{{{ $value | humanize }}}}/s over {self.w['rate']}). Credentials or permissions are
+                errors ({{{{ $value | humanize }}}} in the last {self.w['rate']}). Credentials or permissions are
                 broken; retrying will not help.
                 """,
             ),
@@ -540,11 +561,13 @@ class Builder:
                 > {spike['factor']}
                 and on (job)
                 {self.fleet_cost_short} * 3600 > {spike['min_cost_per_hour_usd']}
+                and on (job)
+                {self.fleet_cost_short} offset {self.settled}
                 """,
                 "The agent fleet spends much faster than its long-term average.",
                 f"""
-                All agents of job {{{{ $labels.job }}}} together spend {{{{ $value | humanize }}}} times their
-                {self.w['cost_long']} average cost rate, measured over {self.w['cost_short']} (threshold
+                All agents of job {{{{ $labels.job }}}} together spend {{{{ $value | humanize }}}} times their average
+                cost rate of the {self.w['cost_long']} before, measured over {self.w['cost_short']} (threshold
                 {spike['factor']}x, only above ${spike['min_cost_per_hour_usd']}/h).
                 """,
             ),

@@ -25,7 +25,10 @@ RUN_COST_BUCKETS = (0.0001, 0.0005, 0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1, 5, 10
 RUN_STEPS_BUCKETS = (1, 2, 3, 5, 8, 13, 21, 34, 55, 89, 144)
 TOOL_DURATION_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
 LLM_DURATION_BUCKETS = (0.1, 0.25, 0.5, 1, 2, 4, 8, 15, 30, 60, 120)
-CACHE_RATIO_WINDOW = 20  # calls in the agent_cache_hit_ratio gauge window
+CACHE_RATIO_WINDOW = 20
+INTERNAL_COMPONENTS = ("monitor", "run", "step", "tool_call", "llm_call", "pricing", "usage", "digest", "tracing",
+                       "tracing_setup", "otlp_export", "context", "recorder", "subscriber", "heartbeat", "breaker",
+                       "budget", "kill", "instrumentation")  # calls in the agent_cache_hit_ratio gauge window
 
 
 class LabelCap:
@@ -139,6 +142,11 @@ class AgentMetrics:
                                       "(full queue, failed export).", ["sink"], registry=r)
         self.build_info = Gauge("agentvigil_build_info", "agentvigil version.", ["version"], registry=r)
         self.build_info.labels(__version__).set(1)
+        # Self-metrics exist at 0 from the start, so increase() sees the very first failure.
+        for component in INTERNAL_COMPONENTS:
+            self.internal_errors.labels(component)
+        for sink in ("recorder", "otlp"):
+            self.events_dropped.labels(sink)
 
         caps = {name: LabelCap(name, max_label_values, self.label_overflow)
                 for name in ("agent", "tool", "provider", "model", "breaker", "budget", "reason")}
@@ -161,8 +169,9 @@ class AgentMetrics:
         key = (agent, tool)
         series = self._tools.get(key)
         if series is None:
+            agent_label = self.agent(agent).agent  # before taking the (non-reentrant) lock
             with self._lock:
-                series = self._tools.get(key) or ToolSeries(self, self.agent(agent).agent, self.cap["tool"](tool))
+                series = self._tools.get(key) or ToolSeries(self, agent_label, self.cap["tool"](tool))
                 if len(self._tools) < 50_000:  # an overflowing tool name still resolves, just uncached
                     self._tools[key] = series
         return series
@@ -171,9 +180,10 @@ class AgentMetrics:
         key = (agent, provider, model)
         series = self._models.get(key)
         if series is None:
+            agent_label = self.agent(agent).agent
             with self._lock:
                 series = self._models.get(key) or ModelSeries(
-                    self, self.agent(agent).agent, self.cap["provider"](provider), self.cap["model"](model))
+                    self, agent_label, self.cap["provider"](provider), self.cap["model"](model))
                 if len(self._models) < 50_000:
                     self._models[key] = series
         return series

@@ -101,12 +101,39 @@ def _exemplar(span) -> dict | None:
     return {"trace_id": format(ctx.trace_id, "032x"), "span_id": format(ctx.span_id, "016x")}
 
 
-def _start_span(tracer, name: str, parent_span, attributes: dict, start_time: int | None = None):
-    from opentelemetry import trace
+_trace = _otel_context = None
 
+
+def _otel():
+    """opentelemetry.trace and .context, imported once on first use (only when tracing is on)."""
+    global _trace, _otel_context
+    if _trace is None:
+        from opentelemetry import context, trace
+
+        _trace, _otel_context = trace, context
+    return _trace, _otel_context
+
+
+def _start_span(tracer, name: str, parent_span, attributes: dict, start_time: int | None = None):
+    trace, _ = _otel()
     context = trace.set_span_in_context(parent_span) if parent_span is not None else None
-    return tracer.start_span(name, context=context, kind=trace.SpanKind.INTERNAL, attributes=attributes,
-                             start_time=start_time)
+    return tracer.start_span(name, context=context, attributes=attributes, start_time=start_time)
+
+
+def _attach(span):
+    try:
+        trace, context = _otel()
+        return context.attach(trace.set_span_in_context(span))
+    except Exception as exc:
+        internal_error("tracing", exc)
+        return None
+
+
+def _detach(token) -> None:
+    try:
+        _otel()[1].detach(token)
+    except Exception as exc:  # e.g. exited in another context than entered
+        internal_error("context", exc)
 
 
 def _end_span(span, error: BaseException | None, kind: str | None, end_time: int | None = None) -> None:
@@ -237,6 +264,8 @@ class Monitor:
         return len(self._active)
 
     def close(self) -> None:
+        """Stop heartbeats and close the recorder (flushing it). Metrics stay registered."""
+        self._closed = True
         if self.recorder is not None:
             self.recorder.close()
 
@@ -289,7 +318,11 @@ class Monitor:
                     return run
         return None
 
+    _closed = False
+
     def _tick(self) -> None:
+        if self._closed:
+            return
         try:
             now = _time()
             self._series.heartbeat.set(now)
@@ -351,10 +384,7 @@ class Run:
                     attributes[attr.CONVERSATION_ID] = self.task_id
                 if self.correlation_id:
                     attributes[attr.CORRELATION_ID] = self.correlation_id
-                from opentelemetry import trace
-
-                self._span = m.tracer.start_span(f"invoke_agent {m.agent}", kind=trace.SpanKind.INTERNAL,
-                                                 attributes=attributes)
+                self._span = m.tracer.start_span(f"invoke_agent {m.agent}", attributes=attributes)
             m._emit(Event(ev.RUN_START, _time(), run_id=self.run_id, task_id=self.task_id,
                           correlation_id=self.correlation_id))
         except Exception as exc:
@@ -412,12 +442,7 @@ class Run:
         self._begin()
         self._ctx_token = current_run_var.set(self)
         if self._span is not None:
-            try:
-                from opentelemetry import context, trace
-
-                self._otel_token = context.attach(trace.set_span_in_context(self._span))
-            except Exception as exc:
-                internal_error("tracing", exc)
+            self._otel_token = _attach(self._span)
         return self
 
     def __exit__(self, exc_type, exc, tb) -> None:
@@ -442,6 +467,24 @@ class Run:
                 self._ctx_token = None
         except Exception as exc:  # e.g. exited in another context than entered
             internal_error("context", exc)
+
+    def activate(self):
+        """Make this run current in this context (for callback-style frameworks that cannot use ``with``).
+        Returns a token for ``deactivate``."""
+        return current_run_var.set(self)
+
+    @staticmethod
+    def deactivate(token) -> None:
+        try:
+            current_run_var.reset(token)
+        except Exception as exc:
+            internal_error("context", exc)
+
+    def start_llm_call(self, provider: str, model: str, operation: str = "chat") -> "LLMCall":
+        """Start an LLM call in this run; finish it with ``call.end(error=None)``."""
+        call = LLMCall(self.monitor, self, provider, model, operation)
+        call._begin()
+        return call
 
     # -- kill switch -------------------------------------------------------------------------------------
     def kill(self, reason: str = "kill_switch") -> None:
@@ -541,7 +584,7 @@ class Step:
             self.index = run.step_index
             self._start = perf_counter()
             if m.tracer is not None:
-                attributes = {attr.STEP_INDEX: self.index, attr.AGENT_NAME: m.agent}
+                attributes = {attr.STEP_INDEX: self.index}
                 self._span = _start_span(m.tracer, f"step {self.name}" if self.name else "step", run._span,
                                          attributes)
                 self._prev_span = run._current_step_span
@@ -577,23 +620,13 @@ class Step:
     def __enter__(self) -> "Step":
         self._begin()
         if self._span is not None:
-            try:
-                from opentelemetry import context, trace
-
-                self._otel_token = context.attach(trace.set_span_in_context(self._span))
-            except Exception as exc:
-                internal_error("tracing", exc)
+            self._otel_token = _attach(self._span)
         return self
 
     def __exit__(self, exc_type, exc, tb) -> None:
         self.end(exc)
         if self._otel_token is not None:
-            try:
-                from opentelemetry import context
-
-                context.detach(self._otel_token)
-            except Exception as exc2:
-                internal_error("context", exc2)
+            _detach(self._otel_token)
             self._otel_token = None
 
     async def __aenter__(self) -> "Step":
@@ -631,8 +664,7 @@ class ToolCall:
         try:
             self.args_hash = digest(self._args)
             if m.tracer is not None:
-                attributes = {attr.OPERATION_NAME: "execute_tool", attr.TOOL_NAME: self.name,
-                              attr.AGENT_NAME: m.agent}
+                attributes = {attr.OPERATION_NAME: "execute_tool", attr.TOOL_NAME: self.name}
                 if self.args_hash:
                     attributes[attr.ARGS_HASH] = self.args_hash
                 if self.call_id:
@@ -691,22 +723,12 @@ class ToolCall:
     def __enter__(self) -> "ToolCall":
         self._begin()
         if self._span is not None:
-            try:
-                from opentelemetry import context, trace
-
-                self._otel_token = context.attach(trace.set_span_in_context(self._span))
-            except Exception as exc:
-                internal_error("tracing", exc)
+            self._otel_token = _attach(self._span)
         return self
 
     def __exit__(self, exc_type, exc, tb) -> None:
         if self._otel_token is not None:
-            try:
-                from opentelemetry import context
-
-                context.detach(self._otel_token)
-            except Exception as exc2:
-                internal_error("context", exc2)
+            _detach(self._otel_token)
             self._otel_token = None
         self.end(error=exc)
 
@@ -778,6 +800,20 @@ class LLMCall:
     def set_response_model(self, model: str | None) -> None:
         if model:
             self.response_model = str(model)
+
+    @property
+    def span(self):
+        """The call's OTel span (None when tracing is off), for integrations that add attributes."""
+        return self._span
+
+    def set_attributes(self, attributes: dict) -> None:
+        """Add span attributes (no-op without tracing). Never put prompt or completion text here unless
+        the user opted in to content capture."""
+        if self._span is not None:
+            try:
+                self._span.set_attributes(attributes)
+            except Exception as exc:
+                internal_error("tracing", exc)
 
     def end(self, error: BaseException | None = None, *, error_kind: str | None = None) -> None:
         """Finish the call (idempotent): price it, update metrics, emit the event, end the span."""
@@ -861,22 +897,12 @@ class LLMCall:
     def __enter__(self) -> "LLMCall":
         self._begin()
         if self._span is not None:
-            try:
-                from opentelemetry import context, trace
-
-                self._otel_token = context.attach(trace.set_span_in_context(self._span))
-            except Exception as exc:
-                internal_error("tracing", exc)
+            self._otel_token = _attach(self._span)
         return self
 
     def __exit__(self, exc_type, exc, tb) -> None:
         if self._otel_token is not None:
-            try:
-                from opentelemetry import context
-
-                context.detach(self._otel_token)
-            except Exception as exc2:
-                internal_error("context", exc2)
+            _detach(self._otel_token)
             self._otel_token = None
         self.end(exc)
 

@@ -68,9 +68,9 @@ def _session_start(events_path: str) -> float:
 def read_events(path: str, stats: ReplayStats) -> Iterator[Event | dict]:
     """Yield events of one NDJSON file. Judged types come as Event objects; other valid lines as their
     dicts (cheaper, and enough for reporting)."""
-    loads = json.loads
+    loads = json.JSONDecoder().decode  # str lines: skips json.loads' encoding detection
     event_types = ev.EVENT_TYPES
-    with open(path, "rb") as fh:
+    with open(path, encoding="utf-8", errors="replace", newline="\n") as fh:
         lineno = 0
         for raw in fh:
             lineno += 1
@@ -79,7 +79,7 @@ def read_events(path: str, stats: ReplayStats) -> Iterator[Event | dict]:
             try:
                 data = loads(raw)
             except ValueError as exc:
-                reason = "truncated" if not raw.endswith(b"\n") else "invalid_json"
+                reason = "truncated" if not raw.endswith("\n") else "invalid_json"
                 stats.skip(path, lineno, reason, str(exc))
                 continue
             kind = data.get("event_type") if data.__class__ is dict else None

@@ -114,7 +114,7 @@ def _span_of(llm: Any) -> Any:
     """The core LLMCall's span (``None`` when tracing is off)."""
     span = getattr(llm, "span", None)
     if span is None:
-        span = getattr(llm, "_span", None)
+        span = llm.span
     return span
 
 
@@ -122,7 +122,8 @@ class Invocation:
     """One instrumented LLM call from request to final usage. All methods except ``begin`` never raise;
     ``begin`` raises only the guards' deliberate ``GuardError``s (breaker open, budget exceeded, run killed)."""
 
-    __slots__ = ("llm", "reservation", "breaker", "done", "hide_usage_chunk", "opts", "_usage_seen")
+    __slots__ = ("llm", "reservation", "breaker", "done", "hide_usage_chunk", "opts", "_usage_seen", "recording",
+                 "_attrs")
 
     def __init__(self) -> None:
         self.llm: Any = None
@@ -132,6 +133,9 @@ class Invocation:
         self.hide_usage_chunk = False
         self.opts: Options | None = None
         self._usage_seen = False
+        #: True when the call has a recording span: only then are span attributes built (hot path)
+        self.recording = False
+        self._attrs: dict[str, Any] | None = None  # buffered, written to the span once, at finish
 
     @classmethod
     def begin(cls, provider: str, operation: str, model: Any, kwargs: dict[str, Any], opts: Options,
@@ -153,24 +157,41 @@ class Invocation:
             raise
         except Exception as exc:  # our bug: the call goes ahead unrecorded
             internal_error(f"instrumentation.{provider}", exc)
+        try:
+            span = _span_of(inv.llm) if inv.llm is not None else None
+            inv.recording = span is not None and span.is_recording()
+        except Exception as exc:
+            internal_error(f"instrumentation.{provider}", exc)
         if attributes:
             inv.set_attributes(attributes)
         return inv
 
     # -- recording -------------------------------------------------------------------------------------
     def set_attributes(self, attributes: dict[str, Any]) -> None:
-        llm = self.llm
-        if llm is None:
+        """Buffer span attributes; they are written in one call when the invocation finishes."""
+        if self.llm is None or not self.recording:
             return
         try:
-            clean = {k: v for k, v in attributes.items() if v is not None and is_given(v)}
-            setter = getattr(llm, "set_attributes", None)
+            if self._attrs is None:
+                self._attrs = {}
+            for key, value in attributes.items():
+                if value is not None and is_given(value):
+                    self._attrs[key] = value
+        except Exception as exc:
+            internal_error("instrumentation.attributes", exc)
+
+    def _flush_attributes(self) -> None:
+        attrs, self._attrs = self._attrs, None
+        if not attrs:
+            return
+        try:
+            setter = getattr(self.llm, "set_attributes", None)
             if setter is not None:
-                setter(clean)
+                setter(attrs)
                 return
-            span = _span_of(llm)
+            span = _span_of(self.llm)
             if span is not None and span.is_recording():
-                span.set_attributes(clean)
+                span.set_attributes(attrs)
         except Exception as exc:
             internal_error("instrumentation.attributes", exc)
 
@@ -224,6 +245,7 @@ class Invocation:
                 else:
                     self.breaker.record_failure(error_kind or error)
             if self.llm is not None:
+                self._flush_attributes()
                 _end_llm(self.llm, error, error_kind)
         except Exception as exc:
             internal_error("instrumentation.finish", exc)
@@ -372,8 +394,8 @@ class CallSpec:
 
     provider: str
     operation: str                                                          # chat | embeddings | ...
-    request: Callable[[dict[str, Any], Options], tuple[dict[str, Any], dict[str, Any]]]
-    #: (kwargs, opts) -> (kwargs to send, span attributes)
+    request: Callable[[dict[str, Any], Options, bool], tuple[dict[str, Any], dict[str, Any]]]
+    #: (kwargs, opts, recording) -> (kwargs to send, span attributes; build them only when recording)
     response: Callable[[Any, Invocation, Options], None]                    # non-stream result -> usage
     stream_recorder: Callable[[dict[str, Any], Options, bool], StreamRecorder] | None = None
     #: (original kwargs, opts, usage_injected) -> recorder
@@ -381,9 +403,10 @@ class CallSpec:
     is_stream: Callable[[dict[str, Any], Any], bool] = lambda kwargs, result: bool(kwargs.get("stream") is True)
 
 
-def _prepare(spec: CallSpec, kwargs: dict[str, Any], opts: Options) -> tuple[dict[str, Any], dict[str, Any], bool]:
+def _prepare(spec: CallSpec, kwargs: dict[str, Any], opts: Options,
+             recording: bool = True) -> tuple[dict[str, Any], dict[str, Any], bool]:
     try:
-        new_kwargs, attrs = spec.request(kwargs, opts)
+        new_kwargs, attrs = spec.request(kwargs, opts, recording)
         injected = new_kwargs is not kwargs
         return new_kwargs, attrs, injected
     except Exception as exc:
@@ -418,8 +441,10 @@ def sync_wrapper(spec: CallSpec, opts: Options) -> Callable[..., Any]:
     def wrapper(wrapped: Callable[..., Any], instance: Any, args: tuple, kwargs: dict[str, Any]) -> Any:
         if _IN_CALL.get():
             return wrapped(*args, **kwargs)
-        send, attrs, injected = _prepare(spec, kwargs, opts)
-        inv = Invocation.begin(spec.provider, spec.operation, kwargs.get("model"), kwargs, opts, attrs)
+        inv = Invocation.begin(spec.provider, spec.operation, kwargs.get("model"), kwargs, opts)
+        send, attrs, injected = _prepare(spec, kwargs, opts, inv.recording)
+        if attrs:
+            inv.set_attributes(attrs)
         token = _IN_CALL.set(True)
         try:
             result = wrapped(*args, **send)
@@ -439,8 +464,10 @@ def async_wrapper(spec: CallSpec, opts: Options) -> Callable[..., Any]:
     async def wrapper(wrapped: Callable[..., Any], instance: Any, args: tuple, kwargs: dict[str, Any]) -> Any:
         if _IN_CALL.get():
             return await wrapped(*args, **kwargs)
-        send, attrs, injected = _prepare(spec, kwargs, opts)
-        inv = Invocation.begin(spec.provider, spec.operation, kwargs.get("model"), kwargs, opts, attrs)
+        inv = Invocation.begin(spec.provider, spec.operation, kwargs.get("model"), kwargs, opts)
+        send, attrs, injected = _prepare(spec, kwargs, opts, inv.recording)
+        if attrs:
+            inv.set_attributes(attrs)
         token = _IN_CALL.set(True)
         try:
             result = await wrapped(*args, **send)

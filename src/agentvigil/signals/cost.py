@@ -43,6 +43,7 @@ class PriceBook:
         self._unknown: set[tuple[str, str]] = set()
         self._lock = threading.Lock()
         self._calc = None
+        self._rates: dict[tuple[str, str], ModelPrice] = {}
 
     @classmethod
     def from_env(cls) -> "PriceBook":
@@ -80,6 +81,16 @@ class PriceBook:
             return None
 
     def _database_cost(self, provider, model, input_tokens, output_tokens, cache_read, cache_write) -> float:
+        # Linear per-token rates are probed once per model (a genai-prices lookup costs ~100 µs). Requests
+        # large enough to reach long-context price tiers still go through the exact calculation.
+        rates = self._rates.get((provider, model))
+        if rates is None:
+            rates = self._probe(provider, model)
+        if input_tokens > _TIER_SAFE_TOKENS:
+            return self._exact(provider, model, input_tokens, output_tokens, cache_read, cache_write)
+        return rates.cost(input_tokens, output_tokens, cache_read, cache_write)
+
+    def _exact(self, provider, model, input_tokens, output_tokens, cache_read, cache_write) -> float:
         if self._calc is None:
             import genai_prices  # deferred: ~100 ms import
 
@@ -91,6 +102,24 @@ class PriceBook:
         except LookupError:
             result = self._calc.calc_price(usage, model)  # provider name we don't know (e.g. a proxy)
         return float(result.total_price)
+
+    def _probe(self, provider: str, model: str) -> ModelPrice:
+        n = _PROBE_TOKENS
+        scale = 1e6 / n
+        uncached = self._exact(provider, model, n, 0, 0, 0) * scale
+        rates = ModelPrice(
+            input=uncached,
+            output=self._exact(provider, model, 0, n, 0, 0) * scale,
+            cache_read=self._exact(provider, model, n, 0, n, 0) * scale,
+            cache_write=self._exact(provider, model, n, 0, 0, n) * scale,
+        )
+        with self._lock:
+            self._rates[(provider, model)] = rates
+        return rates
+
+
+_PROBE_TOKENS = 100_000
+_TIER_SAFE_TOKENS = 128_000  # long-context tiers start above this (e.g. 200k for Claude)
 
 
 class CostBaseline:

@@ -76,6 +76,7 @@ class Recorder:
         self._max_queue = max_queue
         self._wake = threading.Event()
         self._closed = False
+        self.dropped = 0     # this recorder's drops (the metric sums all recorders)
         self._seq = itertools.count(1)
         self._enqueued = 0   # sequence number of the last queued event (next() on a count is atomic)
         self._written = 0    # events the writer has written (or failed to write); writer thread only
@@ -89,7 +90,10 @@ class Recorder:
     def write(self, event) -> None:
         """Queue an event; never blocks. Called on the agent's thread."""
         queue = self._queue
-        if len(queue) >= self._max_queue or self._closed:
+        if self._closed:
+            return
+        if len(queue) >= self._max_queue:
+            self.dropped += 1
             self._dropped.inc()
             return
         was_empty = not queue
@@ -125,6 +129,7 @@ class Recorder:
                 self._file.write("\n".join(lines) + "\n")
                 self._file.flush()
             except Exception as exc:  # disk full, file gone: count and go on
+                self.dropped += len(lines)
                 self._dropped.inc(len(lines))
                 internal_error("recorder", exc)
         self._written += count

@@ -81,7 +81,10 @@ def _get(obj: Any, name: str, default: Any = None) -> Any:
     return getattr(obj, name, default)
 
 
-def messages_request(kwargs: dict[str, Any], opts: Options) -> tuple[dict[str, Any], dict[str, Any]]:
+def messages_request(kwargs: dict[str, Any], opts: Options,
+                     recording: bool = True) -> tuple[dict[str, Any], dict[str, Any]]:
+    if not recording:
+        return kwargs, {}
     attrs: dict[str, Any] = {
         REQUEST_MAX_TOKENS: kwargs.get("max_tokens"),
         REQUEST_TEMPERATURE: kwargs.get("temperature"),
@@ -111,6 +114,8 @@ def messages_response(result: Any, inv: Invocation, opts: Options) -> None:
     result = _unwrap_raw(result)
     _record_usage(inv, _get(result, "usage"))
     inv.set_response_model(_get(result, "model"))
+    if not inv.recording:
+        return
     stop = _get(result, "stop_reason")
     attrs: dict[str, Any] = {RESPONSE_ID: _get(result, "id"), RESPONSE_FINISH_REASONS: [str(stop)] if stop else None}
     attrs.update(content_attributes(opts, **{OUTPUT_MESSAGES: _get(result, "content")}))
@@ -205,11 +210,18 @@ class _StreamManagerProxy(ObjectProxy):  # type: ignore[misc]
         self._self_recorder: StreamRecorder | None = None
 
     def _begin(self) -> Invocation:
-        _, attrs, _ = _prepare(MESSAGES, {**self._self_kwargs, "stream": True}, self._self_opts)
         inv = Invocation.begin(PROVIDER, "chat", self._self_kwargs.get("model"), self._self_kwargs,
-                               self._self_opts, attrs)
+                               self._self_opts)
+        _, attrs, _ = _prepare(MESSAGES, {**self._self_kwargs, "stream": True}, self._self_opts, inv.recording)
+        inv.set_attributes(attrs)
         self._self_inv = inv
         return inv
+
+    def _attach(self, stream: Any, inv: Invocation, is_async: bool) -> None:
+        try:
+            self._self_recorder = _attach(stream, inv, self._self_opts, is_async)
+        except Exception as exc:  # finished without usage at exit
+            internal_error("instrumentation.anthropic", exc)
 
     def _finish(self, exc: BaseException | None) -> None:
         inv = self._self_inv
@@ -230,7 +242,7 @@ class _StreamManagerProxy(ObjectProxy):  # type: ignore[misc]
             raise
         finally:
             _IN_CALL.reset(token)
-        self._self_recorder = _attach(stream, inv, self._self_opts, is_async=False)
+        self._attach(stream, inv, is_async=False)
         return stream
 
     def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> Any:
@@ -251,7 +263,7 @@ class _AsyncStreamManagerProxy(_StreamManagerProxy):
             raise
         finally:
             _IN_CALL.reset(token)
-        self._self_recorder = _attach(stream, inv, self._self_opts, is_async=True)
+        self._attach(stream, inv, is_async=True)
         return stream
 
     async def __aexit__(self, exc_type: Any, exc: Any, tb: Any) -> Any:

@@ -78,7 +78,10 @@ def _is_raw(kwargs: dict[str, Any]) -> bool:
     return any(str(k).lower() == _RAW_RESPONSE_HEADER for k in headers)
 
 
-def _common_request_attrs(kwargs: dict[str, Any], max_tokens_keys: tuple[str, ...]) -> dict[str, Any]:
+def _common_request_attrs(kwargs: dict[str, Any], max_tokens_keys: tuple[str, ...],
+                          recording: bool) -> dict[str, Any]:
+    if not recording:
+        return {}
     max_tokens = next((kwargs[k] for k in max_tokens_keys if is_given(kwargs.get(k))), None)
     return {
         REQUEST_MAX_TOKENS: max_tokens,
@@ -98,9 +101,11 @@ def _unwrap_raw(result: Any) -> Any:
 # ------------------------------------------------------------------------------------- chat completions ----
 
 
-def chat_request(kwargs: dict[str, Any], opts: Options) -> tuple[dict[str, Any], dict[str, Any]]:
-    attrs = _common_request_attrs(kwargs, ("max_completion_tokens", "max_tokens"))
-    attrs.update(content_attributes(opts, **{INPUT_MESSAGES: kwargs.get("messages")}))
+def chat_request(kwargs: dict[str, Any], opts: Options,
+                 recording: bool = True) -> tuple[dict[str, Any], dict[str, Any]]:
+    attrs = _common_request_attrs(kwargs, ("max_completion_tokens", "max_tokens"), recording)
+    if recording:
+        attrs.update(content_attributes(opts, **{INPUT_MESSAGES: kwargs.get("messages")}))
     send = kwargs
     if kwargs.get("stream") is True and opts.extra.get("stream_usage", True) and not _is_raw(kwargs):
         stream_options = kwargs.get("stream_options")
@@ -124,6 +129,8 @@ def chat_response(result: Any, inv: Invocation, opts: Options) -> None:
     result = _unwrap_raw(result)
     _chat_usage(inv, _get(result, "usage"))
     inv.set_response_model(_get(result, "model"))
+    if not inv.recording:
+        return
     choices = _get(result, "choices") or []
     attrs: dict[str, Any] = {RESPONSE_ID: _get(result, "id"),
                              RESPONSE_FINISH_REASONS: [str(_get(c, "finish_reason")) for c in choices
@@ -180,8 +187,11 @@ def chat_stream_recorder(kwargs: dict[str, Any], opts: Options, injected: bool) 
 # ----------------------------------------------------------------------------------------- Responses API ----
 
 
-def responses_request(kwargs: dict[str, Any], opts: Options) -> tuple[dict[str, Any], dict[str, Any]]:
-    attrs = _common_request_attrs(kwargs, ("max_output_tokens",))
+def responses_request(kwargs: dict[str, Any], opts: Options,
+                      recording: bool = True) -> tuple[dict[str, Any], dict[str, Any]]:
+    if not recording:
+        return kwargs, {}
+    attrs = _common_request_attrs(kwargs, ("max_output_tokens",), recording)
     attrs.update(content_attributes(opts, **{INPUT_MESSAGES: kwargs.get("input"),
                                              SYSTEM_INSTRUCTIONS: kwargs.get("instructions")}))
     return kwargs, attrs
@@ -195,6 +205,8 @@ def _responses_record(inv: Invocation, response: Any, opts: Options) -> None:
                       _get(details, "cached_tokens") or 0, _get(details, "cache_write_tokens") or 0,
                       input_excludes_cache=False)
     inv.set_response_model(_get(response, "model"))
+    if not inv.recording:
+        return
     status = _get(response, "status")
     attrs: dict[str, Any] = {RESPONSE_ID: _get(response, "id"),
                              RESPONSE_FINISH_REASONS: [str(status)] if status else None}
@@ -240,8 +252,9 @@ def responses_stream_recorder(kwargs: dict[str, Any], opts: Options, injected: b
 # ------------------------------------------------------------------------------------------- embeddings ----
 
 
-def embeddings_request(kwargs: dict[str, Any], opts: Options) -> tuple[dict[str, Any], dict[str, Any]]:
-    return kwargs, content_attributes(opts, **{INPUT_MESSAGES: kwargs.get("input")})
+def embeddings_request(kwargs: dict[str, Any], opts: Options,
+                       recording: bool = True) -> tuple[dict[str, Any], dict[str, Any]]:
+    return kwargs, (content_attributes(opts, **{INPUT_MESSAGES: kwargs.get("input")}) if recording else {})
 
 
 def embeddings_response(result: Any, inv: Invocation, opts: Options) -> None:

@@ -1,0 +1,3 @@
+"""Supported CrewAI versions: the event bus with ``started_event_id`` pairing (1.x)."""
+
+_instruments = ("crewai >= 0.80",)

@@ -1,0 +1,228 @@
+"""CrewAI wiring.
+
+* ``Crew.kickoff`` / ``kickoff_async`` / ``akickoff`` → a **run** (entered as a context manager in the thread that
+  runs the crew, so SDK-level LLM instrumentation, OpenAI / Anthropic, attributes calls to it). A kickoff inside
+  an agentvigil run you opened yourself uses that run.
+* CrewAI's event bus → **steps** (``TaskStarted`` / ``TaskCompleted`` / ``TaskFailed``) and **tool calls**
+  (``ToolUsageStarted`` / ``ToolUsageFinished`` / ``ToolUsageError``). CrewAI runs sync handlers in a thread
+  pool with a copy of the emitting context, so ``current_run()`` inside a handler is the crew's run; events may
+  be handled out of order, so finish events that arrive before their start are held until it arrives.
+* :class:`CrewCallbacks` — the explicit ``step_callback`` / ``task_callback`` adapter for crews you do not want
+  patched: each agent step marks progress, each finished task counts as a step.
+"""
+
+from __future__ import annotations
+
+import threading
+from typing import Any
+
+from agentvigil.exceptions import GuardError
+from agentvigil.instrumentation._common import internal_error
+
+
+def _task_name(event: Any) -> str:
+    task = getattr(event, "task", None)
+    name = getattr(event, "task_name", None) or getattr(task, "name", None)
+    if not name:
+        desc = getattr(task, "description", None) or "task"
+        name = str(desc).strip().splitlines()[0][:60] if desc else "task"
+    return str(name)
+
+
+def _start_key(event: Any) -> str | None:
+    return getattr(event, "started_event_id", None)
+
+
+class EventBridge:
+    """Pairs CrewAI start/finish events and turns them into agentvigil steps and tool calls."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._open: dict[str, Any] = {}        # start event id -> Step / ToolCall
+        self._early: dict[str, tuple] = {}     # start event id -> (result, error) for finishes seen first
+        self._fifo: dict[tuple, list[str]] = {}  # (kind, run id, name) -> start ids, when no started_event_id
+
+    def _open_obj(self, kind: str, event: Any, run: Any, obj: Any, name: str) -> None:
+        key = getattr(event, "event_id", None) or str(id(obj))
+        with self._lock:
+            early = self._early.pop(key, None)
+            if early is None:
+                self._open[key] = obj
+                self._fifo.setdefault((kind, id(run), name), []).append(key)
+        if early is not None:
+            self._finish(obj, *early)
+
+    def _close_obj(self, kind: str, event: Any, name: str, result: Any, error: Any) -> None:
+        import agentvigil
+
+        key = _start_key(event)
+        run = agentvigil.current_run()
+        with self._lock:
+            if key is None:
+                queue = self._fifo.get((kind, id(run), name)) or []
+                key = queue[0] if queue else None
+            obj = self._open.pop(key, None) if key is not None else None
+            if key is not None:
+                queue = self._fifo.get((kind, id(run), name))
+                if queue and key in queue:
+                    queue.remove(key)
+            if obj is None and key is not None:
+                self._early[key] = (result, error)
+                return
+        if obj is not None:
+            self._finish(obj, result, error)
+
+    @staticmethod
+    def _finish(obj: Any, result: Any, error: Any) -> None:
+        from agentvigil.monitor import Step
+
+        if isinstance(obj, Step):
+            obj.end(error)
+        else:
+            obj.end(result=result, error=error)
+
+    # -- handlers (called by CrewAI's event bus, never raise) -------------------------------------------------
+    def on_task_started(self, source: Any, event: Any) -> None:
+        try:
+            import agentvigil
+
+            run = agentvigil.current_run()
+            if run is None:
+                return
+            name = _task_name(event)
+            self._open_obj("task", event, run, run.start_step(name), name)
+        except Exception as exc:
+            internal_error("instrumentation.crewai", exc)
+
+    def on_task_finished(self, source: Any, event: Any) -> None:
+        try:
+            error = None
+            if getattr(event, "type", "") == "task_failed":
+                error = RuntimeError(str(getattr(event, "error", "task failed")))
+            self._close_obj("task", event, _task_name(event), None, error)
+        except Exception as exc:
+            internal_error("instrumentation.crewai", exc)
+
+    def on_tool_started(self, source: Any, event: Any) -> None:
+        try:
+            import agentvigil
+
+            run = agentvigil.current_run()
+            if run is None:
+                return
+            name = str(getattr(event, "tool_name", None) or "tool")
+            call = run.start_tool_call(name, getattr(event, "tool_args", None))
+            self._open_obj("tool", event, run, call, name)
+        except Exception as exc:
+            internal_error("instrumentation.crewai", exc)
+
+    def on_tool_finished(self, source: Any, event: Any) -> None:
+        try:
+            name = str(getattr(event, "tool_name", None) or "tool")
+            error = None
+            if getattr(event, "type", "") == "tool_usage_error":
+                raw = getattr(event, "error", None)
+                error = raw if isinstance(raw, BaseException) else _ToolError(str(raw))
+            self._close_obj("tool", event, name, getattr(event, "output", None), error)
+        except Exception as exc:
+            internal_error("instrumentation.crewai", exc)
+
+
+class _ToolError(Exception):
+    """A CrewAI tool error reported as text by the event bus (classified as ``tool_error``)."""
+
+
+def kickoff_wrapper(monitor: Any, is_async: bool) -> Any:
+    """``wrapt`` wrapper: run the kickoff inside an agentvigil run (unless one is already active)."""
+
+    def _run_for(instance: Any) -> Any:
+        import agentvigil
+
+        if agentvigil.current_run() is not None:
+            return None
+        mon = monitor or agentvigil.default_monitor()
+        task_id = getattr(instance, "name", None) or None
+        return mon.run(task_id=str(task_id) if task_id else None)
+
+    if is_async:
+        async def async_wrapper(wrapped: Any, instance: Any, args: tuple, kwargs: dict[str, Any]) -> Any:
+            try:
+                run = _run_for(instance)
+            except Exception as exc:
+                internal_error("instrumentation.crewai", exc)
+                run = None
+            if run is None:
+                return await wrapped(*args, **kwargs)
+            async with run:
+                return await wrapped(*args, **kwargs)
+
+        return async_wrapper
+
+    def wrapper(wrapped: Any, instance: Any, args: tuple, kwargs: dict[str, Any]) -> Any:
+        try:
+            run = _run_for(instance)
+        except Exception as exc:
+            internal_error("instrumentation.crewai", exc)
+            run = None
+        if run is None:
+            return wrapped(*args, **kwargs)
+        with run:
+            return wrapped(*args, **kwargs)
+
+    return wrapper
+
+
+def _instrumentor_active() -> bool:
+    import sys
+
+    module = sys.modules.get("agentvigil.instrumentation.crewai")
+    cls = getattr(module, "CrewAIInstrumentor", None)
+    return bool(cls is not None and cls._instance is not None and cls._instance.is_instrumented_by_opentelemetry)
+
+
+class CrewCallbacks:
+    """Explicit adapter: ``Crew(..., step_callback=cb.step_callback, task_callback=cb.task_callback)``.
+
+    ``step_callback`` (each agent step: AgentAction, AgentFinish or ToolResult) marks progress on the current
+    run's monitor (or ``monitor``) and raises a pending guard (kill switch, loop guard) so the crew stops at the
+    next step. ``task_callback`` (each finished task) records a step named after the task in the current run.
+    Wrap ``crew.kickoff()`` in ``with monitor.run():`` to get runs; ``CrewAIInstrumentor`` does all of this
+    without callbacks.
+    """
+
+    def __init__(self, monitor: Any = None) -> None:
+        self.monitor = monitor
+        self.steps = 0
+        self.tasks = 0
+
+    def _run_and_monitor(self) -> tuple[Any, Any]:
+        import agentvigil
+
+        run = agentvigil.current_run()
+        mon = run.monitor if run is not None else (self.monitor or agentvigil.default_monitor())
+        return run, mon
+
+    def step_callback(self, step_output: Any) -> None:
+        run = None
+        try:
+            self.steps += 1
+            run, mon = self._run_and_monitor()
+            mon.heartbeat()
+        except Exception as exc:
+            internal_error("instrumentation.crewai", exc)
+        if run is not None:
+            run.check()  # GuardError only: stops the crew at this step
+
+    def task_callback(self, task_output: Any) -> None:
+        try:
+            self.tasks += 1
+            run, mon = self._run_and_monitor()
+            if run is None or _instrumentor_active():
+                mon.heartbeat()  # the instrumentor already records tasks as steps: do not count twice
+                return
+            name = getattr(task_output, "name", None) or str(getattr(task_output, "description", "task"))[:60]
+            run.start_step(str(name)).end()
+        except GuardError:
+            raise
+        except Exception as exc:
+            internal_error("instrumentation.crewai", exc)

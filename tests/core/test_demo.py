@@ -1,0 +1,76 @@
+import io
+import os
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+
+from prometheus_client import REGISTRY
+
+from agentvigil.demo import run_demo
+
+
+def value(name, **labels):
+    return REGISTRY.get_sample_value(name, labels)
+
+
+def test_demo_injects_every_failure_and_keeps_healthy_agents_clean(tmp_path):
+    out = io.StringIO()
+    result = {}
+    demo = threading.Thread(target=lambda: result.setdefault("agents", run_demo(
+        duration=9, port=None, speed=10, record_dir=str(tmp_path), seed=7, status_every=3, out=out)))
+    demo.start()
+    time.sleep(7.5)  # scenario t≈75: every failure has started; check while the fleet is still running
+    # zombie: alive, not progressing (ops-agent hangs in fetch_feed since t=40, i.e. 3.5 s ago)
+    assert value("agent_heartbeat_timestamp_seconds", agent="ops-agent") - \
+        value("agent_progress_timestamp_seconds", agent="ops-agent") > 2
+    assert value("agent_active_runs", agent="ops-agent") == 1
+    demo.join(30)
+    by_name = {a.name: a for a in result["agents"]}
+    # tool loop and cost spike
+    assert value("agent_loop_detections_total", agent="research-agent", detector="same_result") >= 3
+    assert value("agent_cost_spikes_total", agent="research-agent") >= 1
+    assert value("agent_tool_errors_total", agent="research-agent", tool="web_search", kind="rate_limit") >= 1
+    # provider outage opened the breaker
+    assert by_name["billing-agent"].breaker.state in ("open", "half_open")
+    assert value("agent_circuit_breaker_transitions_total", breaker="azure-openai", to="open",
+                 reason="server_error") >= 1
+    assert value("agent_tool_errors_total", agent="billing-agent", tool="crm_lookup", kind="auth") >= 1
+    # budget past 80 % and a cache-ratio drop below 60 %
+    assert value("agent_budget_utilization_ratio", budget="coder-agent") > 0.8
+    assert value("agent_cache_hit_ratio", agent="coder-agent", provider="anthropic", model="claude-haiku-4-5") < 0.6
+    # healthy controls
+    for healthy in ("support-bot", "triage-bot"):
+        assert (value("agent_loop_detections_total", agent=healthy, detector="repeat_call") or 0) == 0
+        assert (value("agent_cost_spikes_total", agent=healthy) or 0) == 0
+        assert value("agent_runs_total", agent=healthy, status="ok") >= 5
+        assert (value("agent_runs_total", agent=healthy, status="error") or 0) == 0
+    assert value("agent_cache_hit_ratio", agent="support-bot", provider="openai", model="gpt-4o-mini") > 0.7
+    # triage-bot never caches: ratio 0 and no cache_read tokens, so "caching in use" rules skip it
+    assert value("agent_cache_hit_ratio", agent="triage-bot", provider="openai", model="gpt-4o-mini") == 0
+    assert value("agent_tokens_total", agent="triage-bot", provider="openai", model="gpt-4o-mini",
+                 type="cache_read") in (None, 0.0)
+    # recorded sessions and live status
+    assert len(os.listdir(tmp_path)) == 6
+    assert "research-agent" in out.getvalue() and "breaker=open" in out.getvalue()
+
+
+def test_demo_cli_serves_metrics(tmp_path):
+    import socket
+    s = socket.socket(); s.bind(("127.0.0.1", 0)); port = s.getsockname()[1]; s.close()
+    proc = subprocess.Popen([sys.executable, "-m", "agentvigil", "demo", "--duration", "4", "--speed", "10",
+                             "--port", str(port), "--record-dir", str(tmp_path), "--quiet"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        body = ""
+        deadline = time.monotonic() + 15
+        while time.monotonic() < deadline and "agent_runs_total" not in body:
+            try:
+                body = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=2).read().decode()
+            except OSError:
+                time.sleep(0.2)
+        assert 'agent_runs_total{agent="support-bot",status="ok"}' in body
+        assert proc.wait(timeout=30) == 0
+    finally:
+        proc.kill()
