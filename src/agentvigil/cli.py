@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import sys
 
@@ -77,7 +78,20 @@ def build_parser() -> argparse.ArgumentParser:
     rep.add_argument("--loop-max-repeats", type=int, default=None)
     rep.add_argument("--cost-spike-factor", type=float, default=None)
     rep.set_defaults(func=_cmd_replay)
+
+    # Commands that live in their own packages register themselves: register(subparsers) -> None.
+    for module_name in _COMMAND_MODULES:
+        try:
+            module = importlib.import_module(module_name)
+        except ModuleNotFoundError as exc:
+            if not module_name.startswith(exc.name or "\0"):  # the command's own package is absent
+                raise
+            continue
+        module.register(sub)
     return parser
+
+
+_COMMAND_MODULES = ("agentvigil.watch.command", "agentvigil.supervise.command")
 
 
 def main(argv: list[str] | None = None) -> int:

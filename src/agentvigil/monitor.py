@@ -20,6 +20,7 @@ from hashlib import blake2b
 from time import perf_counter
 from typing import Any, Callable
 
+from . import control
 from . import events as ev
 from ._context import current_run, current_run_var
 from ._safety import internal_error
@@ -70,6 +71,10 @@ def publish_guard_event(event: Event, monitor: "Monitor | None" = None) -> None:
         _deliver(_global_handlers, event)
 
 
+# One encoder, built once: json.dumps with options builds a new encoder per call (~1 µs on the hot path).
+_canonical = json.JSONEncoder(sort_keys=True, separators=(",", ":"), default=repr).encode
+
+
 def digest(value: Any) -> str | None:
     """A short stable hash of tool arguments or results. Raw values never leave the process; the hash is
     enough to tell "the same call again" from a new one."""
@@ -81,8 +86,7 @@ def digest(value: Any) -> str | None:
         elif value.__class__ is bytes:
             data = value
         else:
-            data = json.dumps(value, sort_keys=True, separators=(",", ":"), default=repr).encode("utf-8",
-                                                                                                "surrogatepass")
+            data = _canonical(value).encode("utf-8", "surrogatepass")
         return blake2b(data, digest_size=8).hexdigest()
     except Exception:
         try:
@@ -229,6 +233,7 @@ class Monitor:
         self._series.progress.set(now)
         if heartbeat:
             _ticker.add(self)
+        control.register(self)
 
     # -- public API --------------------------------------------------------------------------------------
     def run(self, task_id: str | None = None, *, correlation_id: str | None = None) -> "Run":
@@ -236,7 +241,10 @@ class Monitor:
         return Run(self, task_id, correlation_id, managed=True)
 
     def start_run(self, task_id: str | None = None, *, correlation_id: str | None = None) -> "Run":
-        """Start a run by hand (callback-style frameworks); finish it with ``run.end()``."""
+        """Start a run by hand (callback-style frameworks); finish it with ``run.end()``. Raises RunKilled
+        while a kill signal or kill file is in force."""
+        if control.stop_reason is not None:
+            raise RunKilled(control.stop_reason)
         run = Run(self, task_id, correlation_id, managed=False)
         run._begin()
         return run
@@ -437,8 +445,12 @@ class Run:
                 _end_span(self._span, error if status != "killed" else None, None)
         except Exception as exc:
             internal_error("run", exc)
+        if control.stop_reason is not None:
+            control.run_ended()
 
     def __enter__(self) -> "Run":
+        if control.stop_reason is not None:
+            raise RunKilled(control.stop_reason)
         self._begin()
         self._ctx_token = current_run_var.set(self)
         if self._span is not None:
@@ -511,6 +523,9 @@ class Run:
         call it yourself inside long steps."""
         if self._kill_reason is not None:
             raise RunKilled(self._kill_reason)
+        if control.stop_reason is not None:
+            self.kill(control.stop_reason)
+            raise RunKilled(control.stop_reason)
         pending = self._pending
         if pending is not None:
             self._pending = None

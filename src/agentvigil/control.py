@@ -1,0 +1,180 @@
+"""External kill triggers for the in-process kill switch.
+
+The kill path does not go through the event queue: a trigger sets one flag that every step, tool-call and
+LLM-call boundary reads, so a run stops before its next action (well under the 800 ms that runtime-control
+practice asks for).
+
+* ``AGENTVIGIL_KILL_SIGNAL=TERM`` (comma list of signal names): the signal stops every run in flight with
+  ``RunKilled`` at its next boundary and refuses new runs; once no run is in flight (plus
+  ``AGENTVIGIL_KILL_EXIT_DELAY`` = 1 s for the agent's own clean-up), recorders are flushed and the signal's
+  default action ends the process. An idle process ends at once. A second signal ends it at once. This is what
+  ``agentvigil supervise`` sets for its child: SIGTERM becomes "finish the current step, flush, exit".
+* ``AGENTVIGIL_KILL_FILE=path``: while the file exists, runs are killed (reason: the file's first line, else
+  ``kill_file``) and new runs refused; remove it to resume. Polled every 100 ms.
+
+Both can also be set up by hand: ``install_kill_signal(...)``, ``watch_kill_file(path)``, or ``stop(reason)``.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import threading
+import weakref
+
+log = logging.getLogger("agentvigil")
+
+_monitors: "weakref.WeakSet" = weakref.WeakSet()
+_lock = threading.Lock()
+_env_done = False
+_signal_reason: str | None = None
+_signal_number: int | None = None
+_file_reason: str | None = None
+
+#: Read at every boundary. None while nothing asks the agent to stop.
+stop_reason: str | None = None
+
+
+def register(monitor) -> None:
+    """Called by every Monitor; reads the environment once per process."""
+    global _env_done
+    _monitors.add(monitor)
+    if _env_done:
+        return
+    with _lock:
+        if _env_done:
+            return
+        _env_done = True
+    names = os.environ.get("AGENTVIGIL_KILL_SIGNAL", "").strip()
+    if names:
+        install_kill_signal([n.strip() for n in names.split(",") if n.strip()])
+    path = os.environ.get("AGENTVIGIL_KILL_FILE", "").strip()
+    if path:
+        watch_kill_file(path)
+
+
+def _update() -> None:
+    global stop_reason
+    stop_reason = _signal_reason or _file_reason
+
+
+def stop(reason: str) -> int:
+    """Kill every run of every Monitor in this process and refuse new ones. Returns runs killed."""
+    global _file_reason
+    _file_reason = reason
+    _update()
+    return _kill_all(reason)
+
+
+def resume() -> None:
+    """Accept runs again after ``stop`` (not after a kill signal)."""
+    global _file_reason
+    _file_reason = None
+    _update()
+
+
+def _kill_all(reason: str) -> int:
+    return sum(m.kill_all(reason) for m in list(_monitors))
+
+
+def _active_runs() -> int:
+    return sum(m.active_runs for m in list(_monitors))
+
+
+def _flush_all() -> None:
+    for monitor in list(_monitors):
+        try:
+            monitor.flush(1.0)
+        except Exception:  # exiting anyway
+            pass
+
+
+_exiting = False
+
+
+def _die(signum: int) -> None:
+    """Flush, then end the process with the signal's default action. Handlers can only be changed from the
+    main thread, so from any other thread we re-send the signal and let ``_on_signal`` finish the job."""
+    global _exiting
+    _flush_all()
+    _exiting = True
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signum, signal.SIG_DFL)
+    os.kill(os.getpid(), signum)
+
+
+def _on_signal(signum, frame) -> None:
+    global _signal_reason, _signal_number
+    if _signal_reason is not None or _exiting:      # second signal, or our own exit: no more grace
+        _die(signum)
+        return
+    _signal_number = signum
+    _signal_reason = f"signal:{signal.Signals(signum).name}"
+    _update()
+    if _kill_all(_signal_reason) == 0 and _active_runs() == 0:
+        _die(signum)
+
+
+_exit_timer: threading.Timer | None = None
+
+
+def run_ended() -> None:
+    """Called when a run ends. After a kill signal, once the last run is out, the process gets
+    ``AGENTVIGIL_KILL_EXIT_DELAY`` seconds (1) for the agent's own clean-up, then the signal's default action."""
+    global _exit_timer
+    if _signal_number is None or _active_runs() != 0 or _exit_timer is not None:
+        return
+    try:
+        delay = float(os.environ.get("AGENTVIGIL_KILL_EXIT_DELAY", "1"))
+    except ValueError:
+        delay = 1.0
+    _exit_timer = threading.Timer(delay, _die, args=(_signal_number,))
+    _exit_timer.daemon = True
+    _exit_timer.start()
+
+
+def install_kill_signal(names=("TERM",)) -> bool:
+    """Make these signals graceful kills (see module doc). Only from the main thread; returns success."""
+    if threading.current_thread() is not threading.main_thread():
+        log.warning("agentvigil: AGENTVIGIL_KILL_SIGNAL needs the main thread; create the first Monitor there")
+        return False
+    try:
+        for name in names:
+            name = name.upper()
+            signum = getattr(signal, name if name.startswith("SIG") else "SIG" + name)
+            signal.signal(signum, _on_signal)
+        return True
+    except (AttributeError, ValueError, OSError) as exc:
+        log.warning("agentvigil: ignoring AGENTVIGIL_KILL_SIGNAL=%r: %s", names, exc)
+        return False
+
+
+def watch_kill_file(path: str, interval: float = 0.1) -> threading.Thread:
+    """Poll for ``path``; while it exists, runs are killed and refused."""
+
+    def poll() -> None:
+        global _file_reason
+        event = threading.Event()
+        while not event.wait(interval):
+            try:
+                exists = os.path.exists(path)
+                if exists and _file_reason is None:
+                    reason = "kill_file"
+                    try:
+                        with open(path, encoding="utf-8", errors="replace") as fh:
+                            reason = (fh.readline().strip() or reason)[:64]
+                    except OSError:
+                        pass
+                    _file_reason = reason
+                    _update()
+                    _kill_all(reason)
+                elif not exists and _file_reason is not None:
+                    _file_reason = None
+                    _update()
+            except Exception as exc:  # never let the watcher die silently
+                log.warning("agentvigil: kill-file watcher error: %r", exc)
+
+    thread = threading.Thread(target=poll, name="agentvigil-kill-file", daemon=True)
+    thread.start()
+    return thread
