@@ -575,7 +575,32 @@ class Run:
         return f"Run({self.monitor.agent!r}, task_id={self.task_id!r}, steps={self.steps}, cost={self.cost:.6f})"
 
 
-class Step:
+class _Scope:
+    """``with`` / ``async with`` plumbing shared by Step, ToolCall and LLMCall: begin, make the span current
+    (so spans the user's code creates nest under it), then end with the exception if there was one."""
+
+    __slots__ = ()
+
+    def __enter__(self):
+        self._begin()
+        if self._span is not None:
+            self._otel_token = _attach(self._span)
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if self._otel_token is not None:
+            _detach(self._otel_token)
+            self._otel_token = None
+        self._finish(exc)
+
+    async def __aenter__(self):
+        return self.__enter__()
+
+    async def __aexit__(self, exc_type, exc, tb) -> None:
+        self.__exit__(exc_type, exc, tb)
+
+
+class Step(_Scope):
     __slots__ = ("run", "name", "index", "_start", "_span", "_managed", "_ended", "_prev_span", "_otel_token")
 
     def __init__(self, run: Run, name: str | None, managed: bool):
@@ -610,6 +635,9 @@ class Step:
         except Exception as exc:
             internal_error("step", exc)
 
+    def _finish(self, error: BaseException | None) -> None:
+        self.end(error)
+
     def end(self, error: BaseException | None = None) -> None:
         if self._ended:
             return
@@ -632,26 +660,9 @@ class Step:
         except Exception as exc:
             internal_error("step", exc)
 
-    def __enter__(self) -> "Step":
-        self._begin()
-        if self._span is not None:
-            self._otel_token = _attach(self._span)
-        return self
-
-    def __exit__(self, exc_type, exc, tb) -> None:
-        self.end(exc)
-        if self._otel_token is not None:
-            _detach(self._otel_token)
-            self._otel_token = None
-
-    async def __aenter__(self) -> "Step":
-        return self.__enter__()
-
-    async def __aexit__(self, exc_type, exc, tb) -> None:
-        self.__exit__(exc_type, exc, tb)
 
 
-class ToolCall:
+class ToolCall(_Scope):
     """One tool call. Arguments are hashed on entry; the raw arguments are kept only on the span, and only
     when content capture is on."""
 
@@ -696,6 +707,9 @@ class ToolCall:
         self._args = None  # do not keep user data alive longer than needed
         self._start = perf_counter()
 
+    def _finish(self, error: BaseException | None) -> None:
+        self.end(error=error)
+
     def set_result(self, result: Any) -> None:
         """Optional: hash the result so the loop guard can tell "same call, same answer" from progress."""
         self.result_hash = digest(result)
@@ -735,29 +749,12 @@ class ToolCall:
         except Exception as exc:
             internal_error("tool_call", exc)
 
-    def __enter__(self) -> "ToolCall":
-        self._begin()
-        if self._span is not None:
-            self._otel_token = _attach(self._span)
-        return self
-
-    def __exit__(self, exc_type, exc, tb) -> None:
-        if self._otel_token is not None:
-            _detach(self._otel_token)
-            self._otel_token = None
-        self.end(error=exc)
-
-    async def __aenter__(self) -> "ToolCall":
-        return self.__enter__()
-
-    async def __aexit__(self, exc_type, exc, tb) -> None:
-        self.__exit__(exc_type, exc, tb)
 
 
 from .errors import ERROR_KINDS as _KINDS  # noqa: E402
 
 
-class LLMCall:
+class LLMCall(_Scope):
     """One LLM call. ``input_tokens`` are inclusive of cached tokens (OTel GenAI convention); pass
     ``input_excludes_cache=True`` for providers that report them exclusive (Anthropic)."""
 
@@ -829,6 +826,9 @@ class LLMCall:
                 self._span.set_attributes(attributes)
             except Exception as exc:
                 internal_error("tracing", exc)
+
+    def _finish(self, error: BaseException | None) -> None:
+        self.end(error)
 
     def end(self, error: BaseException | None = None, *, error_kind: str | None = None) -> None:
         """Finish the call (idempotent): price it, update metrics, emit the event, end the span."""
@@ -909,23 +909,6 @@ class LLMCall:
         except Exception as exc:
             internal_error("llm_call", exc)
 
-    def __enter__(self) -> "LLMCall":
-        self._begin()
-        if self._span is not None:
-            self._otel_token = _attach(self._span)
-        return self
-
-    def __exit__(self, exc_type, exc, tb) -> None:
-        if self._otel_token is not None:
-            _detach(self._otel_token)
-            self._otel_token = None
-        self.end(exc)
-
-    async def __aenter__(self) -> "LLMCall":
-        return self.__enter__()
-
-    async def __aexit__(self, exc_type, exc, tb) -> None:
-        self.__exit__(exc_type, exc, tb)
 
 
 # -- calls outside any run -------------------------------------------------------------------------------
