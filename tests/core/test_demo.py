@@ -74,3 +74,40 @@ def test_demo_cli_serves_metrics(tmp_path):
         assert proc.wait(timeout=30) == 0
     finally:
         proc.kill()
+
+
+def test_demo_sends_spans_over_otlp_when_an_endpoint_is_set(tmp_path):
+    """A loopback OTLP/HTTP receiver gets the demo's spans (protobuf ExportTraceServiceRequest)."""
+    import http.server
+    from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+
+    names = set()
+
+    class Receiver(http.server.BaseHTTPRequestHandler):
+        def do_POST(self):
+            body = self.rfile.read(int(self.headers["Content-Length"]))
+            request = ExportTraceServiceRequest()
+            request.ParseFromString(body)
+            for resource_spans in request.resource_spans:
+                for scope_spans in resource_spans.scope_spans:
+                    names.update(span.name for span in scope_spans.spans)
+            self.send_response(200)
+            self.send_header("Content-Type", "application/x-protobuf")
+            self.end_headers()
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Receiver)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    env = dict(os.environ, OTEL_EXPORTER_OTLP_ENDPOINT=f"http://127.0.0.1:{server.server_port}",
+               OTEL_BSP_SCHEDULE_DELAY="200")
+    try:
+        proc = subprocess.run([sys.executable, "-m", "agentvigil", "demo", "--duration", "3", "--speed", "10",
+                               "--port", "0", "--no-record", "--quiet"], env=env, capture_output=True, text=True,
+                              timeout=60)
+        assert proc.returncode == 0, proc.stderr
+    finally:
+        server.shutdown()
+    assert "invoke_agent support-bot" in names and "execute_tool web_search" in names
+    assert any(n.startswith("chat ") for n in names)
