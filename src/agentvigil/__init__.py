@@ -33,8 +33,8 @@ __all__ = [
 
 
 def instrument(**kwargs):
-    """Instrument every supported SDK that is installed (OpenAI, Anthropic, LangChain). See
-    docs/integrations/."""
+    """Instrument every supported SDK that is installed (OpenAI, Anthropic, LangChain/LangGraph, CrewAI);
+    returns the names instrumented. See docs/integrations/."""
     from .instrumentation import instrument as _instrument
 
     return _instrument(**kwargs)
