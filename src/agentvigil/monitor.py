@@ -256,8 +256,13 @@ class Monitor:
         return lambda: self._handlers.remove(handler) if handler in self._handlers else None
 
     def heartbeat(self) -> None:
-        """Mark progress from your own work loop (for agents that do not use steps)."""
-        self._series.progress.set(_time())
+        """Mark progress from your own work loop (for agents that do not use steps). Recorded as a
+        ``heartbeat`` event with status ``progress`` so supervisors and watchers see it too."""
+        now = _time()
+        self._series.progress.set(now)
+        if self.recorder is not None:
+            self.recorder.write(Event(ev.HEARTBEAT, now, agent_id=self.agent, session_id=self.session_id,
+                                      status="progress"))
 
     def kill_all(self, reason: str = "kill_switch") -> int:
         """Kill every run in flight; each stops with RunKilled at its next boundary. Returns how many."""

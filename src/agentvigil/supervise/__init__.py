@@ -1,0 +1,13 @@
+"""Process supervision for agents (``agentvigil supervise``) and the daily report (``agentvigil report``).
+
+Decision core: ``policy`` (plain policy values and the option table), ``health`` (findings from events,
+exit classification). I/O: ``supervisor`` (the state machine and loop), ``tail``, ``notify``, ``server``,
+``sdnotify``, ``metrics``; ``report``. Docs: docs/supervise.md, docs/report.md.
+"""
+
+from .health import ChildHealth, CycleBaseline, Finding, classify_exit
+from .policy import ConfigError, HealthPolicy, RestartPolicy, SupervisePolicy, build_policy, load_config
+from .supervisor import EXIT_GAVE_UP, Supervisor
+
+__all__ = ["ChildHealth", "ConfigError", "CycleBaseline", "EXIT_GAVE_UP", "Finding", "HealthPolicy",
+           "RestartPolicy", "SupervisePolicy", "Supervisor", "build_policy", "classify_exit", "load_config"]

@@ -1,0 +1,108 @@
+"""``agentvigil supervise`` and ``agentvigil report``: argument parsing only."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+import sys
+import threading
+
+from .policy import OPTIONS, ConfigError, build_policy
+
+EXIT_OK, EXIT_ERROR, EXIT_USAGE = 0, 1, 2
+
+
+def register(subparsers) -> None:
+    sup = subparsers.add_parser(
+        "supervise", help="run an agent as a child: liveness, zombie, silent-exit and cost-spike watch, "
+                          "restart policy, escalation, probes",
+        usage="agentvigil supervise [options] -- CMD [ARGS...]",
+        description="Run CMD as a supervised child. Exit codes: 0 done or stopped on request, 1 internal "
+                    "error, 2 usage/config error or CMD cannot start, 3 restart policy exhausted (escalated). "
+                    "See docs/supervise.md.")
+    sup.add_argument("--config", metavar="FILE", help="TOML or JSON file of options (keys = option names "
+                     "with underscores); flags win")
+    sup.add_argument("--log-level", default="warning", choices=("debug", "info", "warning", "error"))
+    for option in OPTIONS:
+        # type=str: every value is parsed (and its errors named) by the policy, the same way as the file's
+        sup.add_argument(option.flag, dest=option.name, default=None, metavar=option.metavar or None,
+                         help=option.help)
+    sup.add_argument("cmd", nargs=argparse.REMAINDER, help="-- CMD ARGS...")
+    sup.set_defaults(func=_cmd_supervise)
+
+    rep = subparsers.add_parser("report", help="daily health report from recorded sessions (text, Markdown, "
+                                               "JSON), optionally posted to a webhook")
+    rep.add_argument("--dir", default=".agentvigil/sessions", help="recorded sessions and supervisor journals "
+                     "(.agentvigil/sessions)")
+    rep.add_argument("--since", default="24h", help="report window ending now (24h)")
+    rep.add_argument("--baseline", default="7d", help="window before --since for the cost baseline (7d)")
+    rep.add_argument("--format", choices=("text", "markdown", "json"), default="text")
+    rep.add_argument("--agent", action="append", help="only this agent (repeatable)")
+    rep.add_argument("--prometheus-url", help="also query this Prometheus (http://127.0.0.1:9090)")
+    rep.add_argument("--webhook-url", help="POST the report as a Slack-compatible message")
+    rep.add_argument("--zombie-after", default="10m", help="busy without progress this long counts as a "
+                     "zombie stall in recorded sessions (10m)")
+    rep.set_defaults(func=_cmd_report)
+
+
+def _cmd_supervise(args: argparse.Namespace) -> int:
+    from .supervisor import StartError, Supervisor
+
+    logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(message)s")
+    argv = list(args.cmd)
+    if argv and argv[0] == "--":
+        argv = argv[1:]
+    if not argv:
+        print("agentvigil supervise: no command given (usage: agentvigil supervise [options] -- CMD ARGS...)",
+              file=sys.stderr)
+        return EXIT_USAGE
+    try:
+        policy = build_policy(args.config, {option.name: getattr(args, option.name) for option in OPTIONS})
+    except ConfigError as exc:
+        print(f"agentvigil supervise: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    try:
+        supervisor = Supervisor(argv, policy)
+    except OSError as exc:
+        print(f"agentvigil supervise: cannot serve on {policy.addr}:{policy.port}: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    if threading.current_thread() is threading.main_thread():
+        for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+            signal.signal(signum, lambda *_: supervisor.request_stop())
+    print(f"agentvigil supervise: {supervisor.agent}: /metrics /healthz /readyz on "
+          f"http://{policy.addr}:{supervisor.port}", file=sys.stderr, flush=True)
+    try:
+        return supervisor.run()
+    except StartError as exc:
+        print(f"agentvigil supervise: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    finally:
+        supervisor.close()
+
+
+def _cmd_report(args: argparse.Namespace) -> int:
+    from . import report
+    from .policy import parse_duration
+
+    try:
+        since, baseline, zombie_after = (parse_duration(args.since), parse_duration(args.baseline),
+                                         parse_duration(args.zombie_after))
+    except ValueError as exc:
+        print(f"agentvigil report: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    try:
+        data = report.build_report(args.dir, since=since, baseline=baseline, agents=args.agent,
+                                   zombie_after=zombie_after)
+    except FileNotFoundError as exc:
+        print(f"agentvigil report: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    if args.prometheus_url:
+        data["prometheus"] = report.query_prometheus(args.prometheus_url, since)
+    sys.stdout.write(report.render(data, args.format))
+    if args.webhook_url:
+        error = report.post_report(args.webhook_url, data)
+        if error:
+            print(f"agentvigil report: webhook: {error}", file=sys.stderr)
+            return EXIT_ERROR
+    return EXIT_OK

@@ -1,0 +1,373 @@
+"""``agentvigil supervise``: run an agent as a child process, watch it, restart it by policy, escalate.
+
+The state machine (one supervisor, one child at a time)::
+
+    starting ──first heartbeat──▶ running
+    starting|running ──finding with action "restart"──▶ stopping      (SIGTERM; SIGKILL after stop_grace)
+    starting|running|stopping ──child exit──▶ backoff | gave_up | done
+    backoff ──cooldown over──▶ starting
+    any ──SIGTERM/SIGINT to the supervisor──▶ stopping ──exit──▶ done
+
+Decisions come from plain policy objects and the pure health core (``health.py``: findings and exit
+classification; ``policy.RestartPolicy``: when to start again or give up). This module does the I/O: the
+process, the event tail, the journal, notifications, metrics and probes.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+import shlex
+import signal
+import subprocess
+import threading
+import time
+
+from prometheus_client import CollectorRegistry
+
+from . import health as h
+from .health import ChildHealth, CycleBaseline, Finding, classify_exit
+from .metrics import EventMetrics, SupervisorMetrics
+from .notify import Notice, Notifier
+from .policy import SupervisePolicy
+from .sdnotify import SdNotify
+from .server import Probe, ProbeServer
+from .tail import SessionTail
+
+log = logging.getLogger("agentvigil.supervise")
+
+STARTING, RUNNING, STOPPING, BACKOFF, GAVE_UP, DONE = "starting", "running", "stopping", "backoff", "gave_up", "done"
+
+EXIT_OK = 0          # the child finished as expected (job mode), or the supervisor was asked to stop
+EXIT_ERROR = 1       # internal error
+EXIT_USAGE = 2       # bad options or config, or the command cannot be started
+EXIT_GAVE_UP = 3     # the restart policy is exhausted: escalated, needs a human
+
+JOURNAL_PREFIX = "supervisor-"
+
+
+def default_agent_name(argv: list[str]) -> str:
+    """The command's name; for ``python script.py`` / ``python -m module``, the script or module."""
+    name = os.path.basename(argv[0])
+    if name.startswith("python") and len(argv) > 1:
+        rest = argv[1:]
+        if rest[0] == "-m" and len(rest) > 1:
+            return rest[1]
+        if not rest[0].startswith("-"):
+            return os.path.splitext(os.path.basename(rest[0]))[0]
+    return name or "agent"
+
+
+class StartError(OSError):
+    """The command could not be started at all (not found, not executable)."""
+
+
+class Child:
+    """One spawned process in its own process group (signals reach its helpers too)."""
+
+    def __init__(self, argv: list[str], env: dict[str, str]):
+        self.spawned_at = time.time()
+        try:
+            self.proc = subprocess.Popen(argv, env=env, start_new_session=True)
+        except OSError as exc:
+            raise StartError(f"cannot start {shlex.join(argv)}: {exc.strerror or exc}") from exc
+        self.pid = self.proc.pid
+        self.returncode: int | None = None
+
+    def poll(self) -> int | None:
+        if self.returncode is None:
+            self.returncode = self.proc.poll()
+            if self.returncode is not None:
+                self._signal_group(signal.SIGKILL)   # stray helpers of the child do not outlive it
+        return self.returncode
+
+    def signal(self, signum: int) -> None:
+        if self.poll() is None:
+            self._signal_group(signum)
+
+    def _signal_group(self, signum: int) -> None:
+        try:
+            os.killpg(self.pid, signum)     # the group id is the child's pid (start_new_session)
+        except (ProcessLookupError, PermissionError):
+            pass
+
+
+class Journal:
+    """The supervisor's own NDJSON log (``<record_dir>/supervisor-<agent>.ndjson``), read by ``report``."""
+
+    def __init__(self, directory: str, agent: str):
+        os.makedirs(directory, exist_ok=True)
+        slug = re.sub(r"[^A-Za-z0-9_.-]+", "-", agent)[:60].strip("-") or "agent"
+        self.path = os.path.join(directory, f"{JOURNAL_PREFIX}{slug}.ndjson")
+        self.agent = agent
+
+    def write(self, record_type: str, /, **fields) -> None:
+        record = {"ts": round(time.time(), 3), "agent": self.agent, "type": record_type, **fields}
+        try:
+            with open(self.path, "a", encoding="utf-8") as fh:
+                fh.write(json.dumps(record, separators=(",", ":"), default=str) + "\n")
+        except OSError as exc:
+            log.warning("agentvigil supervise: cannot write journal %s: %s", self.path, exc)
+
+
+class Supervisor:
+    def __init__(self, argv: list[str], policy: SupervisePolicy, registry: CollectorRegistry | None = None,
+                 environ: dict[str, str] | None = None, serve: bool = True):
+        if not argv:
+            raise ValueError("no command to supervise")
+        self.argv = list(argv)
+        self.policy = policy
+        self.agent = policy.agent or default_agent_name(argv)
+        self.environ = dict(os.environ if environ is None else environ)
+        self.record_dir = os.path.abspath(policy.record_dir)
+        self.registry = registry if registry is not None else CollectorRegistry()
+        self.metrics = SupervisorMetrics(self.registry, self.agent)
+        self.events = EventMetrics(self.registry)
+        self.notifier = Notifier(policy.webhook_url, policy.alertmanager_url, policy.alert_ttl)
+        self.journal = Journal(self.record_dir, self.agent)
+        self.sd = SdNotify(self.environ) if policy.watchdog else SdNotify({})
+        self.server = (ProbeServer(self.registry, policy.addr, policy.port, stale_after=max(10 * policy.poll_interval, 5.0))
+                       if serve else None)
+        self.baseline = CycleBaseline(policy.baseline_cycles, policy.min_cycles)
+
+        self.state = STARTING
+        self.child: Child | None = None
+        self.health: ChildHealth | None = None
+        self.tail: SessionTail | None = None
+        self.starts: list[float] = []          # monotonic times of every start
+        self.restarts = 0
+        self.stop_reason: str | None = None    # why we are stopping the child (a finding kind or "shutdown")
+        self.kill_at = 0.0
+        self.sigkilled = False
+        self.next_start = 0.0
+        self.restart_reason = ""
+        self.last_incident: str | None = None
+        self.firing: set[str] = set()          # incident kinds notified and not yet resolved
+        self.exit_code = EXIT_OK
+        self._shutdown = threading.Event()
+        self._force = False
+        self._wake = threading.Event()
+        self._sd_ready = False
+
+    @property
+    def port(self) -> int | None:
+        return self.server.port if self.server else None
+
+    def close(self) -> None:
+        """Stop serving the probes (after ``run``)."""
+        if self.server is not None:
+            self.server.close()
+            self.server = None
+
+    # -- control from outside (signal handlers, tests) ---------------------------------------------------
+    def request_stop(self) -> None:
+        """Stop the child gracefully and end supervision (exit code 0). A second call kills at once."""
+        if self._shutdown.is_set():
+            self._force = True
+        self._shutdown.set()
+        self._wake.set()
+
+    # -- the loop ----------------------------------------------------------------------------------------
+    def run(self) -> int:
+        """Supervise until done or given up; returns the exit code. Raises StartError if the very first
+        start fails (a usage problem, not an agent failure)."""
+        self.journal.write("supervise", argv=self.argv, pid=os.getpid(), policy=_policy_summary(self.policy))
+        try:
+            self._start(time.monotonic())
+            while self.state not in (GAVE_UP, DONE):
+                self._tick(time.monotonic())
+                self._wake.wait(self.policy.poll_interval)
+                self._wake.clear()
+        finally:
+            self._finish()
+        return self.exit_code
+
+    def _tick(self, now: float) -> None:
+        if self._shutdown.is_set():
+            self._on_shutdown_request(now)
+        if self.state in (STARTING, RUNNING, STOPPING):
+            self._watch_child(now)
+        if self.state == BACKOFF and now >= self.next_start:
+            self._restart(now)
+        self._publish(now)
+
+    def _watch_child(self, now: float) -> None:
+        self._read_events(now)
+        returncode = self.child.poll()
+        if returncode is not None:
+            self._read_events(now)      # whatever it flushed on the way out
+            self._on_exit(now, returncode)
+            return
+        if self.state == STOPPING:
+            if not self.sigkilled and now >= self.kill_at:
+                log.warning("agentvigil supervise: %s did not stop within %gs; SIGKILL", self.agent,
+                            self.policy.stop_grace)
+                self.sigkilled = True
+                self.child.signal(signal.SIGKILL)
+            return
+        if self.state == STARTING and self.health.last_heartbeat is not None:
+            self._set_state(RUNNING)
+        for finding in self.health.check(now):
+            self._on_finding(now, finding)
+        if self.state == RUNNING and self.firing and self.health.last_progress is not None \
+                and self.health.progressing(now):
+            self._resolve()
+
+    def _read_events(self, now: float) -> None:
+        for event in self.tail.poll():
+            self.events.feed(event)
+            finding = self.health.feed(event, now)
+            if event.get("event_type") == "heartbeat":
+                self.metrics.cycle_cost.labels(self.agent).set(self.health.last_cycle_cost)
+                self.metrics.cycle_baseline.labels(self.agent).set(self.baseline.mean_cost)
+            if finding is not None and self.state in (STARTING, RUNNING):
+                self._on_finding(now, finding)
+
+    # -- transitions -------------------------------------------------------------------------------------
+    def _start(self, now: float) -> None:
+        env = dict(self.environ)
+        env["AGENTVIGIL_RECORD_DIR"] = self.record_dir
+        env["AGENTVIGIL_HEARTBEAT_INTERVAL"] = f"{self.policy.heartbeat_interval:g}"
+        env["AGENTVIGIL_KILL_SIGNAL"] = "TERM"
+        if self.policy.agent:
+            env["AGENTVIGIL_AGENT"] = self.policy.agent
+        self.child = Child(self.argv, env)       # StartError propagates on the first start
+        self.starts.append(now)
+        self.health = ChildHealth(self.policy.health, now, self.baseline)
+        self.tail = SessionTail(self.record_dir, self.child.pid, self.child.spawned_at)
+        self.events.child_started()
+        self.stop_reason = None
+        self.sigkilled = False
+        self.metrics.child_up.labels(self.agent).set(1)
+        self.journal.write("start", pid=self.child.pid, attempt=len(self.starts))
+        self._set_state(STARTING)
+
+    def _restart(self, now: float) -> None:
+        self.restarts += 1
+        self.metrics.restarts.labels(self.agent, self.restart_reason).inc()
+        self.journal.write("restart", reason=self.restart_reason, restarts=self.restarts)
+        try:
+            self._start(now)
+        except StartError as exc:
+            self.starts.append(now)
+            self._after_failure(now, Finding(h.CRASH, {"error": str(exc)}))
+
+    def _on_finding(self, now: float, finding: Finding) -> None:
+        action = self.policy.action_for(finding.kind)
+        self._incident(finding, action)
+        if action == "restart" and self.state in (STARTING, RUNNING):
+            self._begin_stop(now, finding.kind)
+
+    def _incident(self, finding: Finding, action: str) -> None:
+        self.last_incident = finding.kind
+        self.metrics.incidents.labels(self.agent, finding.kind).inc()
+        self.journal.write("incident", kind=finding.kind, action=action, pid=self.child.pid if self.child else None,
+                           detail=finding.detail)
+        log.warning("agentvigil supervise: %s: %s %s -> %s", self.agent, finding.kind, finding.detail, action)
+        if action != "ignore" and self.policy.notify_incidents:
+            self.firing.add(finding.kind)
+            self.notifier.send(Notice(finding.kind, self.agent, "warning", finding.detail, action, time.time()))
+
+    def _begin_stop(self, now: float, reason: str) -> None:
+        self.stop_reason = reason
+        self.health.quiet = True               # the shutdown burst is not a cost spike
+        self.kill_at = now + self.policy.stop_grace
+        self.child.signal(signal.SIGTERM)
+        self.journal.write("stop", reason=reason, pid=self.child.pid, grace=self.policy.stop_grace)
+        self._set_state(STOPPING)
+
+    def _on_exit(self, now: float, returncode: int) -> None:
+        self.metrics.child_up.labels(self.agent).set(0)
+        outcome = classify_exit(returncode, self.policy.mode, self.health, self.stop_reason is not None)
+        self.journal.write("exit", pid=self.child.pid, kind=outcome.kind, sigkilled=self.sigkilled, **outcome.detail)
+        if self._shutdown.is_set() or outcome.kind == h.DONE:
+            self.exit_code = EXIT_OK
+            self._set_state(DONE)
+            return
+        if outcome.kind == h.STOPPED:               # we stopped it because of a finding
+            self._schedule_restart(now, self.stop_reason or "unknown")
+            return
+        self._after_failure(now, outcome)
+
+    def _after_failure(self, now: float, outcome: Finding) -> None:
+        self._incident(outcome, "restart")
+        self._schedule_restart(now, outcome.kind)
+
+    def _schedule_restart(self, now: float, reason: str) -> None:
+        next_start = self.policy.restart.next_start(now, self.starts)
+        if next_start is None:
+            self._give_up(reason)
+            return
+        self.restart_reason = reason
+        self.next_start = next_start
+        self.journal.write("backoff", reason=reason, wait=round(next_start - now, 3))
+        self._set_state(BACKOFF)
+
+    def _give_up(self, reason: str) -> None:
+        p = self.policy
+        detail = {"last_reason": reason, "restarts": self.restarts,
+                  "policy": f"max {p.max_restarts} restarts in {p.restart_window:g}s, cooldown {p.cooldown:g}s"}
+        self.journal.write("gave_up", **detail)
+        log.error("agentvigil supervise: %s: giving up after %d restarts (last: %s)", self.agent, self.restarts,
+                  reason)
+        self.notifier.send(Notice("gave_up", self.agent, "critical", detail, "stop", time.time()))
+        self.exit_code = EXIT_GAVE_UP
+        self._set_state(GAVE_UP)
+
+    def _resolve(self) -> None:
+        for kind in sorted(self.firing):
+            self.notifier.send(Notice(kind, self.agent, "warning", {}, "", time.time(), resolved=True))
+        self.journal.write("recovered", kinds=sorted(self.firing))
+        self.firing.clear()
+
+    def _on_shutdown_request(self, now: float) -> None:
+        if self.state in (STARTING, RUNNING):
+            self._begin_stop(now, "shutdown")
+        elif self.state == BACKOFF:
+            self.exit_code = EXIT_OK
+            self._set_state(DONE)
+        if self._force and self.state == STOPPING and not self.sigkilled:
+            self.sigkilled = True
+            self.child.signal(signal.SIGKILL)
+
+    def _set_state(self, state: str) -> None:
+        if state == self.state and state != STARTING:
+            return
+        self.state = state
+        self.metrics.set_state(state)
+        status = f"{self.agent}: {state}" + (f" (restarts {self.restarts})" if self.restarts else "")
+        if state == RUNNING and not self._sd_ready:
+            self._sd_ready = True
+            self.sd.ready(status)
+        else:
+            self.sd.status(status)
+
+    def _publish(self, now: float) -> None:
+        live = self.health is not None and self.state in (STARTING, RUNNING) and self.health.live(now) \
+            and self.health.last_heartbeat is not None
+        progressing = live and self.health.progressing(now)
+        if self.server is not None:
+            self.server.probe = Probe(self.state, self.child.pid if self.child and self.child.returncode is None
+                                      else None, live, progressing, self.restarts, self.last_incident, now)
+        self.sd.watchdog(now)
+
+    def _finish(self) -> None:
+        if self.child is not None and self.child.poll() is None:    # an exception got us here: do not orphan
+            self.child.signal(signal.SIGKILL)
+            try:
+                self.child.proc.wait(5)
+            except subprocess.TimeoutExpired:
+                pass
+        self.sd.stopping()
+        self.journal.write("end", state=self.state, exit_code=self.exit_code, restarts=self.restarts)
+        self.notifier.close()
+        if self.server is not None:
+            self._publish(time.monotonic())
+
+
+def _policy_summary(policy: SupervisePolicy) -> dict:
+    keep = ("mode", "heartbeat_interval", "liveness_timeout", "progress_timeout", "cost_spike_factor", "cooldown",
+            "max_restarts", "restart_window", "stop_grace")
+    return {key: getattr(policy, key) for key in keep}
