@@ -21,10 +21,12 @@ from .budget import Reservation, TokenBudget
 from .events import Event
 from .exceptions import BudgetExceeded, CircuitOpenError, GuardError, LoopDetected, RunKilled
 from .exposition import start_metrics_server
+from .rollback import IRREVERSIBLE, READ, WRITE, RollbackRegistry
 from .monitor import Monitor, Run, default_monitor, llm_call, start_llm_call, subscribe
 from .signals.cost import ModelPrice, PriceBook
 
 __all__ = [
+    "IRREVERSIBLE", "READ", "RollbackRegistry", "WRITE",
     "BudgetExceeded", "CircuitBreaker", "CircuitOpenError", "Event", "GuardError", "LoopDetected", "ModelPrice",
     "Monitor", "PriceBook", "Reservation", "Run", "RunKilled", "TokenBudget", "__version__", "current_run",
     "default_monitor", "instrument", "llm_call", "start_llm_call", "start_metrics_server", "subscribe",

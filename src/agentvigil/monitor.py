@@ -545,11 +545,16 @@ class Run:
         step._begin()
         return step
 
-    def tool_call(self, name: str, args: Any = None, *, call_id: str | None = None) -> "ToolCall":
-        return ToolCall(self, name, args, call_id)
+    def tool_call(self, name: str, args: Any = None, *, call_id: str | None = None,
+                  paths: list[str] | None = None, access: str | None = None) -> "ToolCall":
+        """A tool call. ``paths``/``access`` (opt-in): files the tool reads or writes ('read' or 'write'),
+        recorded as ``detail.paths``/``detail.access`` so ``agentvigil watch`` can check them against a
+        scope policy. Arguments themselves are only hashed."""
+        return ToolCall(self, name, args, call_id, _path_detail(paths, access))
 
-    def start_tool_call(self, name: str, args: Any = None, *, call_id: str | None = None) -> "ToolCall":
-        call = ToolCall(self, name, args, call_id)
+    def start_tool_call(self, name: str, args: Any = None, *, call_id: str | None = None,
+                        paths: list[str] | None = None, access: str | None = None) -> "ToolCall":
+        call = ToolCall(self, name, args, call_id, _path_detail(paths, access))
         call._begin(check=False)
         return call
 
@@ -667,14 +672,23 @@ class Step(_Scope):
 
 
 
+def _path_detail(paths, access) -> dict | None:
+    if not paths:
+        return None
+    if isinstance(paths, str):
+        paths = [paths]
+    return {"paths": [str(p) for p in paths][:64], "access": "write" if access == "write" else "read"}
+
+
 class ToolCall(_Scope):
     """One tool call. Arguments are hashed on entry; the raw arguments are kept only on the span, and only
     when content capture is on."""
 
     __slots__ = ("run", "name", "args_hash", "result_hash", "call_id", "_start", "_span", "_args", "_ended",
-                 "error_kind", "_otel_token")
+                 "error_kind", "_otel_token", "detail")
 
-    def __init__(self, run: Run, name: str, args: Any, call_id: str | None):
+    def __init__(self, run: Run, name: str, args: Any, call_id: str | None, detail: dict | None = None):
+        self.detail = detail
         self.run = run
         self.name = name
         self.call_id = call_id
@@ -706,7 +720,7 @@ class ToolCall(_Scope):
             if m.recorder is not None:
                 m._emit(Event(ev.TOOL_START, _time(), run_id=run.run_id, task_id=run.task_id,
                               correlation_id=run.correlation_id, step_index=run.step_index, tool_name=self.name,
-                              args_hash=self.args_hash))
+                              args_hash=self.args_hash, detail=self.detail))
         except Exception as exc:
             internal_error("tool_call", exc)
         self._args = None  # do not keep user data alive longer than needed
@@ -748,7 +762,7 @@ class ToolCall(_Scope):
             m._emit(Event(ev.TOOL_END, _time(), run_id=run.run_id, task_id=run.task_id,
                           correlation_id=run.correlation_id, step_index=run.step_index, tool_name=self.name,
                           args_hash=self.args_hash, result_hash=self.result_hash, status=status, error_kind=kind,
-                          duration_ms=duration * 1000.0))
+                          duration_ms=duration * 1000.0, detail=self.detail))
             if self._span is not None:
                 _end_span(self._span, error, kind)
         except Exception as exc:

@@ -110,3 +110,18 @@ def test_full_queue_drops_are_counted_not_blocking(tmp_path, registry):
     lines = open(rec.events_path).read().splitlines()
     assert rec.dropped > 0 and len(lines) + rec.dropped == 20000
     assert after - before >= rec.dropped
+
+
+def test_tool_paths_are_recorded_only_when_declared(make_monitor, tmp_path):
+    mon = make_monitor("paths", record_dir=str(tmp_path))
+    with mon.run() as run:
+        with run.tool_call("write_file", {"path": "/etc/passwd", "body": "x"}, paths=["/etc/passwd"], access="write"):
+            pass
+        with run.tool_call("search", {"q": "secret"}):
+            pass
+    mon.flush()
+    events = [json.loads(l) for l in (tmp_path / mon.session_id / "events.ndjson").read_text().splitlines()]
+    tool_ends = [e for e in events if e["event_type"] == "tool_end"]
+    assert tool_ends[0]["detail"] == {"paths": ["/etc/passwd"], "access": "write"}
+    assert "detail" not in tool_ends[1]
+    assert "secret" not in json.dumps(events) and '"body"' not in json.dumps(events)

@@ -1,0 +1,353 @@
+"""The I/O loop of ``watch``: tail → decode → ``SessionJudge`` → report and act. All decisions live in
+``core``/``watchers``; this module only moves bytes, keeps time and carries out actions.
+
+Latency path for one appended line: inotify wake-up (sub-millisecond) → read → decode → judge → the SIGTERM
+is sent or the webhook POST queued on this thread, before the next line is looked at.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import TextIO
+
+from .. import events as ev
+from ..config import Settings
+from ..events import Event, InvalidEvent, event_from_dict
+from ..replay import _loads
+from .actions import FileLog, Killer, ProcessRef, WebhookSender
+from .bridge import MetricsBridge
+from .config import WatchConfig
+from .core import Breach, SessionJudge
+from .sources import SessionSource, Target, list_sessions
+from .strace import StraceMapper, is_strace_record
+from .tail import Tailer, Waker
+
+EXIT_OK = 0            # watched to the end (or --timeout / --no-follow), no breach
+EXIT_ERROR = 1         # could not read or act (I/O error)
+EXIT_USAGE = 2         # bad flags or config, or --no-follow on a path that does not exist
+EXIT_BREACH = 3        # at least one breach was reported
+EXIT_KILLED = 4        # watch killed (SIGTERM/SIGKILL) at least one agent process
+EXIT_INTERRUPTED = 130
+
+LIVENESS_EVERY = 0.1   # seconds between /proc checks per session
+RESCAN_EVERY = 0.25    # seconds between scans of a sessions directory
+
+
+@dataclass
+class _Watched:
+    source: SessionSource
+    tailer: Tailer
+    judge: SessionJudge
+    mapper: StraceMapper | None = None
+    proc: ProcessRef | None = None
+    live: bool = True
+    ended: bool = False
+    checked_at: float = 0.0
+    skipped: Counter = field(default_factory=Counter)
+    announced: bool = False
+
+
+class Reporter:
+    """Human lines on stderr, or one JSON object per line on stdout with ``json_out``."""
+
+    def __init__(self, out: TextIO, json_out: bool, started: float, quiet: bool = False):
+        self.out = out
+        self.json_out = json_out
+        self.started = started
+        self.quiet = quiet
+
+    def _clock(self, now: float) -> str:
+        elapsed = max(0, int(now - self.started))
+        return f"+{elapsed // 60}:{elapsed % 60:02d}"
+
+    def emit(self, record: dict, text: str, now: float) -> None:
+        if self.json_out:
+            if "ts" not in record:
+                record = {"type": record.get("type"), "ts": now, **record}
+            self.out.write(json.dumps(record, separators=(",", ":"), default=str) + "\n")
+        elif not self.quiet or record.get("type") in ("breach", "action", "error"):
+            self.out.write(f"[watch] {self._clock(now)}  {text}\n")
+        self.out.flush()
+
+
+class Watch:
+    def __init__(self, target: Target, config: WatchConfig, *, all_sessions: bool = False, follow: bool = True,
+                 json_out: bool = False, out: TextIO | None = None, status_every: float = 10.0,
+                 timeout: float | None = None, pid: int | None = None, scope_policy=None,
+                 settings: Settings | None = None, metrics=None, prices=None, use_inotify: bool = True,
+                 quiet: bool = False):
+        self.target = target
+        self.config = config
+        self.all_sessions = all_sessions
+        self.follow = follow
+        self.status_every = status_every
+        self.timeout = timeout
+        self.pid_override = ProcessRef.current(pid) if pid else None
+        self.scope_policy = scope_policy
+        self.settings = settings or Settings.from_env()
+        self.bridge = MetricsBridge(metrics) if metrics is not None else None
+        self.prices = prices
+        self.started = time.time()
+        self.reporter = Reporter(out or (sys.stdout if json_out else sys.stderr), json_out, self.started, quiet)
+        self.waker = Waker(use_inotify)
+        self.sessions: dict[str, _Watched] = {}
+        self.file_log = FileLog(config.alerts_log) if config.uses("file") else None
+        self.webhook = (WebhookSender(config.webhook_url, slack=config.webhook_slack, timeout=config.webhook_timeout,
+                                      retries=config.webhook_retries) if config.webhook_url else None)
+        self.killer = Killer(config.kill_grace, self._kill_report)
+        self.breaches = 0
+        self.errors = 0
+        self._last_rescan = 0.0
+        self._next_status = self.started + status_every if status_every > 0 else float("inf")
+
+    # -- the loop ------------------------------------------------------------------------------------------
+    def run(self) -> int:
+        try:
+            return self._loop()
+        except KeyboardInterrupt:
+            self._finish(interrupted=True)
+            return EXIT_INTERRUPTED
+        finally:
+            self.close()
+
+    def _loop(self) -> int:
+        deadline = self.started + self.timeout if self.timeout else float("inf")
+        self._discover(time.time(), force=True)
+        if not self.sessions:
+            where = self.target.path
+            self.reporter.emit({"type": "waiting", "path": where}, f"waiting for a session under {where} ...",
+                               time.time())
+        while True:
+            now = time.time()
+            self._discover(now)
+            for watched in list(self.sessions.values()):
+                if not watched.ended:
+                    self._pump(watched, now)
+            now = time.time()
+            if now >= self._next_status:
+                self._status(now)
+                self._next_status = now + self.status_every
+            if not self.follow:
+                break
+            if self._all_done() or now >= deadline:
+                break
+            self.waker.wait(min(0.1, max(0.0, deadline - now)))
+        return self._finish()
+
+    def _all_done(self) -> bool:
+        if self.target.kind == "root" and (self.all_sessions or not self.sessions):
+            return False   # keep following the directory for (new) sessions
+        return bool(self.sessions) and all(w.ended for w in self.sessions.values())
+
+    def _discover(self, now: float, force: bool = False) -> None:
+        if not force and (now - self._last_rescan < RESCAN_EVERY or
+                          (self.sessions and not (self.target.kind == "root" and self.all_sessions))):
+            return
+        self._last_rescan = now
+        if self.target.kind == "root":
+            self.waker.watch(self.target.path)
+            candidates = (list_sessions(self.target.path) if self.all_sessions and self.sessions
+                          else self.target.initial(self.all_sessions))
+        else:
+            candidates = self.target.initial(False)
+        for source in candidates:
+            if source.events_path not in self.sessions:
+                self._add(source, now)
+
+    def _add(self, source: SessionSource, now: float) -> None:
+        source.load_meta()
+        judge = SessionJudge(self.config, source.session_id, source.agent, source.started_at, self.scope_policy,
+                             self.settings)
+        watched = _Watched(source, Tailer(source.events_path), judge)
+        if source.is_strace:
+            watched.mapper = StraceMapper(source.session_id, source.agent)
+        watched.proc = self.pid_override or source.process()
+        self.sessions[source.events_path] = watched
+        self.waker.watch(os.path.dirname(source.events_path))
+
+    def _pump(self, w: _Watched, now: float) -> None:
+        if not w.announced:
+            w.announced = True
+            pid = f", pid {w.proc.pid}" if w.proc else ""
+            self.reporter.emit({"type": "start", "session_id": w.source.session_id, "path": w.source.events_path,
+                                "agent_id": w.judge.agent_id, "pid": w.proc.pid if w.proc else None},
+                               f"Monitoring session {w.source.session_id} (agent {w.judge.agent_id or '-'}{pid}) ...",
+                               now)
+        try:
+            lines = w.tailer.read()
+        except OSError as exc:
+            self.errors += 1
+            self.reporter.emit({"type": "error", "session_id": w.source.session_id, "error": str(exc)},
+                               f"cannot read {w.source.events_path}: {exc}", now)
+            w.ended = True
+            return
+        if lines:
+            self.waker.activity()
+            self._handle_lines(w, lines, now)
+        if w.source.meta is None:
+            w.source.load_meta(now)
+            if w.source.meta is not None:
+                if w.proc is None:
+                    w.proc = self.pid_override or w.source.process()
+                if w.mapper is None and w.source.is_strace:
+                    w.mapper = StraceMapper(w.source.session_id, w.source.agent)
+                w.judge.agent_id = w.judge.agent_id or w.source.agent
+        if now - w.checked_at >= LIVENESS_EVERY:
+            w.checked_at = now
+            was_live = w.live
+            w.live = self._alive(w.proc)
+            if was_live and not w.live and w.proc is not None:
+                self._handle_lines(w, w.tailer.read(), now)   # the last lines written before it died
+                self._end(w, now, f"process {w.proc.pid} exited")
+                return
+        if not w.ended:
+            for breach in w.judge.tick(now, w.live and w.proc is not None):
+                self._act(w, breach, now)
+
+    @staticmethod
+    def _alive(proc: ProcessRef | None) -> bool:
+        if proc is None:
+            return True   # unknown: assume it lives (agent-strace sessions end with session_end)
+        if proc.start_time is None:
+            try:
+                os.kill(proc.pid, 0)
+                return True
+            except ProcessLookupError:
+                return False
+            except PermissionError:
+                return True
+        return proc.alive()
+
+    def _handle_lines(self, w: _Watched, lines: list[bytes], now: float) -> None:
+        judge = w.judge
+        for raw in lines:
+            if not raw.strip():
+                continue
+            judge.touch(now)
+            try:
+                data = _loads(raw.decode("utf-8", "replace"))
+            except ValueError:
+                w.skipped["invalid_json"] += 1
+                continue
+            try:
+                if is_strace_record(data):
+                    if w.mapper is None:
+                        w.mapper = StraceMapper(w.source.session_id, w.source.agent)
+                    batch = w.mapper.map(data)
+                else:
+                    batch = (event_from_dict(data),)
+            except InvalidEvent as exc:
+                w.skipped[exc.reason] += 1
+                continue
+            except (ValueError, TypeError):
+                w.skipped["bad_field"] += 1
+                continue
+            for event in batch:
+                self._event(w, event, now)
+                if w.mapper is not None and event.event_type == ev.RUN_END and w.proc is None:
+                    self._end(w, now, "session_end")
+
+    def _event(self, w: _Watched, event: Event, now: float) -> None:
+        if event.event_type == ev.LLM_CALL and event.cost_usd is None and self.prices is not None:
+            if event.input_tokens or event.output_tokens:
+                try:
+                    event.cost_usd = self.prices.cost(event.provider or "", event.model or "",
+                                                      event.input_tokens or 0, event.output_tokens or 0,
+                                                      event.cache_read_tokens or 0, event.cache_write_tokens or 0)
+                except Exception:  # pricing is best effort
+                    pass
+        if event.agent_id is None:
+            event.agent_id = w.judge.agent_id
+        if event.session_id is None:
+            event.session_id = w.source.session_id
+        detections: list[Event] = []
+        if self.bridge is not None:
+            w.judge.on_detection = detections.append
+        for breach in w.judge.feed(event, now):
+            self._act(w, breach, now)
+        if self.bridge is not None:
+            self.bridge.apply(event, w.judge.judge.baseline(event.agent_id))
+            for detection in detections:
+                self.bridge.apply(detection)
+
+    # -- actions -------------------------------------------------------------------------------------------
+    def _act(self, w: _Watched, breach: Breach, now: float) -> None:
+        self.breaches += 1
+        record = breach.to_record()
+        icon = "❌" if breach.severity == "critical" else "⚠️ "
+        suffix = " — killing session" if "kill" in breach.actions else ""
+        self.reporter.emit(record, f"{icon} {breach.message}{suffix}", now)
+        if "kill" in breach.actions:   # first: the kill must not wait behind the slower channels
+            self.killer.kill(w.proc, breach.watcher)
+        if self.file_log is not None and "file" in breach.actions:
+            try:
+                self.file_log.write(record)
+            except OSError as exc:
+                self.errors += 1
+                self.reporter.emit({"type": "error", "error": str(exc)}, f"cannot write alerts log: {exc}", now)
+        if self.webhook is not None:
+            events = self.config.webhook_events
+            if "webhook" in breach.actions or events is None or breach.watcher in events:
+                self.webhook.send(record)
+
+    def _kill_report(self, text: str, ok: bool) -> None:
+        self.reporter.emit({"type": "action", "action": "kill", "ok": ok, "message": text},
+                           ("☠️  " if ok else "⛔ ") + text, time.time())
+        if self.file_log is not None:
+            try:
+                self.file_log.write({"type": "action", "ts": time.time(), "action": "kill", "ok": ok,
+                                     "message": text})
+            except OSError:
+                pass
+
+    # -- output --------------------------------------------------------------------------------------------
+    def _status(self, now: float) -> None:
+        for w in self.sessions.values():
+            if w.ended:
+                continue
+            j = w.judge
+            icon = "✅" if j.breaches == 0 else "⚠️ "
+            self.reporter.emit({"type": "status", "session_id": w.source.session_id, "events": j.events,
+                                "cost_usd": round(j.cost, 6), "retries": j.retries, "breaches": j.breaches,
+                                "live": w.live},
+                               f"{icon} {w.source.session_id[:24]}: {j.events} events, ${j.cost:.2f}, "
+                               f"{j.retries} retries, {j.breaches} breaches", now)
+
+    def _end(self, w: _Watched, now: float, why: str) -> None:
+        if w.ended:
+            return
+        w.ended = True
+        j = w.judge
+        skipped = sum(w.skipped.values())
+        self.reporter.emit({"type": "end", "session_id": w.source.session_id, "reason": why, "events": j.events,
+                            "cost_usd": round(j.cost, 6), "breaches": j.breaches, "skipped": dict(w.skipped)},
+                           f"session {w.source.session_id} ended ({why}): {j.events} events, ${j.cost:.2f}, "
+                           f"{j.breaches} breaches" + (f", {skipped} bad lines skipped" if skipped else ""), now)
+
+    def _finish(self, interrupted: bool = False) -> int:
+        now = time.time()
+        self.killer.join(self.config.kill_grace + 1.0)
+        for w in self.sessions.values():
+            if not w.ended and (not self.follow or interrupted or self.timeout):
+                self._end(w, now, "interrupted" if interrupted else "stopped watching")
+        if self.killer.killed_any:
+            return EXIT_KILLED
+        if self.breaches:
+            return EXIT_BREACH
+        if self.errors:
+            return EXIT_ERROR
+        return EXIT_OK
+
+    def close(self) -> None:
+        if self.webhook is not None:
+            self.webhook.close(self.config.webhook_timeout)
+        if self.file_log is not None:
+            self.file_log.close()
+        for w in self.sessions.values():
+            w.tailer.close()
+        self.waker.close()

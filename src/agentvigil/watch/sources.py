@@ -1,0 +1,148 @@
+"""PATH → the sessions to watch.
+
+* an ``events.ndjson`` (or any ``*.ndjson`` file), existing or not yet;
+* a session directory (``meta.json`` and/or ``events.ndjson``; ours or agent-strace's);
+* a directory of sessions (ours: ``.agentvigil/sessions``; agent-strace: ``.agent-traces``): the newest
+  (agent-strace's ``.active-session`` first, then ``meta.json`` ``started_at``, then mtime), or all of them
+  and every new one with ``--all``. An empty or not yet existing directory waits for its first session.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field
+
+from ..sinks.recorder import DEFAULT_DIR
+from .actions import ProcessRef
+from .strace import is_strace_meta
+
+EVENTS_FILE = "events.ndjson"
+META_FILE = "meta.json"
+STRACE_ACTIVE = ".active-session"
+
+
+@dataclass
+class SessionSource:
+    events_path: str
+    session_id: str
+    directory: str | None = None
+    meta: dict | None = None
+    _meta_tried_at: float = field(default=0.0, repr=False)
+
+    def load_meta(self, now: float = 0.0) -> dict | None:
+        """meta.json, read once it exists (retried at most every 0.5 s until then)."""
+        if self.meta is not None or self.directory is None or now - self._meta_tried_at < 0.5 and now:
+            return self.meta
+        self._meta_tried_at = now
+        try:
+            with open(os.path.join(self.directory, META_FILE), encoding="utf-8") as fh:
+                meta = json.load(fh)
+            self.meta = meta if isinstance(meta, dict) else {}
+        except (OSError, ValueError):
+            pass
+        return self.meta
+
+    @property
+    def is_strace(self) -> bool:
+        return self.meta is not None and is_strace_meta(self.meta)
+
+    @property
+    def agent(self) -> str | None:
+        meta = self.meta or {}
+        value = meta.get("agent") or meta.get("agent_name")
+        return str(value) if value else None
+
+    @property
+    def started_at(self) -> float | None:
+        value = (self.meta or {}).get("started_at")
+        return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
+
+    def process(self) -> ProcessRef | None:
+        return ProcessRef.from_meta(self.meta) if self.meta else None
+
+
+def _session(directory: str) -> SessionSource:
+    directory = os.path.abspath(directory)
+    return SessionSource(os.path.join(directory, EVENTS_FILE), os.path.basename(directory), directory)
+
+
+def is_session_dir(path: str) -> bool:
+    return os.path.isfile(os.path.join(path, EVENTS_FILE)) or os.path.isfile(os.path.join(path, META_FILE))
+
+
+def list_sessions(root: str) -> list[SessionSource]:
+    """Session directories under ``root``, oldest first."""
+    found = []
+    try:
+        entries = list(os.scandir(root))
+    except OSError:
+        return []
+    for entry in entries:
+        if entry.is_dir() and not entry.name.startswith(".") and is_session_dir(entry.path):
+            source = _session(entry.path)
+            source.load_meta()
+            found.append(source)
+    return sorted(found, key=_start_key)
+
+
+def _start_key(source: SessionSource) -> tuple[float, str]:
+    started = source.started_at
+    if started is None:
+        try:
+            started = os.path.getmtime(source.directory)
+        except OSError:
+            started = 0.0
+    return started, source.session_id
+
+
+def newest_session(root: str) -> SessionSource | None:
+    active = os.path.join(root, STRACE_ACTIVE)
+    try:
+        with open(active, encoding="utf-8") as fh:
+            name = fh.read().strip()
+        if name and is_session_dir(os.path.join(root, name)):
+            source = _session(os.path.join(root, name))
+            source.load_meta()
+            return source
+    except OSError:
+        pass
+    sessions = list_sessions(root)
+    return sessions[-1] if sessions else None
+
+
+@dataclass
+class Target:
+    """What PATH names: ``kind`` is "file", "session" or "root"."""
+
+    kind: str
+    path: str
+
+    def initial(self, all_sessions: bool) -> list[SessionSource]:
+        if self.kind == "file":
+            directory = os.path.dirname(os.path.abspath(self.path))
+            source = SessionSource(os.path.abspath(self.path), os.path.basename(directory) or "session",
+                                   directory if os.path.basename(self.path) == EVENTS_FILE else None)
+            source.load_meta()
+            return [source]
+        if self.kind == "session":
+            source = _session(self.path)
+            source.load_meta()
+            return [source]
+        if all_sessions:
+            return list_sessions(self.path)
+        newest = newest_session(self.path)
+        return [newest] if newest else []
+
+
+def resolve(path: str | None) -> Target:
+    """Classify PATH (default: the recorder's default directory). Never raises for a missing path: a file
+    or directory that does not exist yet is waited for."""
+    path = path or DEFAULT_DIR
+    if os.path.isfile(path):
+        return Target("file", path)
+    if os.path.isdir(path):
+        return Target("session" if is_session_dir(path) else "root", path)
+    if path.endswith(".ndjson"):
+        return Target("file", path)
+    return Target("root", path)

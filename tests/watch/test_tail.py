@@ -1,0 +1,114 @@
+import os
+import random
+import threading
+import time
+
+from agentvigil.watch import tail
+from agentvigil.watch.tail import Tailer, Waker
+
+from .conftest import append
+
+
+def test_file_that_does_not_exist_yet(tmp_path):
+    path = tmp_path / "later" / "events.ndjson"
+    t = Tailer(str(path))
+    assert t.read() == [] and not t.exists
+    path.parent.mkdir()
+    append(path, "a\nb\n")
+    assert t.read() == [b"a", b"b"]
+    assert t.read() == []
+
+
+def test_partial_lines_wait_for_their_newline(tmp_path):
+    path = tmp_path / "e.ndjson"
+    t = Tailer(str(path))
+    append(path, '{"a":')
+    assert t.read() == []
+    append(path, '1}\n{"b"')
+    assert t.read() == [b'{"a":1}']
+    append(path, ':2}\n')
+    assert t.read() == [b'{"b":2}']
+
+
+def test_truncation_restarts_from_zero(tmp_path):
+    path = tmp_path / "e.ndjson"
+    append(path, "one\ntwo\npart")
+    t = Tailer(str(path))
+    assert t.read() == [b"one", b"two"]
+    with open(path, "w") as fh:
+        fh.write("x\n")
+    assert t.read() == [b"x"]
+    assert t.truncations == 1
+    append(path, "y\n")
+    assert t.read() == [b"y"]
+
+
+def test_rotation_drains_old_file_then_follows_new(tmp_path, monkeypatch):
+    monkeypatch.setattr(tail, "ROTATION_GRACE", 0.05)
+    path = tmp_path / "e.ndjson"
+    append(path, "1\n")
+    t = Tailer(str(path))
+    assert t.read() == [b"1"]
+    old = open(path, "a")                       # a writer that still holds the old file
+    os.rename(path, tmp_path / "e.ndjson.1")
+    old.write("2\n"); old.flush()
+    append(path, "3\n")
+    assert t.read() == [b"2", b"3"]
+    old.write("4\n"); old.flush()               # late write to the rotated file, within the grace
+    assert t.read() == [b"4"]
+    old.write("5-unterminated"); old.flush()
+    time.sleep(0.06)
+    assert t.read() == [b"5-unterminated"]      # passed on (the decoder counts it as truncated)
+    old.close()
+    append(path, "6\n")
+    assert t.read() == [b"6"]
+    assert t.rotations == 1
+
+
+def test_concurrent_writer_every_line_exactly_once(tmp_path):
+    path = tmp_path / "e.ndjson"
+    t = Tailer(str(path))
+    total = 3000
+    rng = random.Random(1)
+
+    def writer():
+        with open(path, "a") as fh:
+            buf = "".join(f"line-{i}\n" for i in range(total))
+            pos = 0
+            while pos < len(buf):                 # random chunk sizes: lines split across writes
+                n = rng.randint(1, 50)
+                fh.write(buf[pos:pos + n]); fh.flush()
+                pos += n
+
+    thread = threading.Thread(target=writer)
+    thread.start()
+    got = []
+    deadline = time.monotonic() + 10
+    while len(got) < total and time.monotonic() < deadline:
+        got.extend(t.read())
+    thread.join()
+    got.extend(t.read())
+    assert got == [f"line-{i}".encode() for i in range(total)]
+
+
+def test_waker_inotify_wakes_on_append(tmp_path):
+    w = Waker()
+    assert w.inotify, "inotify should be available on Linux"
+    assert w.watch(str(tmp_path))
+    assert w.wait(0.01) is False
+    timer = threading.Timer(0.05, append, args=(tmp_path / "e.ndjson", "x\n"))
+    start = time.perf_counter()
+    timer.start()
+    assert w.wait(2.0) is True
+    assert time.perf_counter() - start < 1.0
+    w.close()
+
+
+def test_waker_polling_fallback(tmp_path):
+    w = Waker(use_inotify=False)
+    assert not w.inotify
+    assert w.watch(str(tmp_path))
+    start = time.perf_counter()
+    w.wait(1.0)
+    assert time.perf_counter() - start < 0.2     # returns after one poll interval
+    assert not w.watch(str(tmp_path / "missing"))
