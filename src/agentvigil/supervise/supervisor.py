@@ -29,7 +29,9 @@ from prometheus_client import CollectorRegistry
 
 from . import health as h
 from .health import ChildHealth, CycleBaseline, Finding, classify_exit
-from .metrics import EventMetrics, SupervisorMetrics
+from ..metrics import metrics_for
+from ..sinks.event_metrics import EventMetrics
+from .metrics import SupervisorMetrics
 from .notify import Notice, Notifier
 from .policy import SupervisePolicy
 from .sdnotify import SdNotify
@@ -124,7 +126,7 @@ class Supervisor:
         self.record_dir = os.path.abspath(policy.record_dir)
         self.registry = registry if registry is not None else CollectorRegistry()
         self.metrics = SupervisorMetrics(self.registry, self.agent)
-        self.events = EventMetrics(self.registry)
+        self.events = EventMetrics(metrics_for(self.registry))
         self.notifier = Notifier(policy.webhook_url, policy.alertmanager_url, policy.alert_ttl)
         self.journal = Journal(self.record_dir, self.agent)
         self.sd = SdNotify(self.environ) if policy.watchdog else SdNotify({})
@@ -237,7 +239,7 @@ class Supervisor:
         self.starts.append(now)
         self.health = ChildHealth(self.policy.health, now, self.baseline)
         self.tail = SessionTail(self.record_dir, self.child.pid, self.child.spawned_at)
-        self.events.child_started()
+        self.events.reset_runs()
         self.stop_reason = None
         self.sigkilled = False
         self.metrics.child_up.labels(self.agent).set(1)

@@ -11,7 +11,7 @@ Modules, one job each:
                 correlated-breach escalation. No I/O.
 * ``actions``   terminal, file, webhook (background thread), kill (verified PID, SIGTERM → grace → SIGKILL)
 * ``config``    ``.agent-watch.json`` + CLI flags → ``WatchConfig`` (errors name the bad key)
-* ``bridge``    events → the ``AgentMetrics`` contract, for ``--metrics-port``
+* (``sinks.event_metrics``: events → the ``AgentMetrics`` contract, for ``--metrics-port``, shared with supervise)
 * ``runner``    the I/O loop that ties them together; ``command`` the CLI.
 """
 

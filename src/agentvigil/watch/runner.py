@@ -20,7 +20,7 @@ from ..config import Settings
 from ..events import Event, InvalidEvent, event_from_dict
 from ..replay import _loads
 from .actions import FileLog, Killer, ProcessRef, WebhookSender
-from .bridge import MetricsBridge
+from ..sinks.event_metrics import EventMetrics
 from .config import WatchConfig
 from .core import Breach, SessionJudge
 from .sources import SessionSource, Target, list_sessions
@@ -90,7 +90,7 @@ class Watch:
         self.pid_override = ProcessRef.current(pid) if pid else None
         self.scope_policy = scope_policy
         self.settings = settings or Settings.from_env()
-        self.bridge = MetricsBridge(metrics) if metrics is not None else None
+        self.bridge = EventMetrics(metrics) if metrics is not None else None
         self.prices = prices
         self.started = time.time()
         self.reporter = Reporter(out or (sys.stdout if json_out else sys.stderr), json_out, self.started, quiet)

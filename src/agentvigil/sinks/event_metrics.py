@@ -1,10 +1,11 @@
-"""Events → the ``AgentMetrics`` contract (docs/metrics.md), for ``watch --metrics-port``.
+"""Events → the ``AgentMetrics`` contract (docs/metrics.md), for ``watch --metrics-port`` and the
+supervisor's ``/metrics``: one translation for every consumer of recorded events.
 
 An agent in any language that writes our NDJSON (or agent-strace's) gets the same series as an instrumented
 Python agent, so the shipped alert rules and dashboards work unchanged. What an event stream cannot carry is
 left out: budget limit/reserved gauges (only overruns are events), OTel exemplars, self-metrics of the
 agent's process. ``agent_heartbeat_timestamp_seconds`` follows recorded heartbeats (the agent's liveness, not
-ours). Single-threaded: the runner applies events from its loop.
+ours). Single-threaded: each consumer applies events from its own loop.
 """
 
 from __future__ import annotations
@@ -15,17 +16,36 @@ from .. import events as ev
 from ..breaker import STATE_VALUE
 from ..detect import COST_OVER_BASELINE
 from ..errors import ERROR_KINDS, TOOL_ERROR, UNKNOWN
-from ..events import Event
+from ..events import Event, InvalidEvent, event_from_dict
 from ..metrics import AgentMetrics
 
 _KINDS = frozenset(ERROR_KINDS)
 
 
-class MetricsBridge:
+class EventMetrics:
     def __init__(self, metrics: AgentMetrics):
-        self.m = metrics
+        self.m = self.metrics = metrics
         self._open: dict[tuple[str | None, str | None], list] = {}   # (session, run) -> [agent, cost]
         self._lock = threading.Lock()   # ModelSeries.observe_cache wants its caller to hold a lock
+        self.invalid = 0                # decoded events that failed validation (feed)
+
+    def feed(self, data: dict) -> None:
+        """Apply a decoded JSON event; an invalid one is counted in ``invalid`` and skipped."""
+        try:
+            event = event_from_dict(data)
+        except InvalidEvent:
+            self.invalid += 1
+            return
+        self.apply(event)
+
+    def reset_runs(self) -> None:
+        """The process behind the events restarted: its runs in flight are gone."""
+        agents = {agent for agent, _ in self._open.values()}
+        for (agent, _cost) in list(self._open.values()):
+            self.m.agent(agent).active_runs.dec()
+        self._open.clear()
+        for agent in agents:
+            self._active_cost(agent)
 
     def apply(self, event: Event, baseline: float | None = None) -> None:
         m = self.m
@@ -96,11 +116,12 @@ class MetricsBridge:
             series.run_steps.observe(event.step_index or 0)
             series.last_run_cost.set(cost)
             series.progress.set(event.ts)
-            series.cost_baseline.set(baseline or 0.0)
+            if baseline is not None:
+                series.cost_baseline.set(baseline)
             self._active_cost(agent)
         elif kind == ev.HEARTBEAT:
             series.heartbeat.set(event.ts)
-            if event.status == "idle":
+            if event.status in ("idle", "progress"):
                 series.progress.set(event.ts)
         elif kind == ev.DETECTION:
             if event.detector == COST_OVER_BASELINE:
