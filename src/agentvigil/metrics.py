@@ -15,6 +15,7 @@ from collections import deque
 from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histogram
 
 from ._version import __version__
+from .errors import ERROR_KINDS, TOOL_ERROR, UNKNOWN
 
 OVERFLOW = "__overflow__"
 MAX_LABEL_LENGTH = 128
@@ -26,6 +27,7 @@ RUN_STEPS_BUCKETS = (1, 2, 3, 5, 8, 13, 21, 34, 55, 89, 144)
 TOOL_DURATION_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
 LLM_DURATION_BUCKETS = (0.1, 0.25, 0.5, 1, 2, 4, 8, 15, 30, 60, 120)
 CACHE_RATIO_WINDOW = 20
+_KINDS = frozenset(ERROR_KINDS)
 INTERNAL_COMPONENTS = ("monitor", "run", "step", "tool_call", "llm_call", "pricing", "usage", "digest", "tracing",
                        "tracing_setup", "otlp_export", "context", "recorder", "subscriber", "heartbeat", "breaker",
                        "budget", "kill", "instrumentation")  # calls in the agent_cache_hit_ratio gauge window
@@ -231,6 +233,17 @@ class ToolSeries:
             child = self.errors[kind] = self.metrics.tool_errors.labels(self.agent, self.tool, kind)
         return child
 
+    def record(self, error_kind: str | None, duration_s: float | None, exemplar: dict | None = None) -> None:
+        """One finished tool call; ``error_kind`` None means ok. Kinds outside the taxonomy count as
+        tool_error, so the label stays bounded."""
+        if error_kind is None:
+            self.ok.inc()
+        else:
+            self.error.inc()
+            self.error_kind(error_kind if error_kind in _KINDS else TOOL_ERROR).inc()
+        if duration_s is not None:
+            self.duration.observe(duration_s, exemplar)
+
 
 class ModelSeries:
     __slots__ = ("ok", "error", "input", "output", "cache_read", "cache_write", "cost", "unpriced", "duration",
@@ -259,6 +272,32 @@ class ModelSeries:
         if child is None:
             child = self.errors[kind] = self.metrics.llm_errors.labels(*self.labels, kind)
         return child
+
+    def record(self, error_kind: str | None, duration_s: float | None, input_tokens: int, output_tokens: int,
+               cache_read: int, cache_write: int, cost: float | None, lock, exemplar: dict | None = None) -> None:
+        """One finished LLM call; ``error_kind`` None means ok, ``cost`` None means unpriced. ``lock`` guards
+        the cache-ratio window (shared by the caller's other updates)."""
+        if error_kind is None:
+            self.ok.inc()
+        else:
+            self.error.inc()
+            self.error_kind(error_kind if error_kind in _KINDS else UNKNOWN).inc()
+        if duration_s is not None:
+            self.duration.observe(duration_s, exemplar)
+        if input_tokens or output_tokens or cache_read or cache_write:
+            self.input.inc(input_tokens)
+            self.output.inc(output_tokens)
+            if cache_read:
+                self.cache_read.inc(cache_read)
+            if cache_write:
+                self.cache_write.inc(cache_write)
+            if cost is None:
+                self.unpriced.inc()
+            else:
+                self.cost.inc(cost)
+            if input_tokens:
+                with lock:
+                    self.observe_cache(cache_read, input_tokens)
 
     def observe_cache(self, cache_read: int, input_tokens: int) -> None:
         """Slide the cache-ratio window; caller holds a lock."""

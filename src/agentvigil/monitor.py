@@ -745,20 +745,12 @@ class ToolCall(_Scope):
         try:
             if result is not None:
                 self.result_hash = digest(result)
-            series = m.metrics.tool(m.agent, self.name)
-            exemplar = _exemplar(self._span)
             kind = error_kind
             if error is not None and kind is None:
                 kind = classify_exception(error, default=TOOL_ERROR)
-            if kind is None:
-                series.ok.inc()
-                status = "ok"
-            else:
-                series.error.inc()
-                series.error_kind(kind if kind in _KINDS else TOOL_ERROR).inc()
-                status = "error"
+            status = "ok" if kind is None else "error"
             self.error_kind = kind
-            series.duration.observe(duration, exemplar)
+            m.metrics.tool(m.agent, self.name).record(kind, duration, _exemplar(self._span))
             m._emit(Event(ev.TOOL_END, _time(), run_id=run.run_id, task_id=run.task_id,
                           correlation_id=run.correlation_id, step_index=run.step_index, tool_name=self.name,
                           args_hash=self.args_hash, result_hash=self.result_hash, status=status, error_kind=kind,
@@ -770,7 +762,6 @@ class ToolCall(_Scope):
 
 
 
-from .errors import ERROR_KINDS as _KINDS  # noqa: E402
 
 
 class LLMCall(_Scope):
@@ -862,35 +853,15 @@ class LLMCall(_Scope):
             kind = error_kind or (classify_exception(error) if error is not None else None)
             self.error_kind = kind
             inp, out, read, write = self.input_tokens, self.output_tokens, self.cache_read_tokens, self.cache_write_tokens
-            if kind is None:
-                series.ok.inc()
-            else:
-                series.error.inc()
-                series.error_kind(kind if kind in _KINDS else UNKNOWN).inc()
-            exemplar = _exemplar(self._span)
-            series.duration.observe(duration, exemplar)
             if inp or out or read or write:
-                series.input.inc(inp)
-                series.output.inc(out)
-                if read:
-                    series.cache_read.inc(read)
-                if write:
-                    series.cache_write.inc(write)
-                cost = None
                 try:
-                    cost = m.prices.cost(self.provider, self.response_model or self.model, inp, out, read, write)
-                    if cost is None and self.response_model:
-                        cost = m.prices.cost(self.provider, self.model, inp, out, read, write)
+                    self.cost_usd = m.prices.cost(self.provider, self.response_model or self.model, inp, out,
+                                                  read, write)
+                    if self.cost_usd is None and self.response_model:
+                        self.cost_usd = m.prices.cost(self.provider, self.model, inp, out, read, write)
                 except Exception as exc:
                     internal_error("pricing", exc)
-                self.cost_usd = cost
-                if cost is None:
-                    series.unpriced.inc()
-                else:
-                    series.cost.inc(cost)
-                if inp:
-                    with m._lock:
-                        series.observe_cache(read, inp)
+            series.record(kind, duration, inp, out, read, write, self.cost_usd, m._lock, _exemplar(self._span))
             if run is not None:
                 run.tokens += inp + out
                 if self.cost_usd is not None:

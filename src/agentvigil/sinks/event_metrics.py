@@ -15,11 +15,14 @@ import threading
 from .. import events as ev
 from ..breaker import STATE_VALUE
 from ..detect import COST_OVER_BASELINE
-from ..errors import ERROR_KINDS, TOOL_ERROR, UNKNOWN
+from ..errors import TOOL_ERROR, UNKNOWN
 from ..events import Event, InvalidEvent, event_from_dict
 from ..metrics import AgentMetrics
 
-_KINDS = frozenset(ERROR_KINDS)
+
+
+def _seconds(event: Event) -> float | None:
+    return None if event.duration_ms is None else event.duration_ms / 1000.0
 
 
 class EventMetrics:
@@ -53,45 +56,13 @@ class EventMetrics:
         kind = event.event_type
         series = m.agent(agent)
         if kind == ev.TOOL_END:
-            tool = m.tool(agent, event.tool_name or "unknown")
-            if event.status == "error":
-                tool.error.inc()
-                error_kind = event.error_kind or TOOL_ERROR
-                if error_kind not in _KINDS:
-                    error_kind = TOOL_ERROR
-                tool.error_kind(error_kind).inc()
-            else:
-                tool.ok.inc()
-            if event.duration_ms is not None:
-                tool.duration.observe(event.duration_ms / 1000.0)
+            m.tool(agent, event.tool_name or "unknown").record(
+                (event.error_kind or TOOL_ERROR) if event.status == "error" else None, _seconds(event))
         elif kind == ev.LLM_CALL:
-            model = m.model(agent, event.provider or "unknown", event.model or "unknown")
-            if event.status == "error":
-                model.error.inc()
-                error_kind = event.error_kind or UNKNOWN
-                if error_kind not in _KINDS:
-                    error_kind = UNKNOWN
-                model.error_kind(error_kind).inc()
-            else:
-                model.ok.inc()
-            if event.duration_ms is not None:
-                model.duration.observe(event.duration_ms / 1000.0)
-            inp, out = event.input_tokens or 0, event.output_tokens or 0
-            read, write = event.cache_read_tokens or 0, event.cache_write_tokens or 0
-            if inp or out or read or write:
-                model.input.inc(inp)
-                model.output.inc(out)
-                if read:
-                    model.cache_read.inc(read)
-                if write:
-                    model.cache_write.inc(write)
-                if event.cost_usd is None:
-                    model.unpriced.inc()
-                else:
-                    model.cost.inc(event.cost_usd)
-                if inp:
-                    with self._lock:
-                        model.observe_cache(read, inp)
+            m.model(agent, event.provider or "unknown", event.model or "unknown").record(
+                (event.error_kind or UNKNOWN) if event.status == "error" else None, _seconds(event),
+                event.input_tokens or 0, event.output_tokens or 0, event.cache_read_tokens or 0,
+                event.cache_write_tokens or 0, event.cost_usd, self._lock)
             run = self._open.get((event.session_id, event.run_id))
             if run is not None and event.cost_usd:
                 run[1] += event.cost_usd
