@@ -19,10 +19,16 @@ from ._version import __version__
 from .breaker import CircuitBreaker
 from .budget import Reservation, TokenBudget
 from .events import Event
-from .exceptions import BudgetExceeded, CircuitOpenError, GuardError, LoopDetected, RunKilled
+from .exceptions import (
+    BudgetExceeded,
+    CircuitOpenError,
+    GuardError,
+    LoopDetected,
+    RunKilled,
+)
 from .exposition import start_metrics_server
-from .rollback import IRREVERSIBLE, READ, WRITE, RollbackRegistry
 from .monitor import Monitor, Run, default_monitor, llm_call, start_llm_call, subscribe
+from .rollback import IRREVERSIBLE, READ, WRITE, RollbackRegistry
 from .signals.cost import ModelPrice, PriceBook
 
 __all__ = [

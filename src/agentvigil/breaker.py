@@ -17,7 +17,7 @@ from . import events as ev
 from ._safety import internal_error
 from .errors import PROVIDER_KINDS, classify_exception
 from .exceptions import CircuitOpenError, GuardError
-from .metrics import metrics_for
+from .pipeline.routing import guard_pipeline, publish
 
 CLOSED = "closed"
 OPEN = "open"
@@ -54,10 +54,9 @@ class CircuitBreaker:
         self._probes = 0
         self._opened_at = 0.0
         self.last_failure_kind: str | None = None
-        self._metrics = metrics_for(registry)
-        self._label = self._metrics.cap["breaker"](name)
-        self._gauge = self._metrics.breaker_state.labels(self._label)
-        self._gauge.set(0.0)
+        self._registry = registry
+        self._emit(ev.Event(ev.GUARD_STATE, time.time(), name=self.name, state=CLOSED,
+                            detail={"guard": "breaker"}), outside_run=True)
 
     # -- state -------------------------------------------------------------------------------------------
     @property
@@ -139,14 +138,15 @@ class CircuitBreaker:
         if transition is None:
             return
         state, reason = transition
-        try:
-            m = self._metrics
-            self._gauge.set(STATE_VALUE[state])
-            m.breaker_transitions.labels(self._label, state, reason).inc()
-            from .monitor import publish_guard_event
+        self._emit(ev.Event(ev.BREAKER_TRANSITION, time.time(), name=self.name, state=state, reason=reason))
 
-            publish_guard_event(ev.Event(ev.BREAKER_TRANSITION, time.time(), name=self.name, state=state,
-                                         reason=reason), self._monitor)
+    def _emit(self, event: ev.Event, outside_run: bool = False) -> None:
+        """Guards only build events; the pipeline writes the metrics and tells the subscribers."""
+        try:
+            if outside_run and self._monitor is None:
+                guard_pipeline(self._registry).emit(event)
+            else:
+                publish(event, self._monitor, self._registry)
         except Exception as exc:
             internal_error("breaker", exc)
 

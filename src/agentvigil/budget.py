@@ -12,7 +12,7 @@ import time
 from . import events as ev
 from ._safety import internal_error
 from .exceptions import BudgetExceeded
-from .metrics import metrics_for
+from .pipeline.routing import guard_pipeline, publish
 
 
 class Reservation:
@@ -63,14 +63,8 @@ class TokenBudget:
         self._lock = threading.Lock()
         self.committed = 0
         self.reserved = 0
-        m = self._metrics = metrics_for(registry)
-        label = m.cap["budget"](name)
-        self._utilization = m.budget_utilization.labels(label)
-        self._reserved_gauge = m.budget_tokens.labels(label, "reserved")
-        self._committed_gauge = m.budget_tokens.labels(label, "committed")
-        self._exceeded = m.budget_exceeded.labels(label)
-        m.budget_limit.labels(label).set(self.limit)
-        self._update_gauges(0, 0)
+        self._registry = registry
+        self._update_gauges(0, 0, outside_run=True)
 
     @property
     def utilization(self) -> float:
@@ -115,22 +109,22 @@ class TokenBudget:
         if actual and committed > self.limit >= before:
             self._exceeded_event(actual, committed, reserved_now, "commit")
 
-    def _update_gauges(self, committed: int, reserved: int) -> None:
-        try:
-            self._utilization.set((committed + reserved) / self.limit)
-            self._reserved_gauge.set(reserved)
-            self._committed_gauge.set(committed)
-        except Exception as exc:
-            internal_error("budget", exc)
+    def _update_gauges(self, committed: int, reserved: int, outside_run: bool = False) -> None:
+        """Guards only build events: ``guard_state`` carries what the budget gauges show."""
+        self._emit(ev.Event(ev.GUARD_STATE, time.time(), name=self.name,
+                            detail={"guard": "budget", "limit": self.limit, "committed": committed,
+                                    "reserved": reserved}), outside_run)
 
     def _exceeded_event(self, tokens: int, committed: int, reserved: int, how: str) -> None:
-        try:
-            self._exceeded.inc()
-            from .monitor import publish_guard_event
+        self._emit(ev.Event(ev.BUDGET_EXCEEDED, time.time(), name=self.name, token_count=tokens, reason=how,
+                            detail={"limit": self.limit, "committed": committed, "reserved": reserved}))
 
-            publish_guard_event(ev.Event(ev.BUDGET_EXCEEDED, time.time(), name=self.name, token_count=tokens,
-                                         reason=how, detail={"limit": self.limit, "committed": committed,
-                                                             "reserved": reserved}), self._monitor)
+    def _emit(self, event: ev.Event, outside_run: bool = False) -> None:
+        try:
+            if outside_run and self._monitor is None:
+                guard_pipeline(self._registry).emit(event)
+            else:
+                publish(event, self._monitor, self._registry)
         except Exception as exc:
             internal_error("budget", exc)
 

@@ -256,7 +256,7 @@ CLASSES = {"support-bot": SupportBot, "triage-bot": TriageBot, "research-agent":
 
 def status_line(agent: SimAgent, now: float) -> str:
     m = agent.monitor.metrics
-    series = agent.monitor._series
+    series = m.agent(agent.monitor.agent)
     name = series.agent
     runs = sum(m.registry.get_sample_value("agent_runs_total", {"agent": name, "status": s}) or 0
                for s in ("ok", "error", "killed"))
@@ -264,9 +264,9 @@ def status_line(agent: SimAgent, now: float) -> str:
     last = series.last_run_cost._value.get()
     loops = sum(c._value.get() for c in series.loop.values())
     progress_age = time.time() - series.progress._value.get()
-    read = sum(s.window_read for k, s in m._models.items() if k[0] == agent.name)
-    total = sum(s.window_input for k, s in m._models.items() if k[0] == agent.name)
-    cache = f"{read / total:4.0%}" if total and read else "  - "
+    ratios = [s.cache_ratio._value.get() for k, s in list(m._models.items())
+              if k[0] == agent.name and s.cache_ratio is not None]
+    cache = f"{max(ratios):4.0%}" if ratios and max(ratios) else "  - "
     extra = ""
     if isinstance(agent, BillingAgent):
         extra = f" breaker={agent.breaker.state}"

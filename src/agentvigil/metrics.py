@@ -8,14 +8,12 @@ through ``LabelCap``: values are truncated and, past a per-label cap, folded int
 
 from __future__ import annotations
 
-import os
 import threading
-from collections import deque
+from typing import Any
 
 from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histogram
 
 from ._version import __version__
-from .errors import ERROR_KINDS, TOOL_ERROR, UNKNOWN
 
 OVERFLOW = "__overflow__"
 MAX_LABEL_LENGTH = 128
@@ -27,10 +25,28 @@ RUN_STEPS_BUCKETS = (1, 2, 3, 5, 8, 13, 21, 34, 55, 89, 144)
 TOOL_DURATION_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
 LLM_DURATION_BUCKETS = (0.1, 0.25, 0.5, 1, 2, 4, 8, 15, 30, 60, 120)
 CACHE_RATIO_WINDOW = 20
-_KINDS = frozenset(ERROR_KINDS)
 INTERNAL_COMPONENTS = ("monitor", "run", "step", "tool_call", "llm_call", "pricing", "usage", "digest", "tracing",
                        "tracing_setup", "otlp_export", "context", "recorder", "subscriber", "heartbeat", "breaker",
-                       "budget", "kill", "instrumentation")  # calls in the agent_cache_hit_ratio gauge window
+                       "budget", "kill", "instrumentation", "pipeline", "detector", "sink", "actions", "spans")  # calls in the agent_cache_hit_ratio gauge window
+
+
+_CONTROL = dict.fromkeys(range(32), " ") | {127: " "}
+
+
+def sanitize_label(value: str) -> str:
+    """A label value every exposition format accepts: valid UTF-8 (lone surrogates replaced), no control
+    characters, at most MAX_LABEL_LENGTH characters, never empty."""
+    if not value:
+        return "unknown"
+    if len(value) > MAX_LABEL_LENGTH:
+        value = value[:MAX_LABEL_LENGTH]
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        value = value.encode("utf-8", "replace").decode("utf-8")
+    if not value.isprintable():
+        value = value.translate(_CONTROL)
+    return value
 
 
 class LabelCap:
@@ -43,15 +59,12 @@ class LabelCap:
         self._lock = threading.Lock()
         self._overflow = overflow_counter.labels(label)
 
-    def __call__(self, value) -> str:
+    def __call__(self, value: object) -> str:
         if value.__class__ is not str:
             value = "unknown" if value is None else str(value)
         if value in self._seen:
-            return value
-        if not value:
-            value = "unknown"
-        elif len(value) > MAX_LABEL_LENGTH:
-            value = value[:MAX_LABEL_LENGTH]
+            return value  # type: ignore[return-value]
+        value = sanitize_label(value)  # type: ignore[arg-type]
         with self._lock:
             if value in self._seen:
                 return value
@@ -67,7 +80,9 @@ class AgentMetrics:
 
     def __init__(self, registry: CollectorRegistry = REGISTRY, max_label_values: int | None = None):
         if max_label_values is None:
-            max_label_values = int(os.environ.get("AGENTVIGIL_MAX_LABEL_VALUES", DEFAULT_MAX_LABEL_VALUES))
+            from .settings import env_int
+
+            max_label_values = env_int("AGENTVIGIL_MAX_LABEL_VALUES", DEFAULT_MAX_LABEL_VALUES)
         self.registry = registry
         r = registry
         # -- runs and steps
@@ -90,7 +105,8 @@ class AgentMetrics:
                                    "Rolling median cost of recent finished runs in USD (0 until enough runs).",
                                    ["agent"], registry=r)
         # -- tools
-        self.tool_calls = Counter("agent_tool_calls", "Tool calls finished, by status (ok, error).",
+        self.tool_calls = Counter("agent_tool_calls", "Tool calls finished, by status (ok, error; rejected: "
+                                  "an action that could not be parsed or executed).",
                                   ["agent", "tool", "status"], registry=r)
         self.tool_errors = Counter("agent_tool_errors", "Tool call errors by error kind.",
                                    ["agent", "tool", "kind"], registry=r)
@@ -116,6 +132,9 @@ class AgentMetrics:
         # -- detectors and guards
         self.loop_detections = Counter("agent_loop_detections", "Loop detector triggers.", ["agent", "detector"],
                                        registry=r)
+        self.detections = Counter("agent_detections", "Verdicts of every detector (loops, cost, retry, "
+                                  "duration, scope, silence, budget, breaker, correlated, ...).",
+                                  ["agent", "detector"], registry=r)
         self.cost_spikes = Counter("agent_cost_spikes", "Runs whose cost went over spike_factor × baseline "
                                    "(in flight or finished).", ["agent"], registry=r)
         self.kills = Counter("agent_kills", "Runs stopped by the kill switch.", ["agent", "reason"], registry=r)
@@ -151,7 +170,7 @@ class AgentMetrics:
             self.events_dropped.labels(sink)
 
         caps = {name: LabelCap(name, max_label_values, self.label_overflow)
-                for name in ("agent", "tool", "provider", "model", "breaker", "budget", "reason")}
+                for name in ("agent", "tool", "provider", "model", "breaker", "budget", "reason", "detector")}
         self.cap = caps
         self._lock = threading.Lock()
         self._agents: dict[str, AgentSeries] = {}
@@ -164,7 +183,8 @@ class AgentMetrics:
         if series is None:
             with self._lock:
                 series = self._agents.get(agent) or AgentSeries(self, self.cap["agent"](agent))
-                self._agents[agent] = series
+                if len(self._agents) < 10_000:  # past that, names resolve (to __overflow__) uncached
+                    self._agents[agent] = series
         return series
 
     def tool(self, agent: str, tool: str) -> "ToolSeries":
@@ -192,9 +212,11 @@ class AgentMetrics:
 
 
 class AgentSeries:
+    """The children of one agent, bound once."""
+
     __slots__ = ("agent", "steps", "runs_ok", "runs_error", "runs_killed", "run_duration", "run_cost",
                  "run_steps", "active_runs", "active_run_cost", "last_run_cost", "cost_baseline", "heartbeat",
-                 "progress", "loop", "cost_spikes", "metrics")
+                 "progress", "loop", "cost_spikes", "metrics", "_detections")
 
     def __init__(self, m: AgentMetrics, agent: str):
         self.metrics = m
@@ -215,39 +237,45 @@ class AgentSeries:
         self.cost_spikes = m.cost_spikes.labels(agent)
         self.loop = {name: m.loop_detections.labels(agent, name)
                      for name in ("repeat_call", "same_result", "repeated_sequence")}
+        self._detections: dict[str, Any] = {}
+
+    def detection(self, detector: str) -> Any:
+        child = self._detections.get(detector)
+        if child is None:
+            child = self.metrics.detections.labels(self.agent, self.metrics.cap["detector"](detector))
+            if len(self._detections) < 1000:
+                self._detections[detector] = child
+        return child
 
 
 class ToolSeries:
-    __slots__ = ("ok", "error", "duration", "errors", "agent", "tool", "metrics")
+    __slots__ = ("ok", "error", "duration", "errors", "agent", "tool", "metrics", "_rejected")
 
     def __init__(self, m: AgentMetrics, agent: str, tool: str):
         self.metrics, self.agent, self.tool = m, agent, tool
         self.ok = m.tool_calls.labels(agent, tool, "ok")
         self.error = m.tool_calls.labels(agent, tool, "error")
         self.duration = m.tool_duration.labels(agent, tool)
-        self.errors: dict[str, object] = {}
+        self.errors: dict[str, Any] = {}
+        self._rejected: Any = None
 
-    def error_kind(self, kind: str):
+    @property
+    def rejected(self) -> Any:
+        if self._rejected is None:  # created on first use: most tools never see a rejected action
+            self._rejected = self.metrics.tool_calls.labels(self.agent, self.tool, "rejected")
+        return self._rejected
+
+    def error_kind(self, kind: str) -> Any:
+        """The agent_tool_errors_total child of a kind (the caller passes a kind of the taxonomy)."""
         child = self.errors.get(kind)
         if child is None:
             child = self.errors[kind] = self.metrics.tool_errors.labels(self.agent, self.tool, kind)
         return child
 
-    def record(self, error_kind: str | None, duration_s: float | None, exemplar: dict | None = None) -> None:
-        """One finished tool call; ``error_kind`` None means ok. Kinds outside the taxonomy count as
-        tool_error, so the label stays bounded."""
-        if error_kind is None:
-            self.ok.inc()
-        else:
-            self.error.inc()
-            self.error_kind(error_kind if error_kind in _KINDS else TOOL_ERROR).inc()
-        if duration_s is not None:
-            self.duration.observe(duration_s, exemplar)
-
 
 class ModelSeries:
     __slots__ = ("ok", "error", "input", "output", "cache_read", "cache_write", "cost", "unpriced", "duration",
-                 "cache_ratio", "window", "window_read", "window_input", "errors", "labels", "metrics")
+                 "cache_ratio", "errors", "labels", "metrics")
 
     def __init__(self, m: AgentMetrics, agent: str, provider: str, model: str):
         self.metrics = m
@@ -261,57 +289,19 @@ class ModelSeries:
         self.cost = m.cost.labels(agent, provider, model)
         self.unpriced = m.unpriced.labels(agent, provider, model)
         self.duration = m.llm_duration.labels(agent, provider, model)
-        self.cache_ratio = None  # created on the first call with input tokens
-        self.window: deque[tuple[int, int]] = deque()
-        self.window_read = 0
-        self.window_input = 0
-        self.errors: dict[str, object] = {}
+        self.cache_ratio: Any = None  # created on the first call with input tokens
+        self.errors: dict[str, Any] = {}
 
-    def error_kind(self, kind: str):
+    def error_kind(self, kind: str) -> Any:
         child = self.errors.get(kind)
         if child is None:
             child = self.errors[kind] = self.metrics.llm_errors.labels(*self.labels, kind)
         return child
 
-    def record(self, error_kind: str | None, duration_s: float | None, input_tokens: int, output_tokens: int,
-               cache_read: int, cache_write: int, cost: float | None, lock, exemplar: dict | None = None) -> None:
-        """One finished LLM call; ``error_kind`` None means ok, ``cost`` None means unpriced. ``lock`` guards
-        the cache-ratio window (shared by the caller's other updates)."""
-        if error_kind is None:
-            self.ok.inc()
-        else:
-            self.error.inc()
-            self.error_kind(error_kind if error_kind in _KINDS else UNKNOWN).inc()
-        if duration_s is not None:
-            self.duration.observe(duration_s, exemplar)
-        if input_tokens or output_tokens or cache_read or cache_write:
-            self.input.inc(input_tokens)
-            self.output.inc(output_tokens)
-            if cache_read:
-                self.cache_read.inc(cache_read)
-            if cache_write:
-                self.cache_write.inc(cache_write)
-            if cost is None:
-                self.unpriced.inc()
-            else:
-                self.cost.inc(cost)
-            if input_tokens:
-                with lock:
-                    self.observe_cache(cache_read, input_tokens)
-
-    def observe_cache(self, cache_read: int, input_tokens: int) -> None:
-        """Slide the cache-ratio window; caller holds a lock."""
-        self.window.append((cache_read, input_tokens))
-        self.window_read += cache_read
-        self.window_input += input_tokens
-        if len(self.window) > CACHE_RATIO_WINDOW:
-            old_read, old_input = self.window.popleft()
-            self.window_read -= old_read
-            self.window_input -= old_input
-        if self.window_input > 0:
-            if self.cache_ratio is None:
-                self.cache_ratio = self.metrics.cache_ratio.labels(*self.labels)
-            self.cache_ratio.set(self.window_read / self.window_input)
+    def cache_ratio_child(self) -> Any:
+        if self.cache_ratio is None:
+            self.cache_ratio = self.metrics.cache_ratio.labels(*self.labels)
+        return self.cache_ratio
 
 
 _default: AgentMetrics | None = None

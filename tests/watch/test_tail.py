@@ -3,8 +3,8 @@ import random
 import threading
 import time
 
-from agentvigil.watch import tail
-from agentvigil.watch.tail import Tailer, Waker
+from agentvigil import tail
+from agentvigil.tail import Tailer, Waker
 
 from .conftest import append
 

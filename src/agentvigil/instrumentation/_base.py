@@ -12,7 +12,12 @@ from opentelemetry.instrumentation.utils import unwrap
 from wrapt import wrap_function_wrapper
 
 from agentvigil.instrumentation import _env
-from agentvigil.instrumentation._common import CallSpec, Options, async_wrapper, sync_wrapper
+from agentvigil.instrumentation._common import (
+    CallSpec,
+    Options,
+    async_wrapper,
+    sync_wrapper,
+)
 
 log = logging.getLogger("agentvigil")
 

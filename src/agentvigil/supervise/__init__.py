@@ -6,7 +6,14 @@ exit classification). I/O: ``supervisor`` (the state machine and loop), ``tail``
 """
 
 from .health import ChildHealth, CycleBaseline, Finding, classify_exit
-from .policy import ConfigError, HealthPolicy, RestartPolicy, SupervisePolicy, build_policy, load_config
+from .policy import (
+           ConfigError,
+           HealthPolicy,
+           RestartPolicy,
+           SupervisePolicy,
+           build_policy,
+           load_config,
+)
 from .supervisor import EXIT_GAVE_UP, Supervisor
 
 __all__ = ["ChildHealth", "ConfigError", "CycleBaseline", "EXIT_GAVE_UP", "Finding", "HealthPolicy",

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
-
 STATES = ("starting", "running", "stopping", "backoff", "gave_up", "done")
 INCIDENT_KINDS = ("liveness_lost", "zombie", "cost_spike", "crash", "signal", "silent_exit")
 

@@ -19,7 +19,7 @@ import urllib.request
 from collections import Counter, defaultdict
 
 from ..replay import ReplayStats, find_event_files, read_events
-from .health import ChildHealth, ZOMBIE
+from .health import ZOMBIE, ChildHealth
 from .notify import post_json
 from .policy import HealthPolicy
 from .supervisor import JOURNAL_PREFIX

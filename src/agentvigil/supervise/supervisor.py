@@ -27,10 +27,12 @@ import time
 
 from prometheus_client import CollectorRegistry
 
+from ..metrics import metrics_for
+from ..pipeline.build import build_pipeline
+from ..replay import detection_record
+from ..settings import Settings
 from . import health as h
 from .health import ChildHealth, CycleBaseline, Finding, classify_exit
-from ..metrics import metrics_for
-from ..sinks.event_metrics import EventMetrics
 from .metrics import SupervisorMetrics
 from .notify import Notice, Notifier
 from .policy import SupervisePolicy
@@ -126,7 +128,10 @@ class Supervisor:
         self.record_dir = os.path.abspath(policy.record_dir)
         self.registry = registry if registry is not None else CollectorRegistry()
         self.metrics = SupervisorMetrics(self.registry, self.agent)
-        self.events = EventMetrics(metrics_for(self.registry))
+        # One pipeline for the child's whole life (restarts included): the same detectors and metric writer
+        # as in-process, so /metrics here shows what the agent's own /metrics would.
+        self.pipeline, _ = build_pipeline(Settings.from_env(), metrics=metrics_for(self.registry))
+        self._metric_sink = next(s for s in self.pipeline.sinks if hasattr(s, "reset_runs"))
         self.notifier = Notifier(policy.webhook_url, policy.alertmanager_url, policy.alert_ttl)
         self.journal = Journal(self.record_dir, self.agent)
         self.sd = SdNotify(self.environ) if policy.watchdog else SdNotify({})
@@ -219,9 +224,11 @@ class Supervisor:
 
     def _read_events(self, now: float) -> None:
         for event in self.tail.poll():
-            self.events.feed(event)
-            finding = self.health.feed(event, now)
-            if event.get("event_type") == "heartbeat":
+            if event.event_type != "detection":   # recorded verdicts are re-derived
+                for verdict in self.pipeline.emit(event):
+                    self.journal.write("detection", **detection_record(verdict))
+            finding = self.health.feed(event.to_dict(), now)
+            if event.event_type == "heartbeat":
                 self.metrics.cycle_cost.labels(self.agent).set(self.health.last_cycle_cost)
                 self.metrics.cycle_baseline.labels(self.agent).set(self.baseline.mean_cost)
             if finding is not None and self.state in (STARTING, RUNNING):
@@ -239,7 +246,7 @@ class Supervisor:
         self.starts.append(now)
         self.health = ChildHealth(self.policy.health, now, self.baseline)
         self.tail = SessionTail(self.record_dir, self.child.pid, self.child.spawned_at)
-        self.events.reset_runs()
+        self._metric_sink.reset_runs()
         self.stop_reason = None
         self.sigkilled = False
         self.metrics.child_up.labels(self.agent).set(1)

@@ -1,27 +1,20 @@
 """Follow the sessions one child process records (``<dir>/<session_id>/events.ndjson``).
 
 A session belongs to the child when its ``meta.json`` names the child's pid and was started after the
-child was spawned (so an old session of a reused pid is never taken). Only complete lines are read; a
-line still being written is kept until its newline arrives. Lines that are not JSON objects are skipped.
+child was spawned (so an old session of a reused pid is never taken). Files are followed with the shared
+``agentvigil.tail.Tailer`` (partial lines, truncation, rotation) and decoded with ``agentvigil.codec``, as
+in ``watch`` and ``replay``; lines that are not valid events are skipped and counted by reason.
 """
 
 from __future__ import annotations
 
-import json
 import os
+from collections import Counter
 
-EVENTS_FILE = "events.ndjson"
-META_FILE = "meta.json"
-MAX_READ = 4 * 1024 * 1024   # per file per poll: a flood cannot stall the supervisor loop
-
-
-class _Followed:
-    __slots__ = ("path", "offset", "partial")
-
-    def __init__(self, path: str):
-        self.path = path
-        self.offset = 0
-        self.partial = b""
+from ..codec import decode
+from ..events import Event, InvalidEvent
+from ..sessions import EVENTS_FILE, META_FILE, meta_number, meta_pid, read_meta
+from ..tail import Tailer
 
 
 class SessionTail:
@@ -29,19 +22,27 @@ class SessionTail:
         self.directory = directory
         self.pid = pid
         self.spawned_at = spawned_at
-        self._followed: dict[str, _Followed] = {}
+        self._followed: dict[str, Tailer] = {}
         self._rejected: set[str] = set()
-        self.skipped = 0
+        self.skipped_by_reason: Counter = Counter()
 
-    def poll(self) -> list[dict]:
+    @property
+    def skipped(self) -> int:
+        return sum(self.skipped_by_reason.values())
+
+    def poll(self) -> list[Event]:
         """New events of the child's sessions since the last poll, in file order per session."""
         self._discover()
-        events: list[dict] = []
-        for followed in self._followed.values():
-            events.extend(self._read(followed))
+        events: list[Event] = []
+        for tailer in self._followed.values():
+            events.extend(self._read(tailer))
         if len(self._followed) > 1:
-            events.sort(key=lambda e: e.get("ts") if isinstance(e.get("ts"), (int, float)) else 0.0)
+            events.sort(key=lambda e: e.ts)
         return events
+
+    def close(self) -> None:
+        for tailer in self._followed.values():
+            tailer.close()
 
     def _discover(self) -> None:
         try:
@@ -52,48 +53,22 @@ class SessionTail:
             name = entry.name
             if name in self._followed or name in self._rejected or not entry.is_dir():
                 continue
-            meta = _read_meta(os.path.join(entry.path, META_FILE))
+            meta = read_meta(entry.path) if os.path.exists(os.path.join(entry.path, META_FILE)) else None
             if meta is None:
                 continue          # not written yet (or not a session): look again next poll
-            started = meta.get("started_at")
-            if meta.get("pid") == self.pid and isinstance(started, (int, float)) and started >= self.spawned_at - 1:
-                self._followed[name] = _Followed(os.path.join(entry.path, EVENTS_FILE))
+            started = meta_number(meta, "started_at")
+            if meta_pid(meta) == self.pid and started is not None and started >= self.spawned_at - 1:
+                self._followed[name] = Tailer(os.path.join(entry.path, EVENTS_FILE))
             else:
                 self._rejected.add(name)
 
-    def _read(self, followed: _Followed) -> list[dict]:
-        try:
-            with open(followed.path, "rb") as fh:
-                fh.seek(followed.offset)
-                chunk = fh.read(MAX_READ)
-        except OSError:
-            return []
-        if not chunk:
-            return []
-        followed.offset += len(chunk)
-        data = followed.partial + chunk
-        lines = data.split(b"\n")
-        followed.partial = lines.pop()          # b"" when the chunk ended with a newline
+    def _read(self, tailer: Tailer) -> list[Event]:
         out = []
-        for line in lines:
+        for line in tailer.read():
             if not line.strip():
                 continue
             try:
-                event = json.loads(line)
-            except ValueError:
-                self.skipped += 1
-                continue
-            if isinstance(event, dict):
-                out.append(event)
-            else:
-                self.skipped += 1
+                out.append(decode(line))
+            except InvalidEvent as exc:
+                self.skipped_by_reason[exc.reason] += 1
         return out
-
-
-def _read_meta(path: str) -> dict | None:
-    try:
-        with open(path, encoding="utf-8") as fh:
-            meta = json.load(fh)
-    except (OSError, ValueError):
-        return None
-    return meta if isinstance(meta, dict) else None

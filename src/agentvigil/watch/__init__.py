@@ -6,12 +6,11 @@ Modules, one job each:
                 (inotify via ctypes, else an adaptive poll)
 * ``sources``   resolve PATH into sessions (session dir, events.ndjson, dir of sessions, ``.agent-traces``)
 * ``strace``    map agent-strace events onto ``agentvigil.Event``
-* ``watchers``  the policy objects: retry, cost, scope, duration, loop, silence, budget, detectors
-* ``core``      the decision core: ``SessionJudge.feed(event) / .tick(now)`` → ``Breach`` list, plus the
-                correlated-breach escalation. No I/O.
+* ``core``      the decision core: one session's pipeline (``agentvigil.detectors``, the same detectors
+                every command runs) → ``Breach`` list. No I/O.
 * ``actions``   terminal, file, webhook (background thread), kill (verified PID, SIGTERM → grace → SIGKILL)
-* ``config``    ``.agent-watch.json`` + CLI flags → ``WatchConfig`` (errors name the bad key)
-* (``sinks.event_metrics``: events → the ``AgentMetrics`` contract, for ``--metrics-port``, shared with supervise)
+* ``agentvigil.policy``  ``.agent-watch.json`` + CLI flags → ``WatchConfig`` (errors name the bad key)
+* (``agentvigil.sinks.prometheus``: events → the metric contract, for ``--metrics-port``, as everywhere)
 * ``runner``    the I/O loop that ties them together; ``command`` the CLI.
 """
 

@@ -161,6 +161,13 @@ def _proc_state(pid: int) -> str | None:
         return None
 
 
+def _proc_uid(pid: int) -> int | None:
+    try:
+        return os.stat(f"/proc/{pid}").st_uid
+    except (OSError, ValueError, OverflowError):
+        return None
+
+
 @dataclass(frozen=True)
 class ProcessRef:
     """The agent process a session belongs to."""
@@ -168,26 +175,46 @@ class ProcessRef:
     pid: int
     start_time: float | None
     host: str | None = None
+    owner: int | None = None          # uid that wrote meta.json (the file's owner)
+    allow_other_users: bool = False
 
     @classmethod
-    def from_meta(cls, meta: dict) -> ProcessRef | None:
-        pid = meta.get("pid")
-        if not isinstance(pid, int) or isinstance(pid, bool) or pid <= 0:
+    def from_meta(cls, meta: dict, meta_path: str | None = None, allow_other_users: bool = False
+                  ) -> ProcessRef | None:
+        from ..sessions import meta_number, meta_pid, meta_str
+
+        pid = meta_pid(meta)
+        if pid is None:
             return None
-        start = meta.get("process_start_time")
-        start = float(start) if isinstance(start, (int, float)) and not isinstance(start, bool) else None
-        host = meta.get("host") if isinstance(meta.get("host"), str) else None
-        return cls(pid, start, host)
+        owner = None
+        if meta_path is not None:
+            try:
+                owner = os.stat(meta_path).st_uid
+            except OSError:
+                owner = None
+        return cls(pid, meta_number(meta, "process_start_time"), meta_str(meta, "host"), owner, allow_other_users)
 
     @classmethod
     def current(cls, pid: int) -> ProcessRef:
         """``--pid``: pin the process as it is now (a later reuse of the PID is then refused)."""
-        return cls(pid, process_start_time(pid), socket.gethostname())
+        return cls(pid, process_start_time(pid), socket.gethostname(), _proc_uid(pid), True)
 
     def verify(self) -> str | None:
-        """None when ``pid`` is still the recorded process; otherwise why not."""
+        """None when ``pid`` is provably the recorded agent process; otherwise why not. Refused: pid 0/1,
+        another host, a process whose uid is not the uid that wrote meta.json (or, unless
+        ``allow_other_users``, not our own uid), a reused pid (start time differs)."""
+        if self.pid <= 1:
+            return f"pid {self.pid} is never signalled"
         if self.host and self.host != socket.gethostname():
             return f"pid {self.pid} is on host {self.host!r}, not this one"
+        if self.host is None and self.owner is not None:
+            return f"no host recorded for pid {self.pid}: cannot verify it"
+        uid = _proc_uid(self.pid)
+        if uid is not None:
+            if self.owner is not None and uid != self.owner:
+                return f"pid {self.pid} belongs to uid {uid}, but its meta.json was written by uid {self.owner}"
+            if not self.allow_other_users and uid != os.getuid():
+                return f"pid {self.pid} belongs to uid {uid}, not to us (pass --allow-other-users)"
         if self.start_time is None:
             return f"no process_start_time recorded for pid {self.pid}: cannot verify it"
         actual = process_start_time(self.pid)

@@ -33,7 +33,9 @@ def register(subparsers) -> None:
     p.add_argument("--on-violation", choices=["alert", "kill"], default=None,
                    help="kill: also kill the agent on any breach")
     p.add_argument("--escalate", metavar="ACTION",
-                   help="actions for correlated breaches (2+ watchers within the window) (terminal,kill)")
+                   help="actions for correlated breaches (2+ watcher families within the window) (terminal)")
+    p.add_argument("--allow-other-users", action="store_true",
+                   help="kill: allow signalling an agent of another uid (still only the uid that wrote meta.json)")
     p.add_argument("--correlation-window", help="window for correlated breaches, e.g. 60s (60s)")
     p.add_argument("--webhook-url", help="POST every breach as JSON here")
     p.add_argument("--slack", action="store_true", help="Slack-compatible webhook payload ({\"text\": ...})")
@@ -99,7 +101,7 @@ def _positive_int(value, flag: str, minimum: int = 1):
 
 
 def run_command(args: argparse.Namespace) -> int:
-    from ..config import Settings
+    from ..settings import Settings
     from ..signals.cost import PriceBook
     from .core import load_scope_policy
     from .sources import resolve
@@ -134,7 +136,7 @@ def run_command(args: argparse.Namespace) -> int:
     watch = Watch(target, config, all_sessions=args.all, follow=not args.no_follow, json_out=args.json,
                   status_every=args.status_every, timeout=timeout, pid=args.pid, scope_policy=scope,
                   settings=Settings.from_env(), metrics=metrics, prices=PriceBook.from_env(),
-                  use_inotify=not args.poll, quiet=args.quiet)
+                  use_inotify=not args.poll, quiet=args.quiet, allow_other_users=args.allow_other_users)
     return watch.run()
 
 

@@ -16,12 +16,11 @@ from dataclasses import dataclass, field
 from typing import TextIO
 
 from .. import events as ev
-from ..config import Settings
+from ..codec import loads as _loads
 from ..events import Event, InvalidEvent, event_from_dict
-from ..replay import _loads
+from ..policy import WatchConfig
+from ..settings import Settings
 from .actions import FileLog, Killer, ProcessRef, WebhookSender
-from ..sinks.event_metrics import EventMetrics
-from .config import WatchConfig
 from .core import Breach, SessionJudge
 from .sources import SessionSource, Target, list_sessions
 from .strace import StraceMapper, is_strace_record
@@ -80,7 +79,7 @@ class Watch:
                  json_out: bool = False, out: TextIO | None = None, status_every: float = 10.0,
                  timeout: float | None = None, pid: int | None = None, scope_policy=None,
                  settings: Settings | None = None, metrics=None, prices=None, use_inotify: bool = True,
-                 quiet: bool = False):
+                 quiet: bool = False, allow_other_users: bool = False):
         self.target = target
         self.config = config
         self.all_sessions = all_sessions
@@ -90,7 +89,8 @@ class Watch:
         self.pid_override = ProcessRef.current(pid) if pid else None
         self.scope_policy = scope_policy
         self.settings = settings or Settings.from_env()
-        self.bridge = EventMetrics(metrics) if metrics is not None else None
+        self.metrics = metrics
+        self.allow_other_users = allow_other_users
         self.prices = prices
         self.started = time.time()
         self.reporter = Reporter(out or (sys.stdout if json_out else sys.stderr), json_out, self.started, quiet)
@@ -162,11 +162,11 @@ class Watch:
     def _add(self, source: SessionSource, now: float) -> None:
         source.load_meta()
         judge = SessionJudge(self.config, source.session_id, source.agent, source.started_at, self.scope_policy,
-                             self.settings)
+                             self.settings, self.metrics)
         watched = _Watched(source, Tailer(source.events_path), judge)
         if source.is_strace:
             watched.mapper = StraceMapper(source.session_id, source.agent)
-        watched.proc = self.pid_override or source.process()
+        watched.proc = self.pid_override or source.process(self.allow_other_users)
         self.sessions[source.events_path] = watched
         self.waker.watch(os.path.dirname(source.events_path))
 
@@ -193,7 +193,7 @@ class Watch:
             w.source.load_meta(now)
             if w.source.meta is not None:
                 if w.proc is None:
-                    w.proc = self.pid_override or w.source.process()
+                    w.proc = self.pid_override or w.source.process(self.allow_other_users)
                 if w.mapper is None and w.source.is_strace:
                     w.mapper = StraceMapper(w.source.session_id, w.source.agent)
                 w.judge.agent_id = w.judge.agent_id or w.source.agent
@@ -229,8 +229,13 @@ class Watch:
             if not raw.strip():
                 continue
             judge.touch(now)
+            if raw.startswith(b"\xef\xbb\xbf"):
+                raw = raw[3:]
             try:
-                data = _loads(raw.decode("utf-8", "replace"))
+                data = _loads(raw)
+            except RecursionError:
+                w.skipped["too_deep"] += 1
+                continue
             except ValueError:
                 w.skipped["invalid_json"] += 1
                 continue
@@ -244,7 +249,7 @@ class Watch:
             except InvalidEvent as exc:
                 w.skipped[exc.reason] += 1
                 continue
-            except (ValueError, TypeError):
+            except (ValueError, TypeError, KeyError, AttributeError, OverflowError):
                 w.skipped["bad_field"] += 1
                 continue
             for event in batch:
@@ -265,24 +270,18 @@ class Watch:
             event.agent_id = w.judge.agent_id
         if event.session_id is None:
             event.session_id = w.source.session_id
-        detections: list[Event] = []
-        if self.bridge is not None:
-            w.judge.on_detection = detections.append
         for breach in w.judge.feed(event, now):
             self._act(w, breach, now)
-        if self.bridge is not None:
-            self.bridge.apply(event, w.judge.judge.baseline(event.agent_id))
-            for detection in detections:
-                self.bridge.apply(detection)
 
     # -- actions -------------------------------------------------------------------------------------------
     def _act(self, w: _Watched, breach: Breach, now: float) -> None:
         self.breaches += 1
         record = breach.to_record()
         icon = "❌" if breach.severity == "critical" else "⚠️ "
-        suffix = " — killing session" if "kill" in breach.actions else ""
+        kill = "kill" in breach.actions and not w.ended and w.live
+        suffix = " — killing session" if kill else ""
         self.reporter.emit(record, f"{icon} {breach.message}{suffix}", now)
-        if "kill" in breach.actions:   # first: the kill must not wait behind the slower channels
+        if kill:   # first: the kill must not wait behind the slower channels
             self.killer.kill(w.proc, breach.watcher)
         if self.file_log is not None and "file" in breach.actions:
             try:

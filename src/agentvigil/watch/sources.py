@@ -9,16 +9,20 @@
 
 from __future__ import annotations
 
-import json
 import os
 from dataclasses import dataclass, field
 
-from ..sinks.recorder import DEFAULT_DIR
+from ..sessions import (
+    DEFAULT_DIR,
+    EVENTS_FILE,
+    META_FILE,
+    meta_number,
+    meta_str,
+    read_meta,
+)
 from .actions import ProcessRef
 from .strace import is_strace_meta
 
-EVENTS_FILE = "events.ndjson"
-META_FILE = "meta.json"
 STRACE_ACTIVE = ".active-session"
 
 
@@ -35,12 +39,8 @@ class SessionSource:
         if self.meta is not None or self.directory is None or now - self._meta_tried_at < 0.5 and now:
             return self.meta
         self._meta_tried_at = now
-        try:
-            with open(os.path.join(self.directory, META_FILE), encoding="utf-8") as fh:
-                meta = json.load(fh)
-            self.meta = meta if isinstance(meta, dict) else {}
-        except (OSError, ValueError):
-            pass
+        if os.path.exists(os.path.join(self.directory, META_FILE)):
+            self.meta = read_meta(self.directory) or {}
         return self.meta
 
     @property
@@ -49,17 +49,16 @@ class SessionSource:
 
     @property
     def agent(self) -> str | None:
-        meta = self.meta or {}
-        value = meta.get("agent") or meta.get("agent_name")
-        return str(value) if value else None
+        return meta_str(self.meta, "agent", "agent_name")
 
     @property
     def started_at(self) -> float | None:
-        value = (self.meta or {}).get("started_at")
-        return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
+        return meta_number(self.meta, "started_at")
 
-    def process(self) -> ProcessRef | None:
-        return ProcessRef.from_meta(self.meta) if self.meta else None
+    def process(self, allow_other_users: bool = False) -> ProcessRef | None:
+        if not self.meta or self.directory is None:
+            return None
+        return ProcessRef.from_meta(self.meta, os.path.join(self.directory, META_FILE), allow_other_users)
 
 
 def _session(directory: str) -> SessionSource:

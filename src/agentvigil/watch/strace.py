@@ -23,15 +23,13 @@ Raw arguments are only hashed, as in our own events; the file path (for the scop
 
 from __future__ import annotations
 
-import json
-from hashlib import blake2b
 from typing import Any
 
 from .. import events as ev
+from ..codec import digest
 from ..events import Event
 
 WRITE_TOOLS = frozenset({"write", "edit", "create", "multiedit", "notebookedit", "str_replace_editor"})
-_canonical = json.JSONEncoder(sort_keys=True, separators=(",", ":"), default=repr).encode
 _INPUT_KEYS = ("input_tokens", "prompt_tokens", "inputTokens", "promptTokenCount")
 _OUTPUT_KEYS = ("output_tokens", "completion_tokens", "outputTokens", "candidatesTokenCount")
 
@@ -45,10 +43,8 @@ def is_strace_meta(meta: dict) -> bool:
 
 
 def _hash(value: Any) -> str | None:
-    if value is None:
-        return None
-    data = value.encode("utf-8", "replace") if isinstance(value, str) else _canonical(value).encode("utf-8", "replace")
-    return blake2b(data, digest_size=8).hexdigest()
+    """The same digest the in-process Monitor writes (``agentvigil.codec.digest``)."""
+    return digest(value)
 
 
 def _tokens(data: dict, keys: tuple[str, ...]) -> int | None:

@@ -19,7 +19,11 @@ from wrapt import wrap_function_wrapper
 from agentvigil.instrumentation._base import SDKInstrumentor
 from agentvigil.instrumentation._common import Options
 from agentvigil.instrumentation.anthropic.package import _instruments
-from agentvigil.instrumentation.anthropic.patch import STREAM_HELPERS, TARGETS, stream_helper_wrapper
+from agentvigil.instrumentation.anthropic.patch import (
+    STREAM_HELPERS,
+    TARGETS,
+    stream_helper_wrapper,
+)
 
 __all__ = ["AnthropicInstrumentor"]
 

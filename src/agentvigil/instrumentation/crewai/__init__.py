@@ -20,7 +20,11 @@ from opentelemetry.instrumentation.utils import unwrap
 from wrapt import wrap_function_wrapper
 
 from agentvigil.instrumentation.crewai.package import _instruments
-from agentvigil.instrumentation.crewai.patch import CrewCallbacks, EventBridge, kickoff_wrapper
+from agentvigil.instrumentation.crewai.patch import (
+    CrewCallbacks,
+    EventBridge,
+    kickoff_wrapper,
+)
 
 __all__ = ["CrewAIInstrumentor", "CrewCallbacks"]
 

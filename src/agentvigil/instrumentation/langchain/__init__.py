@@ -23,7 +23,10 @@ from opentelemetry.instrumentation.utils import unwrap
 from wrapt import wrap_function_wrapper
 
 from agentvigil.instrumentation.langchain.callback import AgentVigilCallbackHandler
-from agentvigil.instrumentation.langchain.langgraph import instrument_graph, monitored_node
+from agentvigil.instrumentation.langchain.langgraph import (
+    instrument_graph,
+    monitored_node,
+)
 from agentvigil.instrumentation.langchain.package import _instruments
 from agentvigil.instrumentation.langchain.patch import TARGET, CallbackManagerInit
 

@@ -19,7 +19,10 @@ from typing import Any, Callable, TypeVar
 
 from agentvigil.exceptions import GuardError
 from agentvigil.instrumentation._common import internal_error
-from agentvigil.instrumentation.langchain.callback import NODE_STEP, AgentVigilCallbackHandler
+from agentvigil.instrumentation.langchain.callback import (
+    NODE_STEP,
+    AgentVigilCallbackHandler,
+)
 
 F = TypeVar("F", bound=Callable[..., Any])
 

@@ -1,0 +1,112 @@
+"""Every detector, registered once. The in-process Monitor, ``replay``, ``watch`` and ``supervise`` build
+theirs from this table (``agentvigil.pipeline.build``), so they judge alike.
+
+A registration is: the detector's name, the key of ``.agent-watch.json``'s ``watchers`` section that
+enables it and chooses its actions, and a factory from a ``DetectorContext``. To add a detector: write one
+module with a class that has ``name``, ``family``, ``consumes``, ``feed(event)`` and ``tick(now)``, then
+add one ``register(...)`` line below.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Callable, NamedTuple
+
+from ..pipeline import Detector
+from ..policy import WatchConfig
+from ..settings import Settings
+from ..signals.loops import LOOP_DETECTORS, LoopPolicy
+from .breaker import BreakerDetector
+from .budget import BudgetDetector
+from .correlation import CORRELATED, CorrelationDetector
+from .cost_baseline import COST_OVER_BASELINE, CostBaselineDetector, CostPolicy
+from .cost_limit import CostLimitDetector
+from .duration import DurationDetector
+from .loops import LoopDetector
+from .retry import RetryDetector
+from .scope import ScopeDetector, ScopePolicy
+from .sequence import SequenceDetector
+from .silence import SilenceDetector
+
+
+@dataclass
+class DetectorContext:
+    """What a factory may use: the environment settings, the watchers policy, the session start."""
+
+    settings: Settings
+    policy: WatchConfig
+    started_at: float | None = None
+    scope_policy: ScopePolicy | None = None
+    families: dict[str, str] = field(default_factory=dict)   # verdict → family of what is built so far
+
+    def param(self, spec: str, key: str) -> Any:
+        return self.policy.watchers[spec].params[key]
+
+
+class Registration(NamedTuple):
+    name: str
+    spec: str                     # the watchers.<spec> entry that enables it and holds its actions
+    make: Callable[[DetectorContext], Detector | None]
+    emits: tuple[str, ...]        # verdict names it writes (its name unless it has several)
+
+
+REGISTRY: list[Registration] = []
+
+
+def register(name: str, spec: str, make: Callable[[DetectorContext], Detector | None],
+             emits: tuple[str, ...] = ()) -> None:
+    REGISTRY.append(Registration(name, spec, make, emits or (name,)))
+
+
+def _loop_policy(c: DetectorContext) -> LoopPolicy:
+    s = c.settings
+    return LoopPolicy(max_repeats=s.loop_max_repeats, window=s.loop_window, sequence_repeats=s.loop_sequence_repeats)
+
+
+def _cost_policy(c: DetectorContext) -> CostPolicy:
+    s = c.settings
+    return CostPolicy(spike_factor=s.cost_spike_factor, baseline_runs=s.cost_baseline_runs, min_runs=s.cost_min_runs)
+
+
+def _duration(c: DetectorContext) -> DurationDetector:
+    seconds = c.param("duration", "max_seconds") or c.param("duration", "max_minutes") * 60.0
+    return DurationDetector(seconds, c.started_at)
+
+
+register("loops", "detectors", lambda c: LoopDetector(_loop_policy(c)), LOOP_DETECTORS)
+register(COST_OVER_BASELINE, "detectors", lambda c: CostBaselineDetector(_cost_policy(c)))
+register("breaker", "detectors", lambda c: BreakerDetector())
+register("retry", "retry", lambda c: RetryDetector(c.param("retry", "max")))
+register("cost", "cost", lambda c: CostLimitDetector(c.param("cost", "max_dollars")))
+register("scope", "scope", lambda c: ScopeDetector(c.scope_policy) if c.scope_policy is not None else None)
+register("duration", "duration", _duration)
+register("loop", "loop", lambda c: SequenceDetector(c.param("loop", "sequence_length"), c.param("loop", "max_repeats")))
+register("silence", "silence", lambda c: SilenceDetector(c.param("silence", "max_seconds")))
+register("budget", "budget", lambda c: BudgetDetector(c.param("budget", "max_tokens")))
+# Correlation last: it judges the verdicts of all the others (the pipeline feeds it every detection).
+register(CORRELATED, "correlated", lambda c: CorrelationDetector(
+    c.families, c.param("correlated", "window_seconds"), c.param("correlated", "min_watchers")))
+
+
+def spec_of(verdict: str) -> str:
+    """The watchers.<spec> entry whose actions apply to a verdict name."""
+    for reg in REGISTRY:
+        if verdict in reg.emits:
+            return reg.spec
+    return verdict
+
+
+def build_detectors(context: DetectorContext) -> list[Detector]:
+    """The enabled detectors, in registration order."""
+    out = []
+    watchers = context.policy.watchers
+    for reg in REGISTRY:
+        spec = watchers.get(reg.spec)
+        if spec is not None and not spec.enabled:
+            continue
+        detector = reg.make(context)
+        if detector is not None:
+            out.append(detector)
+            for verdict in reg.emits:
+                context.families[verdict] = detector.family
+    return out

@@ -1,0 +1,41 @@
+"""Per-run detector state, bounded: runs that never end (a crash, a truncated log) are evicted oldest first."""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from typing import Callable, Generic, TypeVar
+
+from ..events import Event
+
+T = TypeVar("T")
+MAX_OPEN_RUNS = 10_000
+
+
+def run_key(event: Event) -> tuple[str | None, str | None]:
+    """Runs are identified within their session (run ids are random, sessions make replays unambiguous)."""
+    return (event.session_id, event.run_id or event.task_id)
+
+
+class PerRun(Generic[T]):
+    def __init__(self, make: Callable[[], T], limit: int = MAX_OPEN_RUNS):
+        self._make = make
+        self._limit = limit
+        self._states: OrderedDict[tuple[str | None, str | None], T] = OrderedDict()
+
+    def get(self, event: Event) -> T:
+        key = run_key(event)
+        state = self._states.get(key)
+        if state is None:
+            state = self._states[key] = self._make()
+            if len(self._states) > self._limit:
+                self._states.popitem(last=False)
+        return state
+
+    def peek(self, event: Event) -> T | None:
+        return self._states.get(run_key(event))
+
+    def pop(self, event: Event) -> T | None:
+        return self._states.pop(run_key(event), None)
+
+    def __len__(self) -> int:
+        return len(self._states)

@@ -1,0 +1,52 @@
+"""budget: a recorded ``budget_exceeded`` (a TokenBudget refused or overran), or the session's tokens going
+over ``max_tokens`` (for agents without an in-process budget)."""
+
+from __future__ import annotations
+
+from .. import events as ev
+from ..events import Event
+from ..pipeline import detection
+
+
+class BudgetDetector:
+    name = "budget"
+    family = "budget"
+    consumes = frozenset({ev.BUDGET_EXCEEDED, ev.LLM_CALL})
+
+    def __init__(self, max_tokens: int | None = None):
+        self.max_tokens = max_tokens
+        self.tokens = 0
+        self._fired_tokens = False
+        self._fired_budgets: set[str | None] = set()
+
+    def feed(self, event: Event) -> list[Event] | None:
+        if event.event_type == ev.BUDGET_EXCEEDED:
+            if event.name in self._fired_budgets or len(self._fired_budgets) > 1000:
+                return None
+            self._fired_budgets.add(event.name)
+            detail = dict(event.detail or {})
+            limit, committed, reserved = detail.get("limit"), detail.get("committed"), detail.get("reserved")
+            if _number(limit) and limit > 0:
+                held = (committed if _number(committed) else 0) + (reserved if _number(reserved) else 0)
+                detail["utilization"] = round(held / limit, 4)
+            detail.update(budget=event.name, tokens=event.token_count, how=event.reason)
+            return [detection(event, self.name, detail,
+                              f"BudgetWatcher: budget {event.name!r} exceeded ({event.reason or '-'})")]
+        if not self.max_tokens:
+            return None
+        used = event.token_count if event.token_count is not None else (
+            (event.input_tokens or 0) + (event.output_tokens or 0))
+        self.tokens += used
+        if self._fired_tokens or self.tokens <= self.max_tokens:
+            return None
+        self._fired_tokens = True
+        return [detection(event, self.name, {"tokens": self.tokens, "threshold_tokens": self.max_tokens,
+                                             "utilization": round(self.tokens / self.max_tokens, 4)},
+                          f"BudgetWatcher: {self.tokens} tokens (threshold: {self.max_tokens})")]
+
+    def tick(self, now: float) -> None:
+        return None
+
+
+def _number(value: object) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)

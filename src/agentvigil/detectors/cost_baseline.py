@@ -1,0 +1,78 @@
+"""cost_over_baseline: a run (in flight or finished) costing more than spike_factor × the agent's rolling
+median of finished runs. Flagged runs do not feed the baseline, so a runaway does not teach it to be normal."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from .. import events as ev
+from ..events import Event
+from ..pipeline import detection
+from ..signals.cost import CostBaseline
+from ._state import PerRun
+
+COST_OVER_BASELINE = "cost_over_baseline"
+
+
+@dataclass(frozen=True, slots=True)
+class CostPolicy:
+    spike_factor: float = 3.0   # a run costing more than this × the baseline is a spike
+    baseline_runs: int = 50     # completed runs in the rolling median
+    min_runs: int = 5           # no verdicts before this many runs completed
+
+
+class _Run:
+    __slots__ = ("cost", "flagged")
+
+    def __init__(self) -> None:
+        self.cost = 0.0
+        self.flagged = False
+
+
+class CostBaselineDetector:
+    name = COST_OVER_BASELINE
+    family = "cost"
+    consumes = frozenset({ev.LLM_CALL, ev.RUN_END})
+
+    def __init__(self, policy: CostPolicy | None = None):
+        self.policy = policy or CostPolicy()
+        self._runs: PerRun[_Run] = PerRun(_Run)
+        self._baselines: dict[str | None, CostBaseline] = {}
+
+    def baseline(self, agent: str | None) -> float | None:
+        b = self._baselines.get(agent)
+        return None if b is None else b.value
+
+    def feed(self, event: Event) -> list[Event] | None:
+        if event.event_type == ev.LLM_CALL:
+            if not event.cost_usd or (event.run_id is None and event.task_id is None):
+                return None   # calls outside any run belong to no run: nothing to compare
+            state = self._runs.get(event)
+            state.cost += event.cost_usd
+            return self._check(event, state, state.cost, in_flight=True)
+        state = self._runs.pop(event) or _Run()
+        cost = event.cost_usd if event.cost_usd is not None else state.cost
+        out = self._check(event, state, cost, in_flight=False)
+        baseline = self._baselines.get(event.agent_id)
+        if baseline is None:
+            p = self.policy
+            baseline = self._baselines[event.agent_id] = CostBaseline(p.baseline_runs, p.min_runs)
+        # Failed runs stop early and cheap (they would drag the baseline down); flagged runs would lift it.
+        if event.status == "ok" and not state.flagged:
+            baseline.add(cost)
+        return out
+
+    def _check(self, event: Event, state: _Run, cost: float, in_flight: bool) -> list[Event] | None:
+        if state.flagged:
+            return None
+        baseline = self.baseline(event.agent_id)
+        if not baseline or cost <= self.policy.spike_factor * baseline:
+            return None
+        state.flagged = True
+        detail = {"cost_usd": round(cost, 6), "baseline_usd": round(baseline, 6),
+                  "ratio": round(cost / baseline, 2), "in_flight": in_flight}
+        return [detection(event, COST_OVER_BASELINE, detail,
+                          f"run cost ${cost:.4f} is {cost / baseline:.1f}x the baseline ${baseline:.4f}")]
+
+    def tick(self, now: float) -> None:
+        return None

@@ -1,0 +1,172 @@
+"""The one path every event takes: producers → ``Pipeline.emit`` → detectors → sinks.
+
+Producers (the Monitor and its scopes, the SDK integrations, the guards, the agent-strace reader, the
+readers of recorded sessions) only build Events. The pipeline first feeds each event to the detectors that
+consume its type; their verdicts are Events too (``event_type="detection"``) and are fed to the detectors
+that consume detections (correlation). Then every sink that consumes the type gets the event, then each
+verdict: Prometheus, OTel spans, the recorder, subscribers, actions. A failing detector or sink is counted
+and skipped; it never stops the others, and nothing raises to the producer.
+
+The in-process Monitor, ``replay``, ``watch`` and ``supervise`` build their pipeline with
+``agentvigil.pipeline.build.build_pipeline`` from the same settings, so they reach the same verdicts.
+"""
+
+from __future__ import annotations
+
+import threading
+from typing import Callable, Iterable, Protocol, runtime_checkable
+
+from .. import events as ev
+from .._safety import internal_error
+from ..events import Event
+
+ALL = frozenset(ev.EVENT_TYPES)
+# What time-based detectors count as activity: enough to date a session without the per-call start events.
+ACTIVITY = frozenset({ev.RUN_START, ev.RUN_END, ev.STEP_END, ev.TOOL_END, ev.LLM_CALL, ev.HEARTBEAT,
+                      ev.BREAKER_TRANSITION, ev.BUDGET_EXCEEDED, ev.KILL})
+
+
+@runtime_checkable
+class Detector(Protocol):
+    """Judges events. ``name`` is the detector name written on its verdicts; ``family`` groups detectors
+    that see the same symptom (they must not corroborate each other in correlation); ``consumes`` the
+    event types it wants. ``feed`` and ``tick`` return verdicts (detection Events) or None."""
+
+    name: str
+    family: str
+    consumes: frozenset[str]
+
+    def feed(self, event: Event) -> Iterable[Event] | None: ...
+
+    def tick(self, now: float) -> Iterable[Event] | None: ...
+
+
+@runtime_checkable
+class Sink(Protocol):
+    """Receives events after the detectors. ``consumes`` the event types it wants."""
+
+    consumes: frozenset[str]
+
+    def handle(self, event: Event) -> None: ...
+
+
+def detection(cause: Event, detector: str, detail: dict, reason: str | None = None) -> Event:
+    """A verdict about ``cause``: a detection event carrying its identity (agent, session, run, step)."""
+    return Event(ev.DETECTION, cause.ts, agent_id=cause.agent_id, session_id=cause.session_id,
+                 run_id=cause.run_id, task_id=cause.task_id, correlation_id=cause.correlation_id,
+                 step_index=cause.step_index, tool_name=cause.tool_name, detector=detector, reason=reason,
+                 detail=detail, scope=cause.scope)
+
+
+class Pipeline:
+    """Detectors then sinks, routed by event type. Thread-safe: detectors are fed under one lock (they keep
+    plain state); sinks are called outside it and must be thread-safe themselves."""
+
+    def __init__(self, detectors: Iterable[Detector] = (), sinks: Iterable[Sink] = (),
+                 on_error: Callable[[str, BaseException], None] | None = None):
+        self.detectors: list[Detector] = list(detectors)
+        self.sinks: list[Sink] = list(sinks)
+        self._error = on_error or internal_error
+        self._lock = threading.Lock()
+        self._route()
+
+    def _route(self) -> None:
+        self._detectors_for: dict[str, tuple[Detector, ...]] = {
+            t: tuple(d for d in self.detectors if t in d.consumes) for t in ALL}
+        self._sinks_for: dict[str, tuple[Sink, ...]] = {
+            t: tuple(s for s in self.sinks if t in s.consumes) for t in ALL}
+        self._tickers = tuple(d for d in self.detectors if getattr(d, "ticks", False))
+
+    def add_sink(self, sink: Sink) -> None:
+        self.sinks.append(sink)
+        self._route()
+
+    def remove_sink(self, sink: Sink) -> None:
+        if sink in self.sinks:
+            self.sinks.remove(sink)
+            self._route()
+
+    def wants(self, event_type: str) -> bool:
+        """Whether anything consumes this type: producers skip building events nobody reads."""
+        return bool(self._detectors_for.get(event_type) or self._sinks_for.get(event_type))
+
+    def detector(self, name: str) -> Detector | None:
+        for d in self.detectors:
+            if d.name == name:
+                return d
+        return None
+
+    def emit(self, event: Event) -> list[Event]:
+        """Judge then deliver one event. Returns the verdicts it produced (usually none). Never raises."""
+        verdicts: list[Event] = []
+        detectors = self._detectors_for.get(event.event_type)
+        if detectors is None:
+            self._error("pipeline", ValueError(f"unknown event type {event.event_type!r}"))
+            return verdicts
+        if detectors:
+            with self._lock:
+                self._judge(detectors, event, verdicts)
+        self._deliver(event)
+        for verdict in verdicts:
+            self._deliver(verdict)
+        return verdicts
+
+    def tick(self, now: float) -> list[Event]:
+        """Let time-based detectors judge the clock (silence, liveness, duration). Returns their verdicts."""
+        verdicts: list[Event] = []
+        if not self._tickers:
+            return verdicts
+        with self._lock:
+            for detector in self._tickers:
+                try:
+                    found = detector.tick(now)
+                except Exception as exc:
+                    self._error("detector", exc)
+                    continue
+                if found:
+                    self._collect(found, verdicts, detector)
+        for verdict in verdicts:
+            self._deliver(verdict)
+        return verdicts
+
+    def _judge(self, detectors: tuple[Detector, ...], event: Event, verdicts: list[Event]) -> None:
+        for detector in detectors:
+            try:
+                found = detector.feed(event)
+            except Exception as exc:
+                self._error("detector", exc)
+                continue
+            if found:
+                self._collect(found, verdicts, detector)
+
+    def _collect(self, found: Iterable[Event], verdicts: list[Event], source: Detector) -> None:
+        """Add verdicts, and feed each to the detectors of detections (correlation), never to itself."""
+        on_detection = self._detectors_for[ev.DETECTION]
+        for verdict in found:
+            verdicts.append(verdict)
+            for detector in on_detection:
+                if detector is source:
+                    continue
+                try:
+                    more = detector.feed(verdict)
+                except Exception as exc:
+                    self._error("detector", exc)
+                    continue
+                if more:
+                    verdicts.extend(more)
+
+    def _deliver(self, event: Event) -> None:
+        for sink in self._sinks_for[event.event_type]:
+            try:
+                sink.handle(event)
+            except Exception as exc:  # one broken sink must not starve the others
+                self._error("sink", exc)
+
+    def close(self) -> None:
+        for sink in self.sinks:
+            close = getattr(sink, "close", None)
+            if close is not None:
+                try:
+                    close()
+                except Exception as exc:
+                    self._error("sink", exc)

@@ -1,0 +1,44 @@
+"""Assemble a pipeline from settings: the same detectors everywhere, then the sinks a command needs."""
+
+from __future__ import annotations
+
+import logging
+from typing import Iterable
+
+from ..detectors import DetectorContext, build_detectors
+from ..detectors.cost_baseline import CostBaselineDetector
+from ..metrics import AgentMetrics
+from ..policy import ConfigError, WatchConfig
+from ..settings import Settings
+from ..sinks.prometheus import PrometheusSink
+from . import Pipeline, Sink
+
+log = logging.getLogger("agentvigil")
+
+
+def load_policy(settings: Settings) -> WatchConfig:
+    """The watchers policy of ``settings.config_file`` (``AGENTVIGIL_CONFIG``), or the defaults. In-process a
+    broken file is logged and ignored: configuration never stops the agent."""
+    if not settings.config_file:
+        return WatchConfig.defaults()
+    try:
+        return WatchConfig.load(settings.config_file)
+    except ConfigError as exc:
+        log.warning("agentvigil: ignoring AGENTVIGIL_CONFIG (%s); using the default detectors", exc)
+        return WatchConfig.defaults()
+
+
+def build_pipeline(settings: Settings, policy: WatchConfig | None = None, *, metrics: AgentMetrics | None = None,
+                   before: Iterable[Sink] = (), after: Iterable[Sink] = (), started_at: float | None = None,
+                   scope_policy: object = None) -> tuple[Pipeline, DetectorContext]:
+    """Detectors from the registry; sinks: ``before`` (spans: they stamp trace ids), Prometheus when
+    ``metrics`` is given, then ``after`` (recorder, subscribers, actions)."""
+    policy = policy if policy is not None else load_policy(settings)
+    context = DetectorContext(settings, policy, started_at, scope_policy)  # type: ignore[arg-type]
+    detectors = build_detectors(context)
+    sinks: list[Sink] = list(before)
+    if metrics is not None:
+        cost = next((d for d in detectors if isinstance(d, CostBaselineDetector)), None)
+        sinks.append(PrometheusSink(metrics, cost.baseline if cost is not None else None))
+    sinks.extend(after)
+    return Pipeline(detectors, sinks), context

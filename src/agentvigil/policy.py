@@ -1,0 +1,240 @@
+"""``.agent-watch.json`` (seed 004's format, extended) and CLI flags → ``WatchConfig``.
+
+Every error names the offending key (``watchers.cost.max_dollars: expected a number, got "five"``). CLI flags
+win over the file. See docs/watch.md for the format.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from dataclasses import dataclass, field
+
+ACTIONS = ("terminal", "file", "webhook", "kill")
+DEFAULT_ALERTS_LOG = ".agentvigil/alerts.ndjson"
+DEFAULT_SCOPE_POLICY = ".agent-scope.json"
+
+# watcher -> {key: (type, default)}; every watcher also takes "alert" and "enabled".
+WATCHER_PARAMS: dict[str, dict[str, tuple[type, object]]] = {
+    "retry": {"max": (int, 5)},
+    "cost": {"max_dollars": (float, 10.0)},
+    "scope": {"policy": (str, DEFAULT_SCOPE_POLICY)},
+    "duration": {"max_minutes": (float, 30.0), "max_seconds": (float, None)},
+    "loop": {"sequence_length": (int, 3), "max_repeats": (int, 3)},
+    "silence": {"max_seconds": (float, 30.0)},
+    "budget": {"max_tokens": (int, None)},
+    "detectors": {},
+    "correlated": {"window_seconds": (float, 60.0), "min_watchers": (int, 2)},
+}
+DEFAULT_ACTIONS: dict[str, tuple[str, ...]] = {}   # every watcher alerts on the terminal; kill only when asked
+WEBHOOK_PARAMS = {"url": str, "events": list, "slack": bool, "timeout_seconds": float, "retries": int}
+TOP_LEVEL = ("watchers", "webhook", "alerts_log", "kill")
+
+
+class ConfigError(ValueError):
+    """Bad configuration; ``key`` is the dotted path of the offending key."""
+
+    def __init__(self, key: str, message: str):
+        super().__init__(f"{key}: {message}")
+        self.key = key
+
+
+@dataclass
+class WatcherSpec:
+    enabled: bool = True
+    actions: tuple[str, ...] = ("terminal",)
+    params: dict = field(default_factory=dict)
+    explicit: bool = False   # named in the config file or by a flag (scope: a missing policy is then an error)
+
+
+@dataclass
+class WatchConfig:
+    watchers: dict[str, WatcherSpec] = field(default_factory=dict)
+    webhook_url: str | None = None
+    webhook_events: frozenset[str] | None = None    # None: every watcher's breaches
+    webhook_slack: bool = False
+    webhook_timeout: float = 5.0
+    webhook_retries: int = 3
+    alerts_log: str = DEFAULT_ALERTS_LOG
+    kill_grace: float = 5.0
+
+    @classmethod
+    def defaults(cls) -> WatchConfig:
+        watchers = {}
+        for name, params in WATCHER_PARAMS.items():
+            watchers[name] = WatcherSpec(actions=DEFAULT_ACTIONS.get(name, ("terminal",)),
+                                         params={k: default for k, (_, default) in params.items()})
+        return cls(watchers=watchers)
+
+    @classmethod
+    def from_dict(cls, data: object, base_dir: str = ".") -> WatchConfig:
+        config = cls.defaults()
+        if not isinstance(data, dict):
+            raise ConfigError("(top level)", f"expected a JSON object, got {_kind(data)}")
+        for key in data:
+            if key not in TOP_LEVEL:
+                raise ConfigError(key, f"unknown key; valid: {', '.join(TOP_LEVEL)}")
+        watchers = data.get("watchers", {})
+        if not isinstance(watchers, dict):
+            raise ConfigError("watchers", f"expected an object, got {_kind(watchers)}")
+        for name, body in watchers.items():
+            config._apply_watcher(name, body, base_dir)
+        if "webhook" in data:
+            config._apply_webhook(data["webhook"])
+        if "alerts_log" in data:
+            config.alerts_log = _typed("alerts_log", data["alerts_log"], str)
+        if "kill" in data:
+            kill = data["kill"]
+            if not isinstance(kill, dict):
+                raise ConfigError("kill", f"expected an object, got {_kind(kill)}")
+            for key, value in kill.items():
+                if key != "grace_seconds":
+                    raise ConfigError(f"kill.{key}", "unknown key; valid: grace_seconds")
+                config.kill_grace = _positive(f"kill.{key}", _typed(f"kill.{key}", value, float))
+        return config
+
+    @classmethod
+    def load(cls, path: str) -> WatchConfig:
+        try:
+            with open(path, encoding="utf-8") as fh:
+                data = json.load(fh)
+        except OSError as exc:
+            raise ConfigError(path, f"cannot read: {exc.strerror or exc}") from None
+        except ValueError as exc:
+            raise ConfigError(path, f"not valid JSON: {exc}") from None
+        return cls.from_dict(data, os.path.dirname(os.path.abspath(path)))
+
+    def _apply_watcher(self, name: str, body: object, base_dir: str) -> None:
+        where = f"watchers.{name}"
+        if name not in WATCHER_PARAMS:
+            raise ConfigError(where, f"unknown watcher; valid: {', '.join(WATCHER_PARAMS)}")
+        if not isinstance(body, dict):
+            raise ConfigError(where, f"expected an object, got {_kind(body)}")
+        spec = self.watchers[name]
+        spec.explicit = True
+        params = WATCHER_PARAMS[name]
+        for key, value in body.items():
+            path = f"{where}.{key}"
+            if key == "alert":
+                spec.actions = parse_actions(value, path)
+            elif key == "enabled":
+                spec.enabled = _typed(path, value, bool)
+            elif key in params:
+                typ = params[key][0]
+                value = _typed(path, value, typ)
+                if typ in (int, float):
+                    value = _positive(path, value)
+                if name == "scope" and key == "policy" and not os.path.isabs(value):
+                    value = os.path.join(base_dir, value)
+                spec.params[key] = value
+            else:
+                valid = ", ".join([*params, "alert", "enabled"])
+                raise ConfigError(path, f"unknown key; valid: {valid}")
+        if name == "loop":
+            if spec.params["sequence_length"] < 2:
+                raise ConfigError(f"{where}.sequence_length", "must be at least 2")
+            if spec.params["max_repeats"] < 2:
+                raise ConfigError(f"{where}.max_repeats", "must be at least 2")
+        if name == "correlated" and spec.params["min_watchers"] < 2:
+            raise ConfigError(f"{where}.min_watchers", "must be at least 2")
+
+    def _apply_webhook(self, body: object) -> None:
+        if not isinstance(body, dict):
+            raise ConfigError("webhook", f"expected an object, got {_kind(body)}")
+        for key, value in body.items():
+            path = f"webhook.{key}"
+            if key not in WEBHOOK_PARAMS:
+                raise ConfigError(path, f"unknown key; valid: {', '.join(WEBHOOK_PARAMS)}")
+            value = _typed(path, value, WEBHOOK_PARAMS[key])
+            if key == "url":
+                if not re.match(r"^https?://", value):
+                    raise ConfigError(path, f"expected an http:// or https:// URL, got {value!r}")
+                self.webhook_url = value
+            elif key == "events":
+                for i, name in enumerate(value):
+                    if name not in WATCHER_PARAMS:
+                        raise ConfigError(f"{path}[{i}]", f"unknown watcher {name!r}; valid: "
+                                                          f"{', '.join(WATCHER_PARAMS)}")
+                self.webhook_events = frozenset(value)
+            elif key == "slack":
+                self.webhook_slack = value
+            elif key == "timeout_seconds":
+                self.webhook_timeout = _positive(path, value)
+            elif key == "retries":
+                if value < 0:
+                    raise ConfigError(path, "must be >= 0")
+                self.webhook_retries = value
+
+    # -- CLI flags win over the file ------------------------------------------------------------------------
+    def override(self, name: str, key: str, value) -> None:
+        if value is None:
+            return
+        spec = self.watchers[name]
+        spec.params[key] = value
+        spec.explicit = True
+
+    def set_actions(self, actions: tuple[str, ...], include_correlated: bool = False) -> None:
+        for name, spec in self.watchers.items():
+            if name != "correlated" or include_correlated:
+                spec.actions = actions
+
+    def add_action(self, action: str) -> None:
+        for spec in self.watchers.values():
+            if action not in spec.actions:
+                spec.actions = (*spec.actions, action)
+
+    def uses(self, action: str) -> bool:
+        return any(action in spec.actions for spec in self.watchers.values() if spec.enabled)
+
+
+def parse_actions(value: object, key: str) -> tuple[str, ...]:
+    """``"kill"``, ``"terminal,file"`` or ``["file", "webhook"]``."""
+    if isinstance(value, str):
+        items = [v.strip() for v in value.split(",") if v.strip()]
+    elif isinstance(value, list) and all(isinstance(v, str) for v in value):
+        items = value
+    else:
+        raise ConfigError(key, f"expected an action name or a list of them, got {_kind(value)}")
+    for item in items:
+        if item not in ACTIONS:
+            raise ConfigError(key, f"unknown action {item!r}; valid: {', '.join(ACTIONS)}")
+    if not items:
+        raise ConfigError(key, "no action given")
+    return tuple(dict.fromkeys(items))
+
+
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h)?\s*$")
+
+
+def parse_duration(text: str, key: str = "duration") -> float:
+    """``500ms``, ``30s``, ``10m``, ``1.5h``; a bare number is seconds."""
+    match = _DURATION.match(str(text))
+    if not match:
+        raise ConfigError(key, f"expected a duration like 30s, 10m or 1h, got {text!r}")
+    value = float(match.group(1)) * {"ms": 0.001, "s": 1, "m": 60, "h": 3600, None: 1}[match.group(2)]
+    if value <= 0:
+        raise ConfigError(key, "must be greater than 0")
+    return value
+
+
+def _kind(value: object) -> str:
+    return {dict: "an object", list: "a list", str: "a string", bool: "a boolean", int: "a number",
+            float: "a number", type(None): "null"}.get(type(value), type(value).__name__)
+
+
+def _typed(key: str, value: object, typ: type):
+    if typ is float and isinstance(value, (int, float)) and not isinstance(value, bool):
+        return float(value)
+    if typ is int and isinstance(value, int) and not isinstance(value, bool):
+        return value
+    if typ in (str, bool, list, dict) and isinstance(value, typ):
+        return value
+    names = {int: "an integer", float: "a number", str: "a string", bool: "true or false", list: "a list"}
+    raise ConfigError(key, f"expected {names.get(typ, typ.__name__)}, got {json.dumps(value)}")
+
+
+def _positive(key: str, value):
+    if value <= 0:
+        raise ConfigError(key, f"must be greater than 0, got {value}")
+    return value

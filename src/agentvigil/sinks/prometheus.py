@@ -1,0 +1,272 @@
+"""The one writer of the Prometheus metric contract (docs/metrics.md): events → series.
+
+The in-process Monitor, ``replay --metrics``, ``watch --metrics-port`` and ``supervise``'s /metrics all
+write through this sink, so an agent in any language that records our NDJSON gets the same series as an
+instrumented Python agent. Hot path: pre-bound children looked up with one dict hit (``AgentMetrics``
+caches them per agent/tool/model), one lock for the little state derived here (open runs, cache window).
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import deque
+from typing import Callable
+
+from .. import events as ev
+from ..errors import ERROR_KINDS, TOOL_ERROR, UNKNOWN
+from ..events import Event
+from ..metrics import CACHE_RATIO_WINDOW, AgentMetrics, ModelSeries
+
+_KINDS = frozenset(ERROR_KINDS)
+_RUN_STATUSES = ("ok", "error", "killed")
+BREAKER_VALUE = {"closed": 0.0, "half_open": 0.5, "open": 1.0}
+COST_OVER_BASELINE = "cost_over_baseline"
+_LOOP_VERDICTS = ("repeat_call", "same_result", "repeated_sequence")
+
+
+def _exemplar(event: Event) -> dict | None:
+    if event.trace_id is None or event.span_id is None:
+        return None
+    return {"trace_id": event.trace_id, "span_id": event.span_id}
+
+
+def _seconds(event: Event) -> float | None:
+    return None if event.duration_ms is None else event.duration_ms / 1000.0
+
+
+class _CacheWindow:
+    """cache_read / input tokens over the last CACHE_RATIO_WINDOW calls of one (agent, provider, model)."""
+
+    __slots__ = ("calls", "read", "input")
+
+    def __init__(self) -> None:
+        self.calls: deque[tuple[int, int]] = deque()
+        self.read = 0
+        self.input = 0
+
+    def add(self, read: int, inp: int) -> float | None:
+        self.calls.append((read, inp))
+        self.read += read
+        self.input += inp
+        if len(self.calls) > CACHE_RATIO_WINDOW:
+            old_read, old_input = self.calls.popleft()
+            self.read -= old_read
+            self.input -= old_input
+        return self.read / self.input if self.input > 0 else None
+
+
+class PrometheusSink:
+    consumes = frozenset(ev.EVENT_TYPES)
+
+    def __init__(self, metrics: AgentMetrics, baseline: Callable[[str | None], float | None] | None = None):
+        self.metrics = metrics
+        self.baseline = baseline
+        self._lock = threading.Lock()
+        self._open: dict[tuple, list] = {}          # (session, run) -> [agent, cost]
+        self._top: dict[str, float] = {}            # agent -> highest in-flight cost
+        self._windows: dict[tuple[str, str, str], _CacheWindow] = {}
+        m = metrics
+        self._handlers: dict[str, Callable[[Event], None]] = {
+            ev.TOOL_END: self._tool_end, ev.LLM_CALL: self._llm_call, ev.STEP_END: self._step_end,
+            ev.RUN_START: self._run_start, ev.RUN_END: self._run_end, ev.HEARTBEAT: self._heartbeat,
+            ev.DETECTION: self._detection, ev.KILL: self._kill, ev.BREAKER_TRANSITION: self._breaker,
+            ev.GUARD_STATE: self._guard_state, ev.BUDGET_EXCEEDED: self._budget_exceeded,
+        }
+        self._cap_reason = m.cap["reason"]
+
+    def reset_runs(self) -> None:
+        """The process behind the events restarted: its runs in flight are gone."""
+        with self._lock:
+            gone = list(self._open.values())
+            self._open.clear()
+            agents = {agent for agent, _ in gone} | set(self._top)
+            self._top.clear()
+        for agent, _ in gone:
+            self.metrics.agent(agent).active_runs.dec()
+        for agent in agents:
+            self.metrics.agent(agent).active_run_cost.set(0.0)
+
+    def handle(self, event: Event) -> None:
+        handler = self._handlers.get(event.event_type)
+        if handler is not None:
+            handler(event)
+
+    # -- runs, steps, heartbeats -----------------------------------------------------------------------------
+    def _run_start(self, event: Event) -> None:
+        agent = event.agent_id or "unknown"
+        key = (event.session_id, event.run_id)
+        with self._lock:
+            if key in self._open:
+                return
+            if len(self._open) >= 100_000:      # runs that never ended: forget the oldest
+                self._open.pop(next(iter(self._open)))
+            self._open[key] = [agent, 0.0]
+        self.metrics.agent(agent).active_runs.inc()
+
+    def _run_end(self, event: Event) -> None:
+        agent = event.agent_id or "unknown"
+        series = self.metrics.agent(agent)
+        with self._lock:
+            run = self._open.pop((event.session_id, event.run_id), None)
+        if run is not None:
+            series.active_runs.dec()
+            self._recompute_top(agent, run[1])
+        status = event.status if event.status in _RUN_STATUSES else "error"
+        (series.runs_ok if status == "ok" else series.runs_killed if status == "killed" else series.runs_error).inc()
+        cost = event.cost_usd or 0.0
+        exemplar = _exemplar(event)
+        seconds = _seconds(event)
+        if seconds is not None:
+            series.run_duration.observe(seconds, exemplar)
+        series.run_cost.observe(cost, exemplar)
+        series.run_steps.observe(event.step_index or 0, exemplar)
+        series.last_run_cost.set(cost)
+        series.progress.set(event.ts)
+        if self.baseline is not None:
+            series.cost_baseline.set(self.baseline(event.agent_id) or 0.0)
+
+    def _step_end(self, event: Event) -> None:
+        series = self.metrics.agent(event.agent_id or "unknown")
+        series.steps.inc()
+        series.progress.set(event.ts)
+
+    def _heartbeat(self, event: Event) -> None:
+        series = self.metrics.agent(event.agent_id or "unknown")
+        if event.status != "progress":
+            series.heartbeat.set(event.ts)
+        if event.status in ("idle", "progress"):
+            series.progress.set(event.ts)
+
+    # -- tools and LLM calls ---------------------------------------------------------------------------------
+    def _tool_end(self, event: Event) -> None:
+        series = self.metrics.tool(event.agent_id or "unknown", event.tool_name or "unknown")
+        status = event.status
+        if status == "rejected":
+            series.rejected.inc()
+            return
+        if status == "error":
+            series.error.inc()
+            kind = event.error_kind
+            series.error_kind(kind if kind in _KINDS else TOOL_ERROR).inc()
+        else:
+            series.ok.inc()
+        seconds = _seconds(event)
+        if seconds is not None:
+            series.duration.observe(seconds, _exemplar(event))
+
+    def _llm_call(self, event: Event) -> None:
+        agent = event.agent_id or "unknown"
+        series = self.metrics.model(agent, event.provider or "unknown", event.model or "unknown")
+        if event.status == "error":
+            series.error.inc()
+            kind = event.error_kind
+            series.error_kind(kind if kind in _KINDS else UNKNOWN).inc()
+        else:
+            series.ok.inc()
+        seconds = _seconds(event)
+        if seconds is not None:
+            series.duration.observe(seconds, _exemplar(event))
+        inp, out = event.input_tokens or 0, event.output_tokens or 0
+        read, write = event.cache_read_tokens or 0, event.cache_write_tokens or 0
+        if not (inp or out or read or write):
+            return
+        series.input.inc(inp)
+        series.output.inc(out)
+        if read:
+            series.cache_read.inc(read)
+        if write:
+            series.cache_write.inc(write)
+        cost = event.cost_usd
+        if cost is None:
+            series.unpriced.inc()
+        else:
+            series.cost.inc(cost)
+        if inp:
+            self._cache(series, read, inp)
+        if cost and event.run_id is not None:
+            self._run_cost(agent, (event.session_id, event.run_id), cost)
+
+    def _cache(self, series: ModelSeries, read: int, inp: int) -> None:
+        with self._lock:
+            window = self._windows.get(series.labels)
+            if window is None:
+                if len(self._windows) >= 50_000:
+                    return
+                window = self._windows[series.labels] = _CacheWindow()
+            ratio = window.add(read, inp)
+        if ratio is not None:
+            series.cache_ratio_child().set(ratio)
+
+    def _run_cost(self, agent: str, key: tuple, cost: float) -> None:
+        with self._lock:
+            run = self._open.get(key)
+            if run is None:
+                return
+            run[1] += cost
+            if run[1] <= self._top.get(agent, 0.0):
+                return
+            self._top[agent] = top = run[1]
+        self.metrics.agent(agent).active_run_cost.set(top)
+
+    def _recompute_top(self, agent: str, ended_cost: float) -> None:
+        """Only when the run that ended held the top: one scan per such run, not per call."""
+        with self._lock:
+            if ended_cost < self._top.get(agent, 0.0):
+                return
+            top = max((cost for a, cost in self._open.values() if a == agent), default=0.0)
+            self._top[agent] = top
+        self.metrics.agent(agent).active_run_cost.set(top)
+
+    # -- verdicts and guards ---------------------------------------------------------------------------------
+    def _detection(self, event: Event) -> None:
+        m = self.metrics
+        series = m.agent(event.agent_id or "unknown")
+        name = event.detector or "unknown"
+        if name == COST_OVER_BASELINE:
+            series.cost_spikes.inc()
+        elif name in _LOOP_VERDICTS:
+            series.loop[name].inc()
+        series.detection(name).inc()
+
+    def _kill(self, event: Event) -> None:
+        m = self.metrics
+        m.kills.labels(m.agent(event.agent_id or "unknown").agent, self._cap_reason(event.reason or "kill_switch")).inc()
+
+    def _breaker(self, event: Event) -> None:
+        m = self.metrics
+        label = m.cap["breaker"](event.name or "unknown")
+        state = event.state if event.state in BREAKER_VALUE else "unknown"
+        if state in BREAKER_VALUE:
+            m.breaker_state.labels(label).set(BREAKER_VALUE[state])
+        m.breaker_transitions.labels(label, state, self._cap_reason(event.reason or "unknown")).inc()
+
+    def _guard_state(self, event: Event) -> None:
+        m = self.metrics
+        detail = event.detail or {}
+        if detail.get("guard") == "breaker":
+            if event.state in BREAKER_VALUE:
+                m.breaker_state.labels(m.cap["breaker"](event.name or "unknown")).set(BREAKER_VALUE[event.state])
+        elif detail.get("guard") == "budget":
+            self._budget_gauges(m.cap["budget"](event.name or "unknown"), detail)
+
+    def _budget_exceeded(self, event: Event) -> None:
+        m = self.metrics
+        label = m.cap["budget"](event.name or "unknown")
+        m.budget_exceeded.labels(label).inc()
+        self._budget_gauges(label, event.detail or {})
+
+    def _budget_gauges(self, label: str, detail: dict) -> None:
+        limit, committed, reserved = detail.get("limit"), detail.get("committed"), detail.get("reserved")
+        if not (_count(limit) and limit > 0):
+            return
+        committed = committed if _count(committed) else 0
+        reserved = reserved if _count(reserved) else 0
+        m = self.metrics
+        m.budget_limit.labels(label).set(limit)
+        m.budget_tokens.labels(label, "reserved").set(reserved)
+        m.budget_tokens.labels(label, "committed").set(committed)
+        m.budget_utilization.labels(label).set((committed + reserved) / limit)
+
+
+def _count(value: object) -> bool:
+    return (value.__class__ is int or value.__class__ is float) and value >= 0 and value < 1e18  # type: ignore[operator]

@@ -1,0 +1,160 @@
+"""The OTel span sink: one span per run (``invoke_agent``), step, tool call (``execute_tool``) and LLM call,
+with GenAI semantic-convention attributes, built from the pipeline's events.
+
+Start events open the span and hang it on the producing scope (``event.scope``), so the scope can make it
+current and spans the user's code creates nest under it; end events set the outcome and end it. The ids of
+the span are written on the event (``trace_id``/``span_id``) for exemplars and the recording.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from .. import events as ev
+from .._safety import internal_error
+from ..events import Event
+from . import otel as attr
+
+_trace: Any = None
+_status: Any = None
+
+
+def _api() -> tuple[Any, Any]:
+    """opentelemetry.trace and (Status, StatusCode), imported on first use (only when tracing is on)."""
+    global _trace, _status
+    if _trace is None:
+        from opentelemetry import trace
+        from opentelemetry.trace import Status, StatusCode
+
+        _trace, _status = trace, (Status, StatusCode)
+    return _trace, _status
+
+
+def _ids(span: Any, event: Event) -> None:
+    ctx = span.get_span_context()
+    if ctx.is_valid and ctx.trace_flags.sampled:
+        event.trace_id = format(ctx.trace_id, "032x")
+        event.span_id = format(ctx.span_id, "016x")
+
+
+class SpanSink:
+    consumes = frozenset({ev.RUN_START, ev.RUN_END, ev.STEP_START, ev.STEP_END, ev.TOOL_START, ev.TOOL_END,
+                          ev.LLM_START, ev.LLM_CALL})
+
+    def __init__(self, tracer: Any, capture_content: bool = False):
+        self.tracer = tracer
+        self.capture_content = capture_content
+
+    def handle(self, event: Event) -> None:
+        scope = event.scope
+        if scope is None:
+            return   # recorded events: no live scope to hang a span on
+        kind = event.event_type
+        if kind == ev.TOOL_START:
+            a = {attr.OPERATION_NAME: "execute_tool", attr.TOOL_NAME: event.tool_name or "unknown",
+                 attr.TOOL_TYPE: "function"}
+            if event.args_hash:
+                a[attr.ARGS_HASH] = event.args_hash
+            call_id = getattr(scope, "call_id", None)
+            if call_id:
+                a[attr.TOOL_CALL_ID] = call_id
+            raw = getattr(scope, "_args", None)
+            if self.capture_content and raw is not None:
+                a[attr.TOOL_CALL_ARGUMENTS] = json.dumps(raw, default=repr)[:8192]
+            self._open(scope, event, f"execute_tool {event.tool_name}", scope.run._parent_span(), a)
+        elif kind == ev.TOOL_END or kind == ev.STEP_END:
+            span = scope._span
+            if span is not None:
+                _ids(span, event)
+                if kind == ev.STEP_END:
+                    scope.run._current_step_span = scope._prev_span
+                self._end(span, event)
+        elif kind == ev.STEP_START:
+            run = scope.run
+            name = getattr(scope, "name", None)
+            self._open(scope, event, f"step {name}" if name else "step", run._span,
+                       {attr.STEP_INDEX: event.step_index or 0})
+            scope._prev_span = run._current_step_span
+            run._current_step_span = scope._span
+        elif kind == ev.LLM_START:
+            self._open(scope, event, f"{scope.operation} {scope.model}", _parent_of(scope), _llm_attributes(scope))
+        elif kind == ev.LLM_CALL:
+            span = scope._span
+            if span is None:  # recorded after the fact: back-date the span
+                span = self.tracer.start_span(f"{scope.operation} {scope.model}",
+                                              context=_context(_parent_of(scope)), attributes=_llm_attributes(scope),
+                                              start_time=int(scope._wall_start * 1e9))
+                scope._span = span
+            if event.model and event.model != scope.model:
+                span.set_attribute(attr.RESPONSE_MODEL, event.model)
+            span.set_attribute(attr.USAGE_INPUT_TOKENS, event.input_tokens or 0)
+            span.set_attribute(attr.USAGE_OUTPUT_TOKENS, event.output_tokens or 0)
+            if event.cache_read_tokens:
+                span.set_attribute(attr.USAGE_CACHE_READ, event.cache_read_tokens)
+            if event.cache_write_tokens:
+                span.set_attribute(attr.USAGE_CACHE_CREATION, event.cache_write_tokens)
+            if event.cost_usd is not None:
+                span.set_attribute(attr.COST_USD, event.cost_usd)
+            _ids(span, event)
+            self._end(span, event)
+        elif kind == ev.RUN_START:
+            a = {attr.OPERATION_NAME: "invoke_agent", attr.AGENT_NAME: event.agent_id or "unknown",
+                 attr.RUN_ID: event.run_id or ""}
+            if event.task_id:
+                a[attr.TASK_ID] = event.task_id
+                a[attr.CONVERSATION_ID] = event.task_id
+            if event.correlation_id:
+                a[attr.CORRELATION_ID] = event.correlation_id
+            self._open(scope, event, f"invoke_agent {event.agent_id}", None, a)
+        elif kind == ev.RUN_END:
+            span = scope._span
+            if span is not None:
+                span.set_attribute(attr.RUN_STATUS, event.status or "ok")
+                span.set_attribute(attr.COST_USD, event.cost_usd or 0.0)
+                _ids(span, event)
+                self._end(span, event)
+
+    def _open(self, scope: Any, event: Event, name: str, parent: Any, attributes: dict) -> None:
+        span = self.tracer.start_span(name, context=_context(parent), attributes=attributes)
+        scope._span = span
+        _ids(span, event)
+
+    @staticmethod
+    def _end(span: Any, event: Event) -> None:
+        kind = event.error_kind
+        if event.status in ("error", "rejected") or (kind and event.event_type != ev.RUN_END):
+            _, (Status, StatusCode) = _api()
+            error = getattr(event.scope, "_error", None)
+            span.set_attribute(attr.ERROR_TYPE, type(error).__qualname__ if error is not None else kind or "error")
+            span.set_status(Status(StatusCode.ERROR, kind or "error"))
+        elif event.event_type == ev.RUN_END and event.status == "error":
+            _, (Status, StatusCode) = _api()
+            span.set_status(Status(StatusCode.ERROR, kind or "error"))
+        span.end()
+
+
+def _parent_of(scope: Any) -> Any:
+    run = scope.run
+    return run._parent_span() if run is not None else None
+
+
+def _context(parent: Any) -> Any:
+    if parent is None:
+        return None
+    trace, _ = _api()
+    return trace.set_span_in_context(parent)
+
+
+def _llm_attributes(scope: Any) -> dict:
+    return {attr.OPERATION_NAME: scope.operation, attr.PROVIDER_NAME: scope.provider,
+            attr.REQUEST_MODEL: scope.model, attr.AGENT_NAME: scope.monitor.agent}
+
+
+def span_of(scope: Any) -> Any:
+    """A scope's span (None when tracing is off)."""
+    try:
+        return scope._span
+    except Exception as exc:  # pragma: no cover
+        internal_error("spans", exc)
+        return None
