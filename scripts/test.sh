@@ -23,5 +23,5 @@ fi
 
 [ -x .venv/bin/python ] || "$PYTHON" -m venv .venv
 .venv/bin/python -m pip install -q --upgrade pip >/dev/null
-.venv/bin/python -m pip install -q -e ".[test,openai,anthropic,langchain]"
+.venv/bin/python -m pip install -q -e ".[test,grpc,openai,anthropic,langchain]"
 exec .venv/bin/python -m pytest "$@"

@@ -11,8 +11,13 @@ import atexit
 import logging
 import os
 import threading
+from typing import TYPE_CHECKING
 
 from .._safety import internal_error
+
+if TYPE_CHECKING:
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import SpanExporter
 
 log = logging.getLogger("agentvigil")
 
@@ -81,28 +86,51 @@ def _otlp_endpoint_set() -> bool:
     return bool(os.environ.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT") or os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT"))
 
 
-def _build_own_provider(service_name: str):
+_warned: set[str] = set()
+
+
+def _warn_once(key: str, message: str) -> None:
+    if key not in _warned:
+        _warned.add(key)
+        log.warning(message)
+
+
+def _otlp_span_exporter() -> SpanExporter | None:
+    """The OTLP span exporter for OTEL_EXPORTER_OTLP_(TRACES_)PROTOCOL, or None when it is not installed.
+
+    http/protobuf (the OTLP default) ships with agentvigil; gRPC is an extra because grpcio alone is ~19 MB.
+    """
+    protocol = (os.environ.get("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL")
+                or os.environ.get("OTEL_EXPORTER_OTLP_PROTOCOL") or "http/protobuf").strip().lower()
+    if protocol == "grpc":
+        try:
+            from opentelemetry.exporter.otlp.proto.grpc import trace_exporter as grpc
+        except ImportError:
+            _warn_once("grpc", "agentvigil: OTLP gRPC needs pip install agentvigil[grpc]; spans are not exported")
+            return None
+        return grpc.OTLPSpanExporter()
+    if protocol != "http/protobuf":
+        _warn_once("protocol", f"agentvigil: OTLP protocol {protocol!r} is not supported; using http/protobuf")
+    from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+
+    return OTLPSpanExporter()
+
+
+def _build_own_provider(service_name: str) -> TracerProvider | None:
     """An SDK TracerProvider exporting OTLP per the standard OTEL_* variables. Shut down at exit with a short
     deadline so a dead collector cannot hold the process."""
     from opentelemetry.sdk.resources import Resource
     from opentelemetry.sdk.trace import TracerProvider
     from opentelemetry.sdk.trace.export import BatchSpanProcessor
 
-    protocol = (os.environ.get("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL")
-                or os.environ.get("OTEL_EXPORTER_OTLP_PROTOCOL") or "http/protobuf").strip()
-    if protocol == "grpc":
-        from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import (
-            OTLPSpanExporter,
-        )
-    else:
-        from opentelemetry.exporter.otlp.proto.http.trace_exporter import (
-            OTLPSpanExporter,
-        )
+    exporter = _otlp_span_exporter()
+    if exporter is None:
+        return None
     attrs = {}
     if not os.environ.get("OTEL_SERVICE_NAME"):
         attrs["service.name"] = service_name
     provider = TracerProvider(resource=Resource.create(attrs), shutdown_on_exit=False)
-    provider.add_span_processor(BatchSpanProcessor(_CountingExporter(OTLPSpanExporter())))
+    provider.add_span_processor(BatchSpanProcessor(_CountingExporter(exporter)))
 
     def _shutdown():
         # Flush what we can in 2 s, in a daemon thread: a dead collector must not block exit.
@@ -137,9 +165,9 @@ def build_tracer(tracer_provider=None, service_name: str = "agentvigil"):
         if not _otlp_endpoint_set() or os.environ.get("OTEL_TRACES_EXPORTER", "").strip() == "none":
             return None
         with _own_lock:
-            if _own_provider is None:
+            if _own_provider is None:  # stays None when the exporter is missing (warned once)
                 _own_provider = _build_own_provider(service_name)
-        return _own_provider.get_tracer("agentvigil", __version__)
+        return _own_provider.get_tracer("agentvigil", __version__) if _own_provider is not None else None
     except Exception as exc:
         internal_error("tracing_setup", exc)
         return None
