@@ -529,7 +529,10 @@ class LLMCall(_Scope):
                     run.cost += self.cost_usd
                 elif inp or out:
                     run.unpriced_calls += 1
-            m._emit(self._event(ev.LLM_CALL, _time(), model=self.response_model or self.model,
+            response = self.response_model
+            detail = {"response_model": response} if response and response != self.model else None
+            # Series are labelled by the requested model (what dashboards and alerts group by).
+            m._emit(self._event(ev.LLM_CALL, _time(), model=self.model, detail=detail,
                                 status="ok" if kind is None else "error", error_kind=kind,
                                 duration_ms=duration * 1000.0, input_tokens=inp, output_tokens=out,
                                 cache_read_tokens=read, cache_write_tokens=write, token_count=inp + out,

@@ -86,8 +86,9 @@ class SpanSink:
                                               context=_context(_parent_of(scope)), attributes=_llm_attributes(scope),
                                               start_time=int(scope._wall_start * 1e9))
                 scope._span = span
-            if event.model and event.model != scope.model:
-                span.set_attribute(attr.RESPONSE_MODEL, event.model)
+            response = (event.detail or {}).get("response_model")
+            if response:
+                span.set_attribute(attr.RESPONSE_MODEL, response)
             span.set_attribute(attr.USAGE_INPUT_TOKENS, event.input_tokens or 0)
             span.set_attribute(attr.USAGE_OUTPUT_TOKENS, event.output_tokens or 0)
             if event.cache_read_tokens:
