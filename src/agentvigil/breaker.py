@@ -1,8 +1,10 @@
 """Circuit breaker: closed → open → half-open → closed, on a monotonic clock.
 
 Only provider-side error kinds (rate_limit, timeout, server_error, network) count as failures; a bad request
-proves the provider is answering, so it counts as a success. The lock guards bookkeeping only and is never
-held across the protected call, so the breaker never serialises an agent's calls.
+proves the provider is answering, so it counts as a success. A guard stop (GuardError) or a cancellation
+inside the protected call is neither: the provider never answered, so the call's probe slot is released and
+nothing is recorded. The lock guards bookkeeping only and is never held across the protected call, so the
+breaker never serialises an agent's calls.
 """
 
 from __future__ import annotations
@@ -29,14 +31,14 @@ class CircuitBreaker:
     """Protect calls to one dependency (usually a provider).
 
     Use as ``breaker.call(fn, ...)``, ``await breaker.call_async(fn, ...)``, ``with breaker:``,
-    ``async with breaker:``, as a decorator, or by hand with ``allow()`` / ``record_success()`` /
-    ``record_failure(exc)``. Raises ``CircuitOpenError`` while open.
+    ``async with breaker:``, as a decorator, or by hand with ``allow()`` then one of ``record_success()`` /
+    ``record_failure(exc)`` / ``release()``. Raises ``CircuitOpenError`` while open.
     """
 
     def __init__(self, name: str, failure_threshold: int = 5, recovery_timeout: float = 30.0, *,
                  half_open_max_calls: int = 1, success_threshold: int = 1,
                  failure_kinds: frozenset[str] = PROVIDER_KINDS, clock: Callable[[], float] = time.monotonic,
-                 monitor=None, registry=None):
+                 monitor: Any = None, registry: Any = None):
         if failure_threshold < 1 or recovery_timeout < 0 or half_open_max_calls < 1 or success_threshold < 1:
             raise ValueError("failure_threshold, half_open_max_calls, success_threshold >= 1; recovery_timeout >= 0")
         self.name = name
@@ -118,6 +120,22 @@ class CircuitBreaker:
         self._publish(transition)
         return kind
 
+    def release(self) -> None:
+        """Give back a call allowed by ``allow()`` that never reached the provider (a guard stopped it, or it
+        was cancelled): frees its half-open probe slot and records neither success nor failure."""
+        with self._lock:
+            if self._state == HALF_OPEN:
+                self._probes = max(self._probes - 1, 0)
+
+    def _settle(self, exc: BaseException | None) -> None:
+        """Record how an allowed call ended."""
+        if exc is None:
+            self.record_success()
+        elif isinstance(exc, GuardError) or not isinstance(exc, Exception):
+            self.release()  # our own stop, or CancelledError / KeyboardInterrupt: the provider never answered
+        else:
+            self.record_failure(exc)
+
     def reset(self) -> None:
         """Close the breaker by hand (after a fix), whatever its state."""
         with self._lock:
@@ -152,27 +170,37 @@ class CircuitBreaker:
 
     # -- ways to use it ---------------------------------------------------------------------------------
     def call(self, fn: Callable, *args: Any, **kwargs: Any) -> Any:
+        """Call ``fn(*args, **kwargs)`` through the breaker.
+
+        Raises TypeError, without counting anything, if ``fn`` is asynchronous (a coroutine function or
+        returns an awaitable): the outcome is only known once awaited, so use ``await call_async(fn, ...)``.
+        """
+        if _is_async_callable(fn):
+            raise TypeError(f"{fn!r} is asynchronous: use 'await breaker.call_async(fn, ...)'")
         self.allow()
         try:
             result = fn(*args, **kwargs)
-        except GuardError:
-            self.record_success()  # our own stop, not a provider failure: free the probe slot
-            raise
         except BaseException as exc:
-            self.record_failure(exc)
+            self._settle(exc)
             raise
+        if inspect.isawaitable(result):
+            self.release()
+            if inspect.iscoroutine(result):
+                result.close()  # never awaited: close it so Python does not warn about it
+            raise TypeError(f"{fn!r} returned an awaitable: use 'await breaker.call_async(fn, ...)'")
         self.record_success()
         return result
 
     async def call_async(self, fn: Callable, *args: Any, **kwargs: Any) -> Any:
+        """Await ``fn(*args, **kwargs)`` through the breaker: ``fn`` may be a coroutine function or any callable
+        returning an awaitable (or, harmlessly, a plain value)."""
         self.allow()
         try:
-            result = await fn(*args, **kwargs)
-        except GuardError:
-            self.record_success()
-            raise
+            result = fn(*args, **kwargs)
+            if inspect.isawaitable(result):
+                result = await result
         except BaseException as exc:
-            self.record_failure(exc)
+            self._settle(exc)
             raise
         self.record_success()
         return result
@@ -181,29 +209,38 @@ class CircuitBreaker:
         self.allow()
         return self
 
-    def __exit__(self, exc_type, exc, tb) -> None:
-        if exc is None or isinstance(exc, GuardError):
-            self.record_success()
-        else:
-            self.record_failure(exc)
+    def __exit__(self, exc_type: Any, exc: BaseException | None, tb: Any) -> None:
+        self._settle(exc)
 
     async def __aenter__(self) -> "CircuitBreaker":
         return self.__enter__()
 
-    async def __aexit__(self, exc_type, exc, tb) -> None:
+    async def __aexit__(self, exc_type: Any, exc: BaseException | None, tb: Any) -> None:
         self.__exit__(exc_type, exc, tb)
 
     def __call__(self, fn: Callable) -> Callable:
-        if inspect.iscoroutinefunction(fn):
+        """Decorate ``fn``; coroutine functions (also partials of them and objects with an async ``__call__``)
+        get an async wrapper that goes through ``call_async``."""
+        if _is_async_callable(fn):
             @functools.wraps(fn)
-            async def async_wrapper(*args, **kwargs):
+            async def async_wrapper(*args: Any, **kwargs: Any) -> Any:
                 return await self.call_async(fn, *args, **kwargs)
             return async_wrapper
 
         @functools.wraps(fn)
-        def wrapper(*args, **kwargs):
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
             return self.call(fn, *args, **kwargs)
         return wrapper
 
     def __repr__(self) -> str:
         return f"CircuitBreaker({self.name!r}, state={self._state})"
+
+
+def _is_async_callable(fn: Any) -> bool:
+    """True for coroutine functions, partials of them, and instances whose ``__call__`` is one."""
+    while isinstance(fn, functools.partial):
+        fn = fn.func
+    if inspect.iscoroutinefunction(fn):
+        return True
+    # A class is called to build an instance, so its async __call__ says nothing about calling the class.
+    return not isinstance(fn, type) and inspect.iscoroutinefunction(getattr(fn, "__call__", None))

@@ -6,8 +6,11 @@ is never held across an await or the user's call.
 
 from __future__ import annotations
 
+import math
+import numbers
 import threading
 import time
+from typing import Any
 
 from . import events as ev
 from ._safety import internal_error
@@ -18,7 +21,10 @@ from .pipeline.routing import guard_pipeline, publish
 class Reservation:
     """Tokens held for one call. Exactly one of ``commit`` / ``release`` takes effect; later calls are
     no-ops. As a context manager: released on an exception, committed (at the reserved amount unless
-    ``commit`` was called) on success."""
+    ``commit`` was called) on success.
+
+    ``commit(actual)`` never raises: an ``actual`` that is not a finite number >= 0 commits the reserved amount
+    instead and is counted in ``agentvigil_internal_errors_total{component="budget"}``."""
 
     __slots__ = ("budget", "tokens", "done")
 
@@ -30,7 +36,13 @@ class Reservation:
     def commit(self, actual: int | None = None) -> None:
         if not self.done:
             self.done = True
-            self.budget._settle(self.tokens, self.tokens if actual is None else max(int(actual), 0))
+            tokens = self.tokens
+            if actual is not None:
+                try:
+                    tokens = _whole_tokens(actual, "actual")
+                except ValueError as exc:  # bad usage data from a provider: charge what was reserved
+                    internal_error("budget", exc)
+            self.budget._settle(self.tokens, tokens)
 
     def release(self) -> None:
         if not self.done:
@@ -40,7 +52,7 @@ class Reservation:
     def __enter__(self) -> "Reservation":
         return self
 
-    def __exit__(self, exc_type, exc, tb) -> None:
+    def __exit__(self, exc_type: Any, exc: BaseException | None, tb: Any) -> None:
         if exc is None:
             self.commit()
         else:
@@ -49,14 +61,14 @@ class Reservation:
     async def __aenter__(self) -> "Reservation":
         return self
 
-    async def __aexit__(self, exc_type, exc, tb) -> None:
+    async def __aexit__(self, exc_type: Any, exc: BaseException | None, tb: Any) -> None:
         self.__exit__(exc_type, exc, tb)
 
 
 class TokenBudget:
-    def __init__(self, name: str, limit: int, *, monitor=None, registry=None):
-        if limit <= 0:
-            raise ValueError("TokenBudget limit must be positive")
+    def __init__(self, name: str, limit: int, *, monitor: Any = None, registry: Any = None):
+        if _whole_tokens(limit, "limit") <= 0:
+            raise ValueError(f"TokenBudget limit must be positive, got {limit!r}")
         self.name = name
         self.limit = int(limit)
         self._monitor = monitor
@@ -75,8 +87,11 @@ class TokenBudget:
         return max(self.limit - self.committed - self.reserved, 0)
 
     def reserve(self, tokens: int) -> Reservation:
-        """Hold ``tokens`` for a call. Raises BudgetExceeded (and counts it) if that would pass the limit."""
-        tokens = max(int(tokens), 0)
+        """Hold ``tokens`` for a call. Raises BudgetExceeded (and counts it) if that would pass the limit.
+
+        Raises ValueError if ``tokens`` is not a finite number >= 0: that is a bug at the call site, and
+        guessing an amount would either block the agent or let it spend unchecked."""
+        tokens = _whole_tokens(tokens, "tokens")
         with self._lock:
             available = self.limit - self.committed - self.reserved
             if tokens > available:
@@ -130,3 +145,11 @@ class TokenBudget:
 
     def __repr__(self) -> str:
         return f"TokenBudget({self.name!r}, committed={self.committed}, reserved={self.reserved}, limit={self.limit})"
+
+
+def _whole_tokens(value: Any, name: str) -> int:
+    """``value`` as a whole number of tokens; ValueError naming ``name`` unless it is a finite number >= 0."""
+    real = isinstance(value, numbers.Real) and not isinstance(value, bool)
+    if not real or not math.isfinite(float(value)) or value < 0:
+        raise ValueError(f"{name} must be a finite number of tokens >= 0, got {value!r}")
+    return int(value)

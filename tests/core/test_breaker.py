@@ -6,7 +6,7 @@ import pytest
 from hypothesis import settings, strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, rule
 
-from agentvigil import CircuitBreaker, CircuitOpenError
+from agentvigil import BudgetExceeded, CircuitBreaker, CircuitOpenError, RunKilled
 from prometheus_client import CollectorRegistry
 
 
@@ -186,6 +186,25 @@ class BreakerMachine(RuleBasedStateMachine):
         self.b.record_success()
         self.consecutive = 0
         assert self.b.state == "closed"
+
+    @rule(stop=st.sampled_from([RunKilled("x"), BudgetExceeded("b", 1, 0), asyncio.CancelledError()]))
+    def call_stopped_by_guard(self, stop):
+        before = self.b.state
+
+        def stopped():
+            raise stop
+
+        try:
+            self.b.call(stopped)
+        except CircuitOpenError:
+            return
+        except BaseException as exc:
+            assert exc is stop
+        # Neither a success nor a failure (an open breaker past its timeout let this call probe it).
+        assert self.b.state == ("half_open" if before == "open" else before)
+        if self.b.state == "half_open":
+            self.b.allow()                     # the probe slot was given back
+            self.b.release()
 
     @rule(seconds=st.floats(0, 20))
     def time_passes(self, seconds):

@@ -75,6 +75,35 @@ def test_accounting_invariants(ops):
             (b.committed + b.reserved) / 1000)
 
 
+BAD_AMOUNTS = st.sampled_from([float("inf"), float("nan"), -1, -0.5, float("-inf")])
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.tuples(st.sampled_from(["reserve", "commit", "release"]),
+                          st.one_of(st.integers(0, 400), BAD_AMOUNTS)), max_size=60))
+def test_accounting_invariants_with_bad_amounts(ops):
+    from prometheus_client import CollectorRegistry
+    b = TokenBudget("p", limit=1000, registry=CollectorRegistry())
+    open_reservations, committed = [], 0
+    for op, n in ops:
+        bad = not (isinstance(n, int) and n >= 0)
+        if op == "reserve":
+            if bad:
+                with pytest.raises(ValueError, match="tokens"):
+                    b.reserve(n)
+            elif b.committed + b.reserved + n <= 1000:
+                open_reservations.append(b.reserve(n))
+        elif open_reservations:
+            r = open_reservations.pop(0)
+            if op == "commit":
+                r.commit(n)
+                committed += r.tokens if bad else n   # bad usage data charges what was reserved
+            else:
+                r.release()
+        assert b.reserved == sum(r.tokens for r in open_reservations)
+        assert b.committed == committed
+
+
 def test_thread_safety(registry):
     b = TokenBudget("t", limit=10**9, registry=registry)
 

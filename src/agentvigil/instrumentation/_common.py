@@ -240,8 +240,10 @@ class Invocation:
                 else:
                     self.reservation.release()
             if self.breaker is not None:
-                if error is None or isinstance(error, GuardError):
+                if error is None:
                     self.breaker.record_success()
+                elif isinstance(error, GuardError) or not isinstance(error, Exception):
+                    self.breaker.release()  # our own stop or a cancellation: the provider never answered
                 else:
                     self.breaker.record_failure(error_kind or error)
             if self.llm is not None:
@@ -255,7 +257,7 @@ class Invocation:
             if self.reservation is not None:
                 self.reservation.release()
             if self.breaker is not None:
-                self.breaker.record_success()  # free a half-open probe slot we took
+                self.breaker.release()  # free a half-open probe slot we took
         except Exception as exc:
             internal_error("instrumentation.finish", exc)
 

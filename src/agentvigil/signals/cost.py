@@ -9,13 +9,19 @@ from __future__ import annotations
 
 import json
 import logging
+import math
+import numbers
 import os
 import threading
-from collections import deque
-from dataclasses import dataclass
+from collections import OrderedDict, deque
+from dataclasses import dataclass, fields
 from statistics import median
+from typing import Any
+
+from .._safety import internal_error
 
 log = logging.getLogger("agentvigil")
+_warned_files: set[str] = set()
 
 
 @dataclass(frozen=True, slots=True)
@@ -27,6 +33,16 @@ class ModelPrice:
     cache_read: float | None = None   # defaults to input
     cache_write: float | None = None  # defaults to input
 
+    def __post_init__(self) -> None:
+        # A NaN or negative price would poison every cost sum it touches, so refuse it where it is made.
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if value is None and f.name in ("cache_read", "cache_write"):
+                continue
+            if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value) \
+                    or value < 0:
+                raise ValueError(f"ModelPrice.{f.name} must be a finite number >= 0, got {value!r}")
+
     def cost(self, input_tokens: int, output_tokens: int, cache_read: int, cache_write: int) -> float:
         uncached = max(input_tokens - cache_read - cache_write, 0)
         read = self.input if self.cache_read is None else self.cache_read
@@ -35,52 +51,90 @@ class ModelPrice:
 
 
 class PriceBook:
-    """Looks up the cost of a call. Thread-safe; caches misses so unknown models cost one lookup."""
+    """Looks up the cost of a call. Thread-safe; never raises from ``cost``.
 
-    def __init__(self, overrides: dict[str, ModelPrice] | None = None, use_database: bool = True):
+    Lookups are cached per model, found or not, so each model costs one database lookup. The caches hold at
+    most ``cache_size`` models each (oldest out first; ``cache_evictions`` counts the overflow), so a stream
+    of distinct model names cannot grow memory without bound.
+    """
+
+    def __init__(self, overrides: dict[str, ModelPrice] | None = None, use_database: bool = True, *,
+                 cache_size: int = 4096):
+        if cache_size < 1:
+            raise ValueError("cache_size must be >= 1")
         self._overrides = dict(overrides or {})
         self._use_database = use_database
-        self._unknown: set[tuple[str, str]] = set()
+        self.cache_size = cache_size
+        self.cache_evictions = 0
+        self._unknown: OrderedDict[tuple[str, str], None] = OrderedDict()
         self._lock = threading.Lock()
-        self._calc = None
-        self._rates: dict[tuple[str, str], ModelPrice] = {}
+        self._calc: Any = None
+        self._rates: OrderedDict[tuple[str, str], ModelPrice] = OrderedDict()
 
     @classmethod
     def from_env(cls) -> "PriceBook":
         """``AGENTVIGIL_PRICES_FILE``: JSON ``{"model" or "provider/model": {"input": .., "output": ..,
-        "cache_read": .., "cache_write": ..}}`` in USD per million tokens."""
-        overrides: dict[str, ModelPrice] = {}
+        "cache_read": .., "cache_write": ..}}`` in USD per million tokens.
+
+        Never raises: an unreadable file or a file that is not such an object is ignored, and entries with
+        missing, unknown, non-numeric, negative or non-finite prices are skipped; either way the problem is
+        logged once per file and counted in ``agentvigil_internal_errors_total{component="pricing"}``."""
         path = os.environ.get("AGENTVIGIL_PRICES_FILE")
-        if path:
-            try:
-                with open(path, encoding="utf-8") as fh:
-                    raw = json.load(fh)
-                overrides = {key: ModelPrice(**value) for key, value in raw.items()}
-            except (OSError, ValueError, TypeError) as exc:
-                log.warning("agentvigil: ignoring AGENTVIGIL_PRICES_FILE=%s: %s", path, exc)
-        return cls(overrides)
+        return cls(_load_prices(path) if path else None)
 
     def set_price(self, model: str, price: ModelPrice, provider: str | None = None) -> None:
         with self._lock:
             self._overrides[f"{provider}/{model}" if provider else model] = price
-            self._unknown.discard((provider or "", model))
+            self._unknown.pop((provider or "", model), None)
 
     def cost(self, provider: str, model: str, input_tokens: int, output_tokens: int,
              cache_read: int = 0, cache_write: int = 0) -> float | None:
-        """Cost in USD, or ``None`` when the model is unknown. ``input_tokens`` includes cached tokens."""
-        override = self._overrides.get(f"{provider}/{model}") or self._overrides.get(model)
-        if override is not None:
-            return override.cost(input_tokens, output_tokens, cache_read, cache_write)
-        if not self._use_database or (provider, model) in self._unknown:
+        """Cost in USD, or ``None`` when the model is unknown. ``input_tokens`` includes cached tokens.
+
+        Never raises: token counts that are not finite numbers >= 0, or a failure of the price database, price
+        the call as ``None`` and are counted as internal errors (component ``pricing``)."""
+        try:
+            tokens = _token_counts(input_tokens, output_tokens, cache_read, cache_write)
+            override = self._overrides.get(f"{provider}/{model}") or self._overrides.get(model)
+            if override is not None:
+                return override.cost(*tokens)
+            key = (provider, model)
+            if not self._use_database or key in self._unknown:
+                return None
+        except Exception as exc:
+            internal_error("pricing", exc)
             return None
         try:
-            return self._database_cost(provider, model, input_tokens, output_tokens, cache_read, cache_write)
-        except LookupError:
+            return self._database_cost(provider, model, *tokens)
+        except Exception as exc:
+            if not isinstance(exc, LookupError):  # LookupError is the database's "unknown model"
+                internal_error("pricing", exc)
             with self._lock:
-                self._unknown.add((provider, model))
+                self._remember(self._unknown, key, None)
             return None
 
-    def _database_cost(self, provider, model, input_tokens, output_tokens, cache_read, cache_write) -> float:
+    def _remember(self, cache: OrderedDict, key: tuple[str, str], value: Any) -> None:
+        """Insert into a bounded cache, evicting the oldest entry when full; caller holds the lock."""
+        if key not in cache and len(cache) >= self.cache_size:
+            cache.popitem(last=False)
+            self.cache_evictions += 1
+        cache[key] = value
+
+    def _trim_database_caches(self) -> None:
+        # genai-prices memoises every model name it is asked about, found or not, without a bound. Our own
+        # bounded caches stand in front of it, so emptying its memo when it outgrows ours only costs a
+        # re-lookup. Its internals may change: then this quietly does nothing.
+        try:
+            snapshot = self._calc.data_snapshot.get_snapshot()
+            for name in ("_provider_cache", "_provider_misses", "_lookup_cache"):
+                memo = getattr(snapshot, name, None)
+                if memo is not None and len(memo) > self.cache_size:
+                    memo.clear()
+        except Exception as exc:
+            internal_error("pricing", exc)
+
+    def _database_cost(self, provider: str, model: str, input_tokens: int, output_tokens: int, cache_read: int,
+                       cache_write: int) -> float:
         # Linear per-token rates are probed once per model (a genai-prices lookup costs ~100 µs). Requests
         # large enough to reach long-context price tiers still go through the exact calculation.
         rates = self._rates.get((provider, model))
@@ -90,7 +144,8 @@ class PriceBook:
             return self._exact(provider, model, input_tokens, output_tokens, cache_read, cache_write)
         return rates.cost(input_tokens, output_tokens, cache_read, cache_write)
 
-    def _exact(self, provider, model, input_tokens, output_tokens, cache_read, cache_write) -> float:
+    def _exact(self, provider: str, model: str, input_tokens: int, output_tokens: int, cache_read: int,
+               cache_write: int) -> float:
         if self._calc is None:
             import genai_prices  # deferred: ~100 ms import
 
@@ -98,9 +153,12 @@ class PriceBook:
         usage = self._calc.Usage(input_tokens=input_tokens, output_tokens=output_tokens,
                                  cache_read_tokens=cache_read or None, cache_write_tokens=cache_write or None)
         try:
-            result = self._calc.calc_price(usage, model, provider_id=provider)
-        except LookupError:
-            result = self._calc.calc_price(usage, model)  # provider name we don't know (e.g. a proxy)
+            try:
+                result = self._calc.calc_price(usage, model, provider_id=provider)
+            except LookupError:
+                result = self._calc.calc_price(usage, model)  # provider name we don't know (e.g. a proxy)
+        finally:
+            self._trim_database_caches()
         return float(result.total_price)
 
     def _probe(self, provider: str, model: str) -> ModelPrice:
@@ -114,8 +172,58 @@ class PriceBook:
             cache_write=self._exact(provider, model, n, 0, 0, n) * scale,
         )
         with self._lock:
-            self._rates[(provider, model)] = rates
+            self._remember(self._rates, (provider, model), rates)
         return rates
+
+
+def _token_counts(*counts: Any) -> tuple[int, int, int, int]:
+    """Token counts as ints; None means 0 (a provider that does not report cache use)."""
+    out = []
+    for n in counts:
+        if n is None:
+            n = 0
+        real = isinstance(n, numbers.Real) and not isinstance(n, bool)
+        if not real or not math.isfinite(float(n)) or n < 0:
+            raise ValueError(f"token count must be a finite number >= 0, got {n!r}")
+        out.append(int(n))
+    return out[0], out[1], out[2], out[3]
+
+
+_PRICE_FIELDS = frozenset(f.name for f in fields(ModelPrice))
+
+
+def _load_prices(path: str) -> dict[str, ModelPrice]:
+    """Parse a prices file, keeping the valid entries. Problems are counted, and logged once per file."""
+    problems: list[str] = []
+    prices: dict[str, ModelPrice] = {}
+    try:
+        with open(path, encoding="utf-8") as fh:
+            raw = json.load(fh)
+        if not isinstance(raw, dict):
+            raise ValueError(f"expected a JSON object of model prices, got {type(raw).__name__}")
+    except Exception as exc:  # also RecursionError from absurdly nested JSON
+        problems.append(f"file ignored: {exc}")
+        raw = {}
+    for key, value in raw.items():
+        try:
+            if not isinstance(value, dict):
+                raise ValueError(f"expected an object, got {type(value).__name__}")
+            unknown = sorted(set(value) - _PRICE_FIELDS)
+            if unknown:
+                raise ValueError(f"unknown field {unknown[0]!r}")
+            missing = [name for name in ("input", "output") if name not in value]
+            if missing:
+                raise ValueError(f"missing field {missing[0]!r}")
+            prices[key] = ModelPrice(**value)
+        except Exception as exc:
+            problems.append(f"entry {key!r} skipped: {exc}")
+    for problem in problems:
+        internal_error("pricing", ValueError(f"AGENTVIGIL_PRICES_FILE={path}: {problem}"))
+    if problems and path not in _warned_files:
+        _warned_files.add(path)
+        shown = "; ".join(problems[:5]) + (f"; and {len(problems) - 5} more" if len(problems) > 5 else "")
+        log.warning("agentvigil: AGENTVIGIL_PRICES_FILE=%s: %s", path, shown)
+    return prices
 
 
 _PROBE_TOKENS = 100_000
