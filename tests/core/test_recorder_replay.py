@@ -100,11 +100,17 @@ def test_full_queue_drops_are_counted_not_blocking(tmp_path, registry):
     from agentvigil.metrics import default_metrics
     from agentvigil.sinks.recorder import Recorder
     from agentvigil.events import Event
+    import threading
     rec = Recorder(str(tmp_path), "flood", max_queue=10)
     before = default_metrics().registry.get_sample_value("agentvigil_events_dropped_total", {"sink": "recorder"}) or 0
-    # stuff the queue faster than the writer can wake: at least some must be dropped, none may block
-    for i in range(20000):
+    # hold the writer inside its first write (a slow disk), then flood: the rest must be dropped, none may block
+    entered, release, append = threading.Event(), threading.Event(), rec._append
+    rec._append = lambda lines: (entered.set(), release.wait(30), append(lines))
+    rec.write(Event("heartbeat", -1.0))
+    assert entered.wait(30)
+    for i in range(19999):
         rec.write(Event("heartbeat", float(i)))
+    release.set()
     rec.close()
     after = default_metrics().registry.get_sample_value("agentvigil_events_dropped_total", {"sink": "recorder"})
     lines = open(rec.events_path).read().splitlines()

@@ -1,9 +1,30 @@
 """The flight recorder: NDJSON sessions on disk, written by a background thread.
 
-Layout: ``<dir>/<session_id>/meta.json`` and ``<dir>/<session_id>/events.ndjson``. The agent's thread only
-appends to a bounded in-memory queue; when the queue is full the event is dropped and counted in
-``agentvigil_events_dropped_total{sink="recorder"}``. Each batch is flushed as soon as it is written, so
-``agentvigil watch`` sees events within milliseconds.
+Layout: ``<dir>/<session_id>/meta.json`` and ``<dir>/<session_id>/events.ndjson``. Session directories
+(and the recording directory, when the recorder creates it) are ``0o700``, files ``0o600``, whatever the
+umask: events name tools and tasks, and meta.json names a PID that ``watch`` may signal.
+
+The agent's thread only appends to a bounded in-memory queue (``max_queue`` events). The writer thread
+takes at most ``BATCH_EVENTS`` events or ``BATCH_BYTES`` of encoded lines at a time, encodes them and appends
+them with one ``write`` per batch, so the file grows while a producer is still running and memory stays
+bounded however fast events arrive. Producer and writer share the GIL: while the queue is more than half
+full, each ``write`` yields the GIL once (``time.sleep(0)``), so a flood from a tight loop is paced to the
+writer's speed instead of being dropped; this never waits on the disk (a writer blocked in a write holds no
+GIL). Nothing is lost silently: every event not written is counted in
+``agentvigil_events_dropped_total{sink="recorder"}`` and, per recorder, in ``Recorder.dropped_by_reason``:
+
+* ``queue_full``: the writer is behind by ``max_queue`` events;
+* ``encode_error``: the event could not be serialised (it is skipped; the rest of its batch is written);
+* ``write_error``: the disk refused the batch (full, gone, read-only);
+* ``closed``: written after ``close()``.
+
+Fork (``gunicorn --preload``, Celery prefork, ``multiprocessing`` with "fork"): the child has no writer
+thread and must not share the parent's session, so every open recorder reopens itself in the child as a
+new session (new session id with the child's PID, meta.json with the child's PID and start time, its own
+file, queue, locks and writer thread). The directory is created on the child's first event, so a child
+that only execs leaves nothing behind. ``Recorder.session_id`` is updated, and each callable in
+``Recorder.on_reopen`` is called with the new session id, so whoever stamps session ids on events (the
+Monitor) can follow. Events queued in the parent before the fork stay the parent's.
 """
 
 from __future__ import annotations
@@ -18,15 +39,59 @@ import threading
 import time
 import uuid
 import weakref
-from collections import deque
+from collections import Counter, deque
+from collections.abc import Callable
+from typing import Any
 
 from .._safety import internal_error
 from .._version import __version__
-from ..events import SCHEMA_VERSION
+from ..events import _FIELD_NAMES, SCHEMA_VERSION, Event
+
+try:  # optional (`pip install agentvigil[fast]`): several times faster encoding; the stdlib otherwise
+    from orjson import dumps as _orjson_dumps
+except ImportError:  # pragma: no cover - depends on the environment
+    _orjson_dumps = None
 
 DEFAULT_DIR = ".agentvigil/sessions"
-DEFAULT_QUEUE_SIZE = 10_000
-_live: "weakref.WeakSet[Recorder]" = weakref.WeakSet()
+DEFAULT_QUEUE_SIZE = 65_536    # about 0.3 s of a tight single-threaded producer; a few tens of MB at most
+BATCH_EVENTS = 8192            # per write: bounds the writer's memory and keeps the file growing; large
+BATCH_BYTES = 2 << 20          # enough that encoding a batch outlasts the GIL switch interval (see write)
+IDLE_WAIT = 1.0                # writer re-checks the queue at least this often
+_live: weakref.WeakSet[Recorder] = weakref.WeakSet()
+_yield_gil = time.sleep
+
+
+def _dict_builder() -> Callable[[Event], dict[str, Any]]:
+    """``Event.to_dict`` unrolled into straight-line code, generated from the Event's fields: about a third
+    of the loop's cost, and the writer shares the GIL with the agent."""
+    lines = ["def as_dict(e):", "    d = {}"]
+    for name in _FIELD_NAMES:
+        lines += [f"    v = e.{name}", f"    if v is not None: d[{name!r}] = v"]
+    lines.append("    return d")
+    namespace: dict[str, Any] = {}
+    exec("\n".join(lines), namespace)  # source built from the dataclass's own field names only
+    return namespace["as_dict"]
+
+
+_as_dict = _dict_builder()
+
+
+def _fallback_encode(data: dict[str, Any]) -> bytes:
+    # Lone surrogates cannot be UTF-8 and strict decoders (orjson, replay's) reject their \ud800 escapes:
+    # pair what pairs, replace the rest with U+FFFD, so the line stays readable everywhere.
+    text = json.dumps(data, separators=(",", ":"), default=str, ensure_ascii=False)
+    return text.encode("utf-16", "surrogatepass").decode("utf-16", "replace").encode("utf-8")
+
+
+def _encode(event: Event) -> bytes:
+    """One event as one NDJSON line (without the newline), ``None`` fields omitted, as ``Event.to_json``."""
+    data = _as_dict(event)
+    if _orjson_dumps is not None:
+        try:
+            return _orjson_dumps(data, default=str)
+        except Exception:  # lone surrogates, ints beyond 64 bits, non-str keys: the stdlib copes
+            pass
+    return _fallback_encode(data)
 
 
 def process_start_time(pid: int | None = None) -> float | None:
@@ -48,110 +113,279 @@ def new_session_id(agent: str) -> str:
     return f"{time.strftime('%Y%m%dT%H%M%S', time.gmtime())}-{slug}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
 
 
+def _private_dirs(path: str) -> None:
+    """Create ``path`` and any missing parents as 0o700 (mkdir's mode is filtered by the umask, hence the
+    chmod); directories that already exist are left as they are."""
+    missing = []
+    head = os.path.abspath(path)
+    while not os.path.isdir(head) and head != os.path.dirname(head):
+        missing.append(head)
+        head = os.path.dirname(head)
+    for directory in reversed(missing):
+        try:
+            os.mkdir(directory, 0o700)
+        except FileExistsError:
+            continue
+        os.chmod(directory, 0o700)
+
+
+def _private_file(path: str, flags: int) -> int:
+    """Open ``path`` for writing; a file we create is 0o600 whatever the umask."""
+    try:
+        fd = os.open(path, flags | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        return os.open(path, flags)
+    os.fchmod(fd, 0o600)
+    return fd
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view):]
+
+
 class Recorder:
     """One session directory, one writer thread."""
 
     def __init__(self, directory: str, agent: str, session_id: str | None = None,
-                 max_queue: int = DEFAULT_QUEUE_SIZE):
-        self.session_id = session_id or new_session_id(agent)
-        self.path = os.path.join(directory, self.session_id)
-        os.makedirs(self.path, exist_ok=True)
+                 max_queue: int = DEFAULT_QUEUE_SIZE) -> None:
+        self.directory = directory
+        self.agent = agent
+        self._max_queue = max_queue
+        self._high_water = max_queue // 2
+        self.on_reopen: list[Callable[[str], None]] = []  # called with the new session id after a fork
+        self.parent_session_id: str | None = None          # set in a forked child
+        from ..metrics import default_metrics
+
+        self._dropped = default_metrics().events_dropped.labels("recorder")
+        self._closed = False
+        self._fd: int | None = None
+        self._reset(session_id or new_session_id(agent))
+        self._open()  # on the caller's thread, so a bad directory fails the constructor (the Monitor logs it)
+        self._start_writer()
+        _live.add(self)
+
+    def _reset(self, session_id: str) -> None:
+        """Fresh per-session state: also what a forked child needs, since the parent's locks may have been
+        held by its writer at the moment of the fork."""
+        self.session_id = session_id
+        self.path = os.path.join(self.directory, session_id)
         self.events_path = os.path.join(self.path, "events.ndjson")
+        self._queue: deque[Event] = deque()
+        self._wake = threading.Event()
+        self._lock = threading.Lock()      # drop counts and writer start; never held across I/O
+        self._thread: threading.Thread | None = None
+        self._open_failed = False
+        self._partial = False              # a failed write may have left half a line: start the next on a new one
+        self._seq = itertools.count(1)
+        self._enqueued = 0                 # sequence number of the last queued event (next() on a count is atomic)
+        self._written = 0                  # events the writer has taken (written, skipped or dropped)
+        self.peak_queue = 0                # longest queue the writer has seen (benchmarks)
+        self.dropped = 0                   # this recorder's drops (the metric sums all recorders)
+        self.dropped_by_reason: Counter[str] = Counter()
+
+    def _open(self) -> None:
+        _private_dirs(self.directory)
+        try:
+            os.mkdir(self.path, 0o700)
+        except FileExistsError:
+            pass  # an explicit session id reused: append to it
+        else:
+            os.chmod(self.path, 0o700)
         meta = {
             "schema_version": SCHEMA_VERSION,
             "session_id": self.session_id,
-            "agent": agent,
+            "agent": self.agent,
             "pid": os.getpid(),
+            "uid": os.getuid() if hasattr(os, "getuid") else None,
             "process_start_time": process_start_time(),
             "host": socket.gethostname(),
             "started_at": time.time(),
             "agentvigil_version": __version__,
         }
-        tmp = os.path.join(self.path, "meta.json.tmp")
-        with open(tmp, "w", encoding="utf-8") as fh:
-            json.dump(meta, fh, indent=1)
+        if self.parent_session_id is not None:
+            meta["parent_session_id"] = self.parent_session_id
+        tmp = os.path.join(self.path, f"meta.json.{os.getpid()}.tmp")
+        try:
+            os.unlink(tmp)
+        except FileNotFoundError:
+            pass
+        fd = _private_file(tmp, os.O_WRONLY)
+        try:
+            _write_all(fd, json.dumps(meta, indent=1).encode("utf-8"))
+        finally:
+            os.close(fd)
         os.replace(tmp, os.path.join(self.path, "meta.json"))
-        self._file = open(self.events_path, "a", encoding="utf-8")
-        self._queue: deque = deque()
-        self._max_queue = max_queue
-        self._wake = threading.Event()
-        self._closed = False
-        self.dropped = 0     # this recorder's drops (the metric sums all recorders)
-        self._seq = itertools.count(1)
-        self._enqueued = 0   # sequence number of the last queued event (next() on a count is atomic)
-        self._written = 0    # events the writer has written (or failed to write); writer thread only
-        from ..metrics import default_metrics
+        self._fd = _private_file(self.events_path, os.O_WRONLY | os.O_APPEND)
 
-        self._dropped = default_metrics().events_dropped.labels("recorder")
-        self._thread = threading.Thread(target=self._run, name=f"agentvigil-recorder-{agent}", daemon=True)
-        self._thread.start()
-        _live.add(self)
+    def _start_writer(self) -> None:
+        with self._lock:
+            if self._thread is None:
+                thread = threading.Thread(target=self._run, name=f"agentvigil-recorder-{self.agent}", daemon=True)
+                thread.start()
+                self._thread = thread
 
-    def write(self, event) -> None:
-        """Queue an event; never blocks. Called on the agent's thread."""
+    def write(self, event: Event) -> None:
+        """Queue an event; never waits on the disk, never raises. Called on the agent's thread."""
         queue = self._queue
-        if self._closed:
+        if len(queue) >= self._high_water:
+            if len(queue) >= self._max_queue or self._closed:
+                self._drop("closed" if self._closed else "queue_full")
+                return
+            # Behind: let the writer have the GIL rather than outrun it into drops. A writer stuck in a
+            # write holds no GIL, so this never waits on a dead disk; the full queue still drops.
+            _yield_gil(0)
+        elif self._closed:
+            self._drop("closed")
             return
-        if len(queue) >= self._max_queue:
-            self.dropped += 1
-            self._dropped.inc()
-            return
-        was_empty = not queue
         self._enqueued = next(self._seq)
         queue.append(event)
-        if was_empty:
+        if not self._wake.is_set():  # the writer clears it before each look at the queue: no lost wake-up
             self._wake.set()
+        if self._thread is None:     # first event in a forked child
+            try:
+                self._start_writer()
+            except Exception as exc:  # e.g. interpreter shutdown: the queue fills and drops are counted
+                internal_error("recorder", exc)
+
+    def _drop(self, reason: str, count: int = 1) -> None:
+        with self._lock:
+            self.dropped += count
+            self.dropped_by_reason[reason] += count
+        self._dropped.inc(count)
 
     def _run(self) -> None:
-        while True:
-            self._wake.wait(1.0)
-            self._wake.clear()
-            self._drain()
-            if self._closed and not self._queue:
-                return
-
-    def _drain(self) -> None:
-        queue = self._queue
-        lines = []
-        count = 0
-        while True:
+        if self._fd is None and not self._open_failed:  # a forked child opens its session here, off the agent
             try:
-                event = queue.popleft()
+                self._open()
+            except Exception as exc:
+                self._open_failed = True
+                internal_error("recorder", exc)
+        queue = self._queue
+        try:
+            while True:
+                self._wake.wait(IDLE_WAIT)
+                self._wake.clear()
+                while queue:
+                    self._write_batch(queue)
+                if self._closed and not queue:
+                    return
+        finally:
+            fd, self._fd = self._fd, None
+            if fd is not None:
+                try:
+                    os.close(fd)
+                except OSError as exc:
+                    internal_error("recorder", exc)
+
+    def _write_batch(self, queue: deque[Event]) -> None:
+        self.peak_queue = max(self.peak_queue, len(queue))
+        lines = []
+        size = taken = 0
+        popleft = queue.popleft
+        while taken < BATCH_EVENTS and size < BATCH_BYTES:
+            try:
+                event = popleft()
             except IndexError:
                 break
-            count += 1
+            taken += 1
             try:
-                lines.append(event.to_json())
+                line = _encode(event)
             except Exception as exc:
+                self._drop("encode_error")
                 internal_error("recorder", exc)
+                continue
+            lines.append(line)
+            size += len(line)
         if lines:
-            try:
-                self._file.write("\n".join(lines) + "\n")
-                self._file.flush()
-            except Exception as exc:  # disk full, file gone: count and go on
-                self.dropped += len(lines)
-                self._dropped.inc(len(lines))
-                internal_error("recorder", exc)
-        self._written += count
+            self._append(lines)
+        self._written += taken
+
+    def _append(self, lines: list[bytes]) -> None:
+        prefix = b"\n" if self._partial else b""
+        data = prefix + b"\n".join(lines) + b"\n"
+        done = 0
+        try:
+            if self._fd is None:
+                raise OSError(f"recorder session {self.path} could not be opened")
+            view = memoryview(data)
+            while done < len(data):
+                done += os.write(self._fd, view[done:])
+            self._partial = False
+        except Exception as exc:  # disk full, file gone: count what did not reach the file and go on
+            self._partial = done > 0 and data[done - 1:done] != b"\n"
+            on_disk = max(0, data.count(b"\n", 0, done) - len(prefix))
+            self._drop("write_error", len(lines) - on_disk)
+            internal_error("recorder", exc)
 
     def flush(self, timeout: float = 2.0) -> None:
         """Wait (bounded) until queued events are on disk."""
+        thread = self._thread
+        if thread is None:
+            return
         deadline = time.monotonic() + timeout
         target = self._enqueued
         self._wake.set()
-        while self._written < target and time.monotonic() < deadline and self._thread.is_alive():
+        while self._written < target and time.monotonic() < deadline and thread.is_alive():
             time.sleep(0.001)
 
     def close(self, timeout: float = 2.0) -> None:
+        """Stop accepting events and wait (bounded) for the queued ones; the writer closes the file itself
+        when done, so a slow disk never has its descriptor closed (and reused) under it."""
         if self._closed:
             return
         self._closed = True
         self._wake.set()
-        self._thread.join(timeout)
+        if self._thread is not None:
+            self._thread.join(timeout)
+
+    def _reopen_in_child(self) -> None:
+        fd, self._fd = self._fd, None
+        if fd is not None:
+            try:
+                os.close(fd)  # the parent's file; its own descriptor is unaffected
+            except OSError:
+                pass
+        if self._closed:
+            self._reset(self.session_id)
+            return
+        self.parent_session_id = self.session_id
+        self._reset(new_session_id(self.agent))
+        for callback in list(self.on_reopen):
+            try:
+                callback(self.session_id)
+            except Exception as exc:
+                internal_error("recorder", exc)
+
+
+_flush_at_thread_exit = False
+
+
+def _after_fork_in_child() -> None:
+    for recorder in list(_live):
         try:
-            self._file.close()
+            recorder._reopen_in_child()
         except Exception as exc:
             internal_error("recorder", exc)
+    # multiprocessing children end with os._exit, skipping atexit; threading's exit hooks still run there
+    global _flush_at_thread_exit
+    register = getattr(threading, "_register_atexit", None)
+    if register is not None and _live and not _flush_at_thread_exit:
+        try:
+            register(_flush_all)
+            _flush_at_thread_exit = True  # inherited by grandchildren, like the registration itself
+        except Exception as exc:
+            internal_error("recorder", exc)
+
+
+def _flush_all() -> None:
+    for recorder in list(_live):
+        recorder.flush(1.0)
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 @atexit.register
