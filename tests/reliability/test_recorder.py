@@ -15,6 +15,7 @@ import time
 import orjson
 import pytest
 
+from agentvigil import codec
 from agentvigil.events import Event
 from agentvigil.metrics import default_metrics
 from agentvigil.replay import ReplayStats, replay
@@ -379,7 +380,7 @@ def test_odd_numbers_still_make_valid_lines(tmp_path, value):
 @pytest.mark.parametrize("fast", [True, False], ids=["orjson", "stdlib"])
 def test_encoding_matches_event_to_json(monkeypatch, fast):
     if not fast:
-        monkeypatch.setattr(recorder_mod, "_orjson_dumps", None)
+        monkeypatch.setattr(codec, "_orjson_dumps", None)
     rich = Event("llm_call", 1712345678.123456, agent_id="bot", session_id="s", run_id="r", task_id="t",
                  step_index=0, provider="openai", model="gpt-4o", input_tokens=10, output_tokens=2,
                  cost_usd=0.000123, status="ok", reason="caf\u00e9 \u2603", detail={"paths": ["/tmp/x"], "n": [1, 2.5]})

@@ -41,16 +41,11 @@ import uuid
 import weakref
 from collections import Counter, deque
 from collections.abc import Callable
-from typing import Any
 
 from .._safety import internal_error
 from .._version import __version__
-from ..events import _FIELD_NAMES, SCHEMA_VERSION, Event
-
-try:  # optional (`pip install agentvigil[fast]`): several times faster encoding; the stdlib otherwise
-    from orjson import dumps as _orjson_dumps
-except ImportError:  # pragma: no cover - depends on the environment
-    _orjson_dumps = None
+from ..codec import encode_bytes as _encode
+from ..events import SCHEMA_VERSION, Event
 
 DEFAULT_DIR = ".agentvigil/sessions"
 DEFAULT_QUEUE_SIZE = 65_536    # about 0.3 s of a tight single-threaded producer; a few tens of MB at most
@@ -59,39 +54,6 @@ BATCH_BYTES = 2 << 20          # enough that encoding a batch outlasts the GIL s
 IDLE_WAIT = 1.0                # writer re-checks the queue at least this often
 _live: weakref.WeakSet[Recorder] = weakref.WeakSet()
 _yield_gil = time.sleep
-
-
-def _dict_builder() -> Callable[[Event], dict[str, Any]]:
-    """``Event.to_dict`` unrolled into straight-line code, generated from the Event's fields: about a third
-    of the loop's cost, and the writer shares the GIL with the agent."""
-    lines = ["def as_dict(e):", "    d = {}"]
-    for name in _FIELD_NAMES:
-        lines += [f"    v = e.{name}", f"    if v is not None: d[{name!r}] = v"]
-    lines.append("    return d")
-    namespace: dict[str, Any] = {}
-    exec("\n".join(lines), namespace)  # source built from the dataclass's own field names only
-    return namespace["as_dict"]
-
-
-_as_dict = _dict_builder()
-
-
-def _fallback_encode(data: dict[str, Any]) -> bytes:
-    # Lone surrogates cannot be UTF-8 and strict decoders (orjson, replay's) reject their \ud800 escapes:
-    # pair what pairs, replace the rest with U+FFFD, so the line stays readable everywhere.
-    text = json.dumps(data, separators=(",", ":"), default=str, ensure_ascii=False)
-    return text.encode("utf-16", "surrogatepass").decode("utf-16", "replace").encode("utf-8")
-
-
-def _encode(event: Event) -> bytes:
-    """One event as one NDJSON line (without the newline), ``None`` fields omitted, as ``Event.to_json``."""
-    data = _as_dict(event)
-    if _orjson_dumps is not None:
-        try:
-            return _orjson_dumps(data, default=str)
-        except Exception:  # lone surrogates, ints beyond 64 bits, non-str keys: the stdlib copes
-            pass
-    return _fallback_encode(data)
 
 
 def process_start_time(pid: int | None = None) -> float | None:
