@@ -67,11 +67,14 @@ def _cmd_supervise(args: argparse.Namespace) -> int:
     except OSError as exc:
         print(f"agentvigil supervise: cannot serve on {policy.addr}:{policy.port}: {exc}", file=sys.stderr)
         return EXIT_USAGE
+    except ValueError as exc:  # a bad web config, named by field
+        print(f"agentvigil supervise: {exc}", file=sys.stderr)
+        return EXIT_USAGE
     if threading.current_thread() is threading.main_thread():
         for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
             signal.signal(signum, lambda *_: supervisor.request_stop())
     print(f"agentvigil supervise: {supervisor.agent}: /metrics /healthz /readyz on "
-          f"http://{policy.addr}:{supervisor.port}", file=sys.stderr, flush=True)
+          f"{supervisor.server.scheme if supervisor.server else 'http'}://{policy.addr}:{supervisor.port}", file=sys.stderr, flush=True)
     try:
         return supervisor.run()
     except StartError as exc:

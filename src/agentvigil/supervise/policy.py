@@ -116,6 +116,8 @@ OPTIONS: tuple[Option, ...] = (
            "supervisor its journal (.agentvigil/sessions)", "DIR"),
     Option("port", _port, 9465, "/metrics, /healthz, /readyz on 127.0.0.1 (9465; 0 = any free port)", "P"),
     Option("addr", _text, "127.0.0.1", "address to bind (127.0.0.1)", "ADDR"),
+    Option("web_config_file", _text, "", "TLS and basic auth for the endpoints: a node_exporter web-config "
+           "YAML file (default $AGENTVIGIL_WEB_CONFIG_FILE; docs/metrics-server.md)", "FILE"),
     Option("poll_interval", parse_duration, 0.2, "how often the supervisor looks at the child (0.2s)", "DUR"),
     # the child's health
     Option("heartbeat_interval", parse_duration, 5.0, "liveness tick asked of the child "
@@ -193,6 +195,7 @@ class SupervisePolicy:
     record_dir: str = ".agentvigil/sessions"
     port: int = 9465
     addr: str = "127.0.0.1"
+    web_config_file: str = ""
     poll_interval: float = 0.2
     heartbeat_interval: float = 5.0
     liveness_timeout: float = 60.0

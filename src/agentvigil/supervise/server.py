@@ -1,19 +1,26 @@
 """HTTP endpoints of the supervisor: ``/metrics``, ``/healthz`` (liveness), ``/readyz`` (progressing).
 
 The handler only reads a ``Probe`` snapshot that the supervisor loop replaces on every tick; it never takes
-the supervisor's state lock or touches the child.
+the supervisor's state lock or touches the child. TLS, basic auth and the idle timeout are the ones of
+``/metrics`` everywhere (``exposition.serve``).
 """
 
 from __future__ import annotations
 
 import json
-import threading
 import time
 from dataclasses import asdict, dataclass
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 from prometheus_client import CollectorRegistry
 from prometheus_client.exposition import choose_encoder
+
+from ..exposition import (
+    IDLE_TIMEOUT,
+    MAX_CONNECTIONS,
+    AuthHandler,
+    resolve_web_config,
+    serve,
+)
 
 
 @dataclass(frozen=True)
@@ -49,14 +56,18 @@ class Probe:
 
 
 class ProbeServer:
-    def __init__(self, registry: CollectorRegistry, addr: str, port: int, stale_after: float):
+    def __init__(self, registry: CollectorRegistry, addr: str, port: int, stale_after: float, *,
+                 web_config_file: str | None = None, idle_timeout: float = IDLE_TIMEOUT,
+                 max_connections: int = MAX_CONNECTIONS) -> None:
+        """``web_config_file`` defaults to ``$AGENTVIGIL_WEB_CONFIG_FILE``; a bad one raises ValueError."""
+        web = resolve_web_config(web_config_file, source="supervise")
         self.registry = registry
         self.stale_after = stale_after
         self.probe = Probe(updated=time.monotonic())
         outer = self
 
-        class Handler(BaseHTTPRequestHandler):
-            def do_GET(self):  # noqa: N802 (http.server API)
+        class Handler(AuthHandler):
+            def do_GET(self) -> None:
                 path = self.path.split("?", 1)[0]
                 if path == "/metrics":
                     encoder, content_type = choose_encoder(self.headers.get("Accept", ""))
@@ -77,15 +88,10 @@ class ProbeServer:
                 self.end_headers()
                 self.wfile.write(body)
 
-            def log_message(self, *args):  # quiet
-                pass
-
-        self.httpd = ThreadingHTTPServer((addr, port), Handler)
-        self.httpd.daemon_threads = True
+        self.httpd, self._thread = serve(Handler, addr, port, web=web, idle_timeout=idle_timeout,
+                                         max_connections=max_connections, name="agentvigil-supervise-http")
         self.port = self.httpd.server_address[1]
-        self._thread = threading.Thread(target=self.httpd.serve_forever, name="agentvigil-supervise-http",
-                                        daemon=True)
-        self._thread.start()
+        self.scheme = self.httpd.scheme
 
     def close(self) -> None:
         self.httpd.shutdown()

@@ -135,7 +135,8 @@ class Supervisor:
         self.notifier = Notifier(policy.webhook_url, policy.alertmanager_url, policy.alert_ttl)
         self.journal = Journal(self.record_dir, self.agent)
         self.sd = SdNotify(self.environ) if policy.watchdog else SdNotify({})
-        self.server = (ProbeServer(self.registry, policy.addr, policy.port, stale_after=max(10 * policy.poll_interval, 5.0))
+        self.server = (ProbeServer(self.registry, policy.addr, policy.port, stale_after=max(10 * policy.poll_interval, 5.0),
+                                   web_config_file=policy.web_config_file or None)
                        if serve else None)
         self.baseline = CycleBaseline(policy.baseline_cycles, policy.min_cycles)
 

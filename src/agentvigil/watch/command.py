@@ -48,6 +48,8 @@ def register(subparsers) -> None:
     p.add_argument("--status-every", type=float, default=10.0, help="seconds between status lines (10; 0 off)")
     p.add_argument("--metrics-port", type=int, help="serve the watched sessions' metrics on 127.0.0.1:PORT/metrics")
     p.add_argument("--metrics-addr", default="127.0.0.1", help=argparse.SUPPRESS)
+    p.add_argument("--web-config-file", metavar="FILE", help="TLS and basic auth for /metrics: a node_exporter "
+                   "web-config YAML file (default $AGENTVIGIL_WEB_CONFIG_FILE; docs/metrics-server.md)")
     p.add_argument("--no-follow", action="store_true", help="judge what is there, then exit")
     p.add_argument("--timeout", help="stop watching after this long, e.g. 10m (off)")
     p.add_argument("--poll", action="store_true", help="poll instead of inotify")
@@ -127,12 +129,16 @@ def run_command(args: argparse.Namespace) -> int:
         registry = CollectorRegistry()
         metrics = metrics_for(registry)
         try:
-            server, _ = start_metrics_server(args.metrics_port, addr=args.metrics_addr, registry=registry)
+            server, _ = start_metrics_server(args.metrics_port, addr=args.metrics_addr, registry=registry,
+                                             web_config_file=args.web_config_file)
         except OSError as exc:
             print(f"agentvigil watch: cannot serve /metrics on port {args.metrics_port}: {exc}", file=sys.stderr)
             return EXIT_USAGE
+        except ValueError as exc:  # a bad web config, named by field
+            print(f"agentvigil watch: {exc}", file=sys.stderr)
+            return EXIT_USAGE
         if not args.json:
-            print(f"[watch] /metrics on http://{args.metrics_addr}:{server.server_port}/metrics", file=sys.stderr)
+            print(f"[watch] /metrics on {server.scheme}://{args.metrics_addr}:{server.server_port}/metrics", file=sys.stderr)
     watch = Watch(target, config, all_sessions=args.all, follow=not args.no_follow, json_out=args.json,
                   status_every=args.status_every, timeout=timeout, pid=args.pid, scope_policy=scope,
                   settings=Settings.from_env(), metrics=metrics, prices=PriceBook.from_env(),
