@@ -19,7 +19,7 @@ _std_decode = json.JSONDecoder().decode  # skips json.loads' encoding detection 
 try:  # optional (`pip install agentvigil[fast]`): ~2.5x faster decoding
     from orjson import loads as _fast_loads
 except ImportError:  # pragma: no cover - depends on the environment
-    _fast_loads = None
+    _fast_loads = None  # type: ignore[assignment]
 
 # Built once: json.dumps with options builds a new encoder per call (~1 µs on the hot path).
 _line_encoder = json.JSONEncoder(separators=(",", ":"), default=str).encode
