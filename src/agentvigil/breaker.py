@@ -243,4 +243,4 @@ def _is_async_callable(fn: Any) -> bool:
     if inspect.iscoroutinefunction(fn):
         return True
     # A class is called to build an instance, so its async __call__ says nothing about calling the class.
-    return not isinstance(fn, type) and inspect.iscoroutinefunction(getattr(fn, "__call__", None))
+    return not isinstance(fn, type) and inspect.iscoroutinefunction(type(fn).__call__) if callable(fn) else False

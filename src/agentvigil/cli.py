@@ -35,7 +35,8 @@ def _cmd_replay(args: argparse.Namespace) -> int:
             if args.json:
                 sys.stdout.write(json.dumps(record, separators=(",", ":")) + "\n")
             else:
-                where = f"task={record['task_id'] or '-'} step={record['step_index'] if record['step_index'] is not None else '-'}"
+                step = record["step_index"] if record["step_index"] is not None else "-"
+                where = f"task={record['task_id'] or '-'} step={step}"
                 sys.stdout.write(f"{record['agent_id'] or '-':<16} {where:<28} {record['detector']:<20} "
                                  f"{json.dumps(record['detail'], separators=(',', ':'))}\n")
     except FileNotFoundError as exc:

@@ -19,7 +19,7 @@ _std_decode = json.JSONDecoder().decode  # skips json.loads' encoding detection 
 try:  # optional (`pip install agentvigil[fast]`): ~2.5x faster decoding
     from orjson import loads as _fast_loads
 except ImportError:  # pragma: no cover - depends on the environment
-    _fast_loads = None
+    _fast_loads = None  # type: ignore[assignment]
 
 # Built once: json.dumps with options builds a new encoder per call (~1 µs on the hot path).
 _canonical = json.JSONEncoder(sort_keys=True, separators=(",", ":"), default=repr).encode
@@ -27,7 +27,7 @@ _canonical = json.JSONEncoder(sort_keys=True, separators=(",", ":"), default=rep
 try:  # optional (`pip install agentvigil[fast]`): several times faster encoding; the stdlib otherwise
     from orjson import dumps as _orjson_dumps
 except ImportError:  # pragma: no cover - depends on the environment
-    _orjson_dumps = None
+    _orjson_dumps = None  # type: ignore[assignment]
 
 def _dict_builder() -> Callable[[Event], dict[str, Any]]:
     """``Event.to_dict`` unrolled into straight-line code, generated from the Event's fields: about a third

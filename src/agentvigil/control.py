@@ -22,10 +22,16 @@ import os
 import signal
 import threading
 import weakref
+from collections.abc import Iterable
+from types import FrameType
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from .monitor import Monitor
 
 log = logging.getLogger("agentvigil")
 
-_monitors: "weakref.WeakSet" = weakref.WeakSet()
+_monitors: weakref.WeakSet[Monitor] = weakref.WeakSet()
 _lock = threading.Lock()
 _env_done = False
 _signal_reason: str | None = None
@@ -36,7 +42,7 @@ _file_reason: str | None = None
 stop_reason: str | None = None
 
 
-def register(monitor) -> None:
+def register(monitor: Monitor) -> None:
     """Called by every Monitor; reads the environment once per process."""
     global _env_done
     _monitors.add(monitor)
@@ -104,7 +110,7 @@ def _die(signum: int) -> None:
     os.kill(os.getpid(), signum)
 
 
-def _on_signal(signum, frame) -> None:
+def _on_signal(signum: int, frame: FrameType | None) -> None:
     global _signal_reason, _signal_number
     if _signal_reason is not None or _exiting:      # second signal, or our own exit: no more grace
         _die(signum)
@@ -134,7 +140,7 @@ def run_ended() -> None:
     _exit_timer.start()
 
 
-def install_kill_signal(names=("TERM",)) -> bool:
+def install_kill_signal(names: Iterable[str] = ("TERM",)) -> bool:
     """Make these signals graceful kills (see module doc). Only from the main thread; returns success."""
     if threading.current_thread() is not threading.main_thread():
         log.warning("agentvigil: AGENTVIGIL_KILL_SIGNAL needs the main thread; create the first Monitor there")

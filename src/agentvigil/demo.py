@@ -20,10 +20,12 @@ import random
 import sys
 import threading
 import time
+from typing import Any, TextIO
 
 from . import CircuitBreaker, Monitor, TokenBudget
 from .exceptions import GuardError
 from .exposition import start_metrics_server
+from .scopes import Run
 
 SCHEDULE = {
     "research_loop": 20.0,
@@ -76,8 +78,8 @@ class SimAgent:
     cache_ratio = 0.8
     input_tokens = 2400
     output_tokens = 180
-    steps = (3, 5)
-    tools = ("kb_search", "ticket_update", "send_reply")
+    steps: tuple[int, int] = (3, 5)
+    tools: tuple[str, ...] = ("kb_search", "ticket_update", "send_reply")
 
     def __init__(self, name: str, scenario: Scenario, rng: random.Random, record_dir: str | None):
         self.name = name
@@ -101,7 +103,7 @@ class SimAgent:
             if not self.sc.sleep(0.3):
                 return
 
-    def do_run(self, run) -> None:
+    def do_run(self, run: Run) -> None:
         for index in range(self.rng.randint(*self.steps)):
             if self.sc.stop.is_set():
                 return
@@ -111,14 +113,14 @@ class SimAgent:
                 if not self.sc.sleep(STEP_SECONDS):
                     return
 
-    def llm(self, run, scale: float = 1.0) -> None:
+    def llm(self, run: Run, scale: float = 1.0) -> None:
         inp = int(self.input_tokens * scale * self.rng.uniform(0.9, 1.1))
         read = int(inp * self.cache_ratio * self.rng.uniform(0.95, 1.0)) if self.cache_ratio else 0
         run.llm_usage(provider=self.provider, model=self.model, input_tokens=inp,
                       output_tokens=int(self.output_tokens * self.rng.uniform(0.8, 1.2)), cache_read_tokens=read,
                       duration_s=self.rng.uniform(0.4, 1.2))
 
-    def tool(self, run, name: str, args, result=None) -> None:
+    def tool(self, run: Run, name: str, args: Any, result: Any = None) -> None:
         try:
             with run.tool_call(name, args) as call:
                 self.tool_body(name)
@@ -148,7 +150,7 @@ class ResearchAgent(SimAgent):
     cache_ratio = 0.7
     tools = ("web_search", "fetch_page", "summarize")
 
-    def do_run(self, run) -> None:
+    def do_run(self, run: Run) -> None:
         spike = self.sc.after("research_cost_spike")
         if self.sc.after("research_loop"):
             with run.step():
@@ -178,13 +180,13 @@ class BillingAgent(SimAgent):
     model = "gpt-4o"
     tools = ("crm_lookup", "invoice_get", "refund_issue")
 
-    def __init__(self, *args, **kwargs):
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.breaker = CircuitBreaker("azure-openai", failure_threshold=5,
                                       recovery_timeout=10.0 / self.sc.speed, monitor=self.monitor)
 
-    def llm(self, run, scale: float = 1.0) -> None:
-        def call():
+    def llm(self, run: Run, scale: float = 1.0) -> None:
+        def call() -> None:
             if self.sc.after("billing_outage"):
                 time.sleep(0.05 / self.sc.speed)
                 raise InternalServerError("503 Service Unavailable")
@@ -196,7 +198,7 @@ class BillingAgent(SimAgent):
             run.llm_usage(provider=self.provider, model=self.model, error=exc, duration_s=0.05)
             raise
 
-    def do_run(self, run) -> None:
+    def do_run(self, run: Run) -> None:
         for index in range(self.rng.randint(*self.steps)):
             with run.step():
                 # look the customer up first, then ask the model: tool errors show even during the outage
@@ -217,11 +219,11 @@ class CoderAgent(SimAgent):
     input_tokens = 3000
     tools = ("read_file", "edit_file", "run_tests")
 
-    def __init__(self, *args, **kwargs):
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.budget = TokenBudget("coder-agent", limit=CODER_BUDGET_LIMIT, monitor=self.monitor)
 
-    def llm(self, run, scale: float = 1.0) -> None:
+    def llm(self, run: Run, scale: float = 1.0) -> None:
         if self.sc.after("coder_cache_drop"):
             self.cache_ratio = 0.2
         # Spend so that 80 % is crossed around t=35 (2.5 calls per scenario second).
@@ -230,7 +232,7 @@ class CoderAgent(SimAgent):
             SimAgent.llm(self, run, scale)
             reservation.commit(per_call)
 
-    def do_run(self, run) -> None:
+    def do_run(self, run: Run) -> None:
         # edit → test cycles that make progress: new edit each time, test output changes
         for index in range(self.rng.randint(*self.steps)):
             with run.step():
@@ -277,8 +279,9 @@ def status_line(agent: SimAgent, now: float) -> str:
             + (f" last_error={agent.last_error}" if agent.last_error else ""))
 
 
-def run_demo(duration: float = 120.0, port: int = 9464, speed: float = 1.0, record_dir: str | None =
-             ".agentvigil/sessions", seed: int = 7, status_every: float = 5.0, out=sys.stdout) -> list[SimAgent]:
+def run_demo(duration: float = 120.0, port: int = 9464, speed: float = 1.0,
+             record_dir: str | None = ".agentvigil/sessions", seed: int = 7, status_every: float = 5.0,
+             out: TextIO = sys.stdout) -> list[SimAgent]:
     """Run the fleet for ``duration`` real seconds (0 = until interrupted). Returns the agents."""
     stop = threading.Event()
     server = None

@@ -24,10 +24,10 @@ RUN_COST_BUCKETS = (0.0001, 0.0005, 0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1, 5, 10
 RUN_STEPS_BUCKETS = (1, 2, 3, 5, 8, 13, 21, 34, 55, 89, 144)
 TOOL_DURATION_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
 LLM_DURATION_BUCKETS = (0.1, 0.25, 0.5, 1, 2, 4, 8, 15, 30, 60, 120)
-CACHE_RATIO_WINDOW = 20
+CACHE_RATIO_WINDOW = 20  # calls in the agent_cache_hit_ratio gauge window
 INTERNAL_COMPONENTS = ("monitor", "run", "step", "tool_call", "llm_call", "pricing", "usage", "digest", "tracing",
                        "tracing_setup", "otlp_export", "context", "recorder", "subscriber", "heartbeat", "breaker",
-                       "budget", "kill", "instrumentation", "pipeline", "detector", "sink", "actions", "spans")  # calls in the agent_cache_hit_ratio gauge window
+                       "budget", "kill", "instrumentation", "pipeline", "detector", "sink", "actions", "spans")
 
 
 _CONTROL = dict.fromkeys(range(32), " ") | {127: " "}

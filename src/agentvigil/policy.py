@@ -10,6 +10,7 @@ import json
 import os
 import re
 from dataclasses import dataclass, field
+from typing import Any
 
 ACTIONS = ("terminal", "file", "webhook", "kill")
 DEFAULT_ALERTS_LOG = ".agentvigil/alerts.ndjson"
@@ -167,7 +168,7 @@ class WatchConfig:
                 self.webhook_retries = value
 
     # -- CLI flags win over the file ------------------------------------------------------------------------
-    def override(self, name: str, key: str, value) -> None:
+    def override(self, name: str, key: str, value: object) -> None:
         if value is None:
             return
         spec = self.watchers[name]
@@ -223,7 +224,7 @@ def _kind(value: object) -> str:
             float: "a number", type(None): "null"}.get(type(value), type(value).__name__)
 
 
-def _typed(key: str, value: object, typ: type):
+def _typed(key: str, value: object, typ: type) -> Any:
     if typ is float and isinstance(value, (int, float)) and not isinstance(value, bool):
         return float(value)
     if typ is int and isinstance(value, int) and not isinstance(value, bool):
@@ -234,7 +235,7 @@ def _typed(key: str, value: object, typ: type):
     raise ConfigError(key, f"expected {names.get(typ, typ.__name__)}, got {json.dumps(value)}")
 
 
-def _positive(key: str, value):
+def _positive(key: str, value: Any) -> Any:
     if value <= 0:
         raise ConfigError(key, f"must be greater than 0, got {value}")
     return value

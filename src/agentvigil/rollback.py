@@ -156,18 +156,19 @@ class RollbackRegistry:
         default) runs the compensations, then re-raises; leaving it otherwise commits."""
         journal = Journal()
         token = self._current.set(journal)
+        token_live = True
         try:
             yield journal
         except rollback_on as exc:
             self._current.reset(token)
-            token = None
+            token_live = False
             reason = getattr(exc, "reason", None) or str(exc) or type(exc).__name__
             self.rollback(str(reason), journal=journal)
             raise
         else:
             self.commit(journal)
         finally:
-            if token is not None:
+            if token_live:
                 self._current.reset(token)
 
     @staticmethod

@@ -520,7 +520,8 @@ class LLMCall(_Scope):
         try:
             kind = error_kind or (classify_exception(error) if error is not None else None)
             self.error_kind, self._error = kind, error
-            inp, out, read, write = self.input_tokens, self.output_tokens, self.cache_read_tokens, self.cache_write_tokens
+            inp, out = self.input_tokens, self.output_tokens
+            read, write = self.cache_read_tokens, self.cache_write_tokens
             if inp or out or read or write:
                 self.cost_usd = m._price(self.provider, self.model, self.response_model, inp, out, read, write)
             if run is not None:

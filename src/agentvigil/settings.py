@@ -50,7 +50,7 @@ class Settings:
     capture_content: bool = False
 
     @classmethod
-    def from_env(cls, **overrides) -> "Settings":
+    def from_env(cls, **overrides: Any) -> "Settings":
         values = {}
         defaults = cls()
         for f in fields(cls):

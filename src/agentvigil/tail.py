@@ -22,6 +22,7 @@ import errno
 import os
 import select
 import time
+from typing import cast
 
 ROTATION_GRACE = 2.0
 _CHUNK = 1 << 20
@@ -54,22 +55,23 @@ class Tailer:
             self._drain_old(lines)
         if self._fd is None and not self._open():
             return lines
-        self._buf = self._drain(self._fd, self._buf, lines)
+        fd = cast(int, self._fd)  # open at this point
+        self._buf = self._drain(fd, self._buf, lines)
         try:
             st = os.stat(self.path)
         except OSError:
             return lines  # moved away and not recreated yet: keep reading what we have open
         if (st.st_dev, st.st_ino) != self._id:
             self.rotations += 1
-            self._old.append((self._fd, self._buf, time.monotonic() + ROTATION_GRACE))
+            self._old.append((fd, self._buf, time.monotonic() + ROTATION_GRACE))
             self._fd, self._buf, self._pos = None, b"", 0
             if self._open():
-                self._buf = self._drain(self._fd, b"", lines)
+                self._buf = self._drain(cast(int, self._fd), b"", lines)
         elif st.st_size < self._pos:
             self.truncations += 1
-            os.lseek(self._fd, 0, os.SEEK_SET)
+            os.lseek(fd, 0, os.SEEK_SET)
             self._pos, self._buf = 0, b""
-            self._buf = self._drain(self._fd, b"", lines)
+            self._buf = self._drain(fd, b"", lines)
         return lines
 
     def close(self) -> None:
@@ -125,7 +127,7 @@ _MASK = _IN_MODIFY | _IN_ATTRIB | _IN_CLOSE_WRITE | _IN_MOVED_FROM | _IN_MOVED_T
 _IN_NONBLOCK, _IN_CLOEXEC = 0o4000, 0o2000000
 
 
-def _libc():
+def _libc() -> ctypes.CDLL | None:
     try:
         libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
         libc.inotify_init1.argtypes = [ctypes.c_int]
@@ -162,7 +164,7 @@ class Waker:
             return True
         if not os.path.isdir(directory):
             return False
-        if self._fd >= 0:
+        if self._fd >= 0 and self._libc is not None:
             wd = self._libc.inotify_add_watch(self._fd, os.fsencode(directory), _MASK)
             if wd < 0:
                 err = ctypes.get_errno()

@@ -3,6 +3,8 @@ over ``max_tokens`` (for agents without an in-process budget)."""
 
 from __future__ import annotations
 
+from typing import TypeGuard
+
 from .. import events as ev
 from ..events import Event
 from ..pipeline import detection
@@ -48,5 +50,5 @@ class BudgetDetector:
         return None
 
 
-def _number(value: object) -> bool:
+def _number(value: object) -> TypeGuard[float]:
     return isinstance(value, (int, float)) and not isinstance(value, bool)

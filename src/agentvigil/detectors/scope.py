@@ -68,8 +68,8 @@ def event_paths(event: Event) -> list[tuple[str, str]]:
     detail = event.detail
     if not detail:
         return []
-    access = detail.get("access") if detail.get("access") in ("read", "write") else "read"
-    found = []
+    access = "write" if detail.get("access") == "write" else "read"
+    found: list[tuple[str, str]] = []
     path = detail.get("path")
     if isinstance(path, str) and path:
         found.append((path, access))

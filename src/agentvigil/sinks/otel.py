@@ -11,7 +11,7 @@ import atexit
 import logging
 import os
 import threading
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from .._safety import internal_error
 
@@ -74,7 +74,7 @@ class _CountingExporter:
     def shutdown(self):
         return self._inner.shutdown()
 
-    def force_flush(self, timeout_millis: int = 30000):
+    def force_flush(self, timeout_millis: int = 30000) -> bool:
         return getattr(self._inner, "force_flush", lambda *_: True)(timeout_millis)
 
 
@@ -130,7 +130,8 @@ def _build_own_provider(service_name: str) -> TracerProvider | None:
     if not os.environ.get("OTEL_SERVICE_NAME"):
         attrs["service.name"] = service_name
     provider = TracerProvider(resource=Resource.create(attrs), shutdown_on_exit=False)
-    provider.add_span_processor(BatchSpanProcessor(_CountingExporter(exporter)))
+    provider.add_span_processor(BatchSpanProcessor(_CountingExporter(  # type: ignore[arg-type]
+        exporter)))
 
     def _shutdown():
         # Flush what we can in 2 s, in a daemon thread: a dead collector must not block exit.
@@ -142,7 +143,7 @@ def _build_own_provider(service_name: str) -> TracerProvider | None:
     return provider
 
 
-def build_tracer(tracer_provider=None, service_name: str = "agentvigil"):
+def build_tracer(tracer_provider: Any = None, service_name: str = "agentvigil") -> Any:
     """The tracer for a Monitor, or None when tracing is off.
 
     Order: an explicit provider; else the global provider if the application configured one; else our own

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import threading
 from collections import deque
-from typing import Callable
+from typing import Callable, TypeGuard
 
 from .. import events as ev
 from ..errors import ERROR_KINDS, TOOL_ERROR, UNKNOWN
@@ -230,7 +230,8 @@ class PrometheusSink:
 
     def _kill(self, event: Event) -> None:
         m = self.metrics
-        m.kills.labels(m.agent(event.agent_id or "unknown").agent, self._cap_reason(event.reason or "kill_switch")).inc()
+        agent = m.agent(event.agent_id or "unknown").agent
+        m.kills.labels(agent, self._cap_reason(event.reason or "kill_switch")).inc()
 
     def _breaker(self, event: Event) -> None:
         m = self.metrics
@@ -268,5 +269,5 @@ class PrometheusSink:
         m.budget_utilization.labels(label).set((committed + reserved) / limit)
 
 
-def _count(value: object) -> bool:
+def _count(value: object) -> TypeGuard[float]:
     return (value.__class__ is int or value.__class__ is float) and value >= 0 and value < 1e18  # type: ignore[operator]

@@ -7,13 +7,14 @@ import logging
 import signal
 import sys
 import threading
+from typing import Any
 
 from .policy import OPTIONS, ConfigError, build_policy
 
 EXIT_OK, EXIT_ERROR, EXIT_USAGE = 0, 1, 2
 
 
-def register(subparsers) -> None:
+def register(subparsers: Any) -> None:
     sup = subparsers.add_parser(
         "supervise", help="run an agent as a child: liveness, zombie, silent-exit and cost-spike watch, "
                           "restart policy, escalation, probes",
@@ -74,7 +75,8 @@ def _cmd_supervise(args: argparse.Namespace) -> int:
         for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
             signal.signal(signum, lambda *_: supervisor.request_stop())
     print(f"agentvigil supervise: {supervisor.agent}: /metrics /healthz /readyz on "
-          f"{supervisor.server.scheme if supervisor.server else 'http'}://{policy.addr}:{supervisor.port}", file=sys.stderr, flush=True)
+          f"{supervisor.server.scheme if supervisor.server else 'http'}://{policy.addr}:{supervisor.port}",
+          file=sys.stderr, flush=True)
     try:
         return supervisor.run()
     except StartError as exc:

@@ -218,7 +218,7 @@ def classify_exit(returncode: int, mode: str, health: ChildHealth | None, stop_r
             name = signal.Signals(-returncode).name
         except ValueError:
             name = str(-returncode)
-        detail = {"signal": name}
+        detail: dict[str, object] = {"signal": name}
     else:
         detail = {"exit_code": returncode}
     if stop_requested:

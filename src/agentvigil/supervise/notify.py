@@ -94,7 +94,7 @@ def alertmanager_payload(notice: Notice, ttl: float, host: str | None = None) ->
              "endsAt": _iso(time.time() if notice.resolved else notice.at + ttl)}]
 
 
-def post_json(url: str, payload, timeout: float = 5.0) -> int:
+def post_json(url: str, payload: object, timeout: float = 5.0) -> int:
     """POST JSON; returns the HTTP status. Raises OSError on transport errors."""
     body = json.dumps(payload).encode("utf-8")
     request = urllib.request.Request(url, data=body, method="POST",
@@ -154,7 +154,7 @@ class Notifier:
             if self.alerts_url:
                 self._deliver(self.alerts_url, alertmanager_payload(notice, self.alert_ttl))
 
-    def _deliver(self, url: str, payload) -> None:
+    def _deliver(self, url: str, payload: object) -> None:
         error = ""
         for attempt in range(self.attempts):
             try:

@@ -17,7 +17,10 @@ import time
 import urllib.parse
 import urllib.request
 from collections import Counter, defaultdict
+from collections.abc import Mapping
+from typing import Any
 
+from ..events import Event
 from ..replay import ReplayStats, find_event_files, read_events
 from .health import ZOMBIE, ChildHealth
 from .notify import post_json
@@ -28,23 +31,23 @@ LOOP_DETECTORS = ("repeat_call", "same_result", "repeated_sequence")
 
 
 class _Agent:
-    def __init__(self):
+    def __init__(self) -> None:
         self.sessions = 0
-        self.runs = Counter()                 # status -> count
+        self.runs: Counter[str] = Counter()   # status -> count
         self.cost = 0.0
         self.tokens = 0
         self.run_costs: list[float] = []      # ok runs in the window
         self.baseline_costs: list[float] = []  # ok runs in the baseline window
-        self.loops = Counter()
+        self.loops: Counter[str] = Counter()
         self.run_cost_spikes = 0
         self.cycle_cost_spikes = 0
-        self.breaker_trips = Counter()
+        self.breaker_trips: Counter[str] = Counter()
         self.budget_exceeded: dict[str, dict] = {}
-        self.error_kinds = Counter()
+        self.error_kinds: Counter[str] = Counter()
         self.zombie_stalls = 0
-        self.kills = Counter()
-        self.restarts = Counter()
-        self.incidents = Counter()
+        self.kills: Counter[str] = Counter()
+        self.restarts: Counter[str] = Counter()
+        self.incidents: Counter[str] = Counter()
         self.gave_up = 0
 
     def to_dict(self) -> dict:
@@ -108,11 +111,12 @@ def build_report(directory: str, since: float = 86400.0, baseline: float = 7 * 8
     }
 
 
-def _as_dict(event) -> dict:
+def _as_dict(event: Event | dict) -> dict:
     return event if isinstance(event, dict) else event.to_dict()
 
 
-def _read_session(path, by_agent, stats, start, base_start, now, zombie_after, agents) -> None:
+def _read_session(path: str, by_agent: dict[str, _Agent], stats: ReplayStats, start: float, base_start: float,
+                  now: float, zombie_after: float, agents: list[str] | None) -> None:
     health = ChildHealth(HealthPolicy(heartbeat_interval=1e-9, liveness_timeout=0, startup_timeout=0,
                                       progress_timeout=zombie_after), started_at=0.0)
     counted: set[str] = set()
@@ -169,7 +173,8 @@ def _read_session(path, by_agent, stats, start, base_start, now, zombie_after, a
             agent.kills[event.get("reason") or "kill_switch"] += 1
 
 
-def _read_journal(path, by_agent, start, now, agents) -> None:
+def _read_journal(path: str, by_agent: dict[str, _Agent], start: float, now: float,
+                  agents: list[str] | None) -> None:
     try:
         with open(path, encoding="utf-8", errors="replace") as fh:
             lines = fh.readlines()
@@ -207,7 +212,7 @@ PROMETHEUS_QUERIES = {
 def query_prometheus(url: str, since: float, timeout: float = 10.0) -> dict:
     """Instant queries over the window; each result is a list of {labels, value} or {"error": ...}."""
     window = f"{max(int(since), 1)}s"
-    results = {}
+    results: dict[str, list[dict[str, Any]] | dict[str, str]] = {}
     for name, template in PROMETHEUS_QUERIES.items():
         query = template.format(w=window)
         target = url.rstrip("/") + "/api/v1/query?" + urllib.parse.urlencode({"query": query})
@@ -226,15 +231,15 @@ def _fmt_time(ts: float) -> str:
     return time.strftime("%Y-%m-%d %H:%M", time.localtime(ts))
 
 
-def _pct(value) -> str:
+def _pct(value: float | None) -> str:
     return "-" if value is None else f"{value * 100:.1f}%"
 
 
-def _usd(value) -> str:
+def _usd(value: float | None) -> str:
     return "-" if value is None else f"${value:.4f}"
 
 
-def _pairs(mapping) -> str:
+def _pairs(mapping: Mapping[str, object] | list[tuple[str, object]]) -> str:
     if isinstance(mapping, list):
         return ", ".join(f"{k} {v}" for k, v in mapping) or "-"
     return ", ".join(f"{k} {v}" for k, v in sorted(mapping.items())) or "-"
@@ -317,7 +322,7 @@ def render(data: dict, fmt: str = "text") -> str:
     return "\n".join(out) + "\n"
 
 
-def _prom_line(result) -> str:
+def _prom_line(result: list[dict[str, Any]] | dict[str, str]) -> str:
     if isinstance(result, dict):
         return f"error: {result.get('error')}"
     if not result:

@@ -24,6 +24,7 @@ import signal
 import subprocess
 import threading
 import time
+from typing import Any, cast
 
 from prometheus_client import CollectorRegistry
 
@@ -107,7 +108,7 @@ class Journal:
         self.path = os.path.join(directory, f"{JOURNAL_PREFIX}{slug}.ndjson")
         self.agent = agent
 
-    def write(self, record_type: str, /, **fields) -> None:
+    def write(self, record_type: str, /, **fields: Any) -> None:
         record = {"ts": round(time.time(), 3), "agent": self.agent, "type": record_type, **fields}
         try:
             with open(self.path, "a", encoding="utf-8") as fh:
@@ -135,9 +136,9 @@ class Supervisor:
         self.notifier = Notifier(policy.webhook_url, policy.alertmanager_url, policy.alert_ttl)
         self.journal = Journal(self.record_dir, self.agent)
         self.sd = SdNotify(self.environ) if policy.watchdog else SdNotify({})
-        self.server = (ProbeServer(self.registry, policy.addr, policy.port, stale_after=max(10 * policy.poll_interval, 5.0),
-                                   web_config_file=policy.web_config_file or None)
-                       if serve else None)
+        stale_after = max(10 * policy.poll_interval, 5.0)
+        self.server = (ProbeServer(self.registry, policy.addr, policy.port, stale_after=stale_after,
+                                   web_config_file=policy.web_config_file or None) if serve else None)
         self.baseline = CycleBaseline(policy.baseline_cycles, policy.min_cycles)
 
         self.state = STARTING
@@ -202,8 +203,10 @@ class Supervisor:
         self._publish(now)
 
     def _watch_child(self, now: float) -> None:
+        # Set by _start() before the first tick and never cleared.
+        child, health = cast(Child, self.child), cast(ChildHealth, self.health)
         self._read_events(now)
-        returncode = self.child.poll()
+        returncode = child.poll()
         if returncode is not None:
             self._read_events(now)      # whatever it flushed on the way out
             self._on_exit(now, returncode)
@@ -213,24 +216,25 @@ class Supervisor:
                 log.warning("agentvigil supervise: %s did not stop within %gs; SIGKILL", self.agent,
                             self.policy.stop_grace)
                 self.sigkilled = True
-                self.child.signal(signal.SIGKILL)
+                child.signal(signal.SIGKILL)
             return
-        if self.state == STARTING and self.health.last_heartbeat is not None:
+        if self.state == STARTING and health.last_heartbeat is not None:
             self._set_state(RUNNING)
-        for finding in self.health.check(now):
+        for finding in health.check(now):
             self._on_finding(now, finding)
-        if self.state == RUNNING and self.firing and self.health.last_progress is not None \
-                and self.health.progressing(now):
+        if self.state == RUNNING and self.firing and health.last_progress is not None \
+                and health.progressing(now):
             self._resolve()
 
     def _read_events(self, now: float) -> None:
-        for event in self.tail.poll():
+        tail, health = cast(SessionTail, self.tail), cast(ChildHealth, self.health)  # set by _start()
+        for event in tail.poll():
             if event.event_type != "detection":   # recorded verdicts are re-derived
                 for verdict in self.pipeline.emit(event):
                     self.journal.write("detection", **detection_record(verdict))
-            finding = self.health.feed(event.to_dict(), now)
+            finding = health.feed(event.to_dict(), now)
             if event.event_type == "heartbeat":
-                self.metrics.cycle_cost.labels(self.agent).set(self.health.last_cycle_cost)
+                self.metrics.cycle_cost.labels(self.agent).set(health.last_cycle_cost)
                 self.metrics.cycle_baseline.labels(self.agent).set(self.baseline.mean_cost)
             if finding is not None and self.state in (STARTING, RUNNING):
                 self._on_finding(now, finding)
@@ -281,17 +285,19 @@ class Supervisor:
             self.notifier.send(Notice(finding.kind, self.agent, "warning", finding.detail, action, time.time()))
 
     def _begin_stop(self, now: float, reason: str) -> None:
+        child, health = cast(Child, self.child), cast(ChildHealth, self.health)  # set by _start()
         self.stop_reason = reason
-        self.health.quiet = True               # the shutdown burst is not a cost spike
+        health.quiet = True               # the shutdown burst is not a cost spike
         self.kill_at = now + self.policy.stop_grace
-        self.child.signal(signal.SIGTERM)
-        self.journal.write("stop", reason=reason, pid=self.child.pid, grace=self.policy.stop_grace)
+        child.signal(signal.SIGTERM)
+        self.journal.write("stop", reason=reason, pid=child.pid, grace=self.policy.stop_grace)
         self._set_state(STOPPING)
 
     def _on_exit(self, now: float, returncode: int) -> None:
         self.metrics.child_up.labels(self.agent).set(0)
         outcome = classify_exit(returncode, self.policy.mode, self.health, self.stop_reason is not None)
-        self.journal.write("exit", pid=self.child.pid, kind=outcome.kind, sigkilled=self.sigkilled, **outcome.detail)
+        self.journal.write("exit", pid=cast(Child, self.child).pid, kind=outcome.kind, sigkilled=self.sigkilled,
+                           **outcome.detail)
         if self._shutdown.is_set() or outcome.kind == h.DONE:
             self.exit_code = EXIT_OK
             self._set_state(DONE)
@@ -340,7 +346,7 @@ class Supervisor:
             self._set_state(DONE)
         if self._force and self.state == STOPPING and not self.sigkilled:
             self.sigkilled = True
-            self.child.signal(signal.SIGKILL)
+            cast(Child, self.child).signal(signal.SIGKILL)  # STOPPING: a child is running
 
     def _set_state(self, state: str) -> None:
         if state == self.state and state != STARTING:
@@ -357,7 +363,7 @@ class Supervisor:
     def _publish(self, now: float) -> None:
         live = self.health is not None and self.state in (STARTING, RUNNING) and self.health.live(now) \
             and self.health.last_heartbeat is not None
-        progressing = live and self.health.progressing(now)
+        progressing = live and self.health is not None and self.health.progressing(now)
         if self.server is not None:
             self.server.probe = Probe(self.state, self.child.pid if self.child and self.child.returncode is None
                                       else None, live, progressing, self.restarts, self.last_incident, now)

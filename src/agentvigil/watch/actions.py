@@ -20,6 +20,7 @@ import time
 import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TextIO
 from urllib.parse import urlsplit
 
 from ..sinks.recorder import process_start_time
@@ -33,7 +34,7 @@ class FileLog:
 
     def __init__(self, path: str):
         self.path = path
-        self._fh = None
+        self._fh: TextIO | None = None
         self._lock = threading.Lock()
 
     def write(self, record: dict) -> None:

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import argparse
 import sys
+from typing import Any
 
 from .config import ACTIONS, ConfigError, WatchConfig, parse_actions, parse_duration
 from .runner import EXIT_USAGE, Watch
 
 
-def register(subparsers) -> None:
+def register(subparsers: Any) -> None:
     p = subparsers.add_parser(
         "watch", help="tail sessions live: watchers, alerts, kill (docs/watch.md)",
         description="Tail an agent session's events, run the watchers and the in-process detectors, and alert "
@@ -96,7 +97,7 @@ def build_config(args: argparse.Namespace) -> WatchConfig:
     return config
 
 
-def _positive_int(value, flag: str, minimum: int = 1):
+def _positive_int(value: int | None, flag: str, minimum: int = 1) -> int | None:
     if value is not None and value < minimum:
         raise ConfigError(flag, f"must be at least {minimum}, got {value}")
     return value
@@ -138,7 +139,8 @@ def run_command(args: argparse.Namespace) -> int:
             print(f"agentvigil watch: {exc}", file=sys.stderr)
             return EXIT_USAGE
         if not args.json:
-            print(f"[watch] /metrics on {server.scheme}://{args.metrics_addr}:{server.server_port}/metrics", file=sys.stderr)
+            print(f"[watch] /metrics on {server.scheme}://{args.metrics_addr}:{server.server_port}/metrics",
+                  file=sys.stderr)
     watch = Watch(target, config, all_sessions=args.all, follow=not args.no_follow, json_out=args.json,
                   status_every=args.status_every, timeout=timeout, pid=args.pid, scope_policy=scope,
                   settings=Settings.from_env(), metrics=metrics, prices=PriceBook.from_env(),

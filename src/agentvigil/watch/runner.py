@@ -13,11 +13,13 @@ import sys
 import time
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import TextIO
+from typing import TYPE_CHECKING, TextIO
 
 from .. import events as ev
 from ..codec import loads as _loads
+from ..detectors.scope import ScopePolicy
 from ..events import Event, InvalidEvent, event_from_dict
+from ..metrics import AgentMetrics
 from ..policy import WatchConfig
 from ..settings import Settings
 from .actions import FileLog, Killer, ProcessRef, WebhookSender
@@ -25,6 +27,9 @@ from .core import Breach, SessionJudge
 from .sources import SessionSource, Target, list_sessions
 from .strace import StraceMapper, is_strace_record
 from .tail import Tailer, Waker
+
+if TYPE_CHECKING:
+    from ..signals.cost import PriceBook
 
 EXIT_OK = 0            # watched to the end (or --timeout / --no-follow), no breach
 EXIT_ERROR = 1         # could not read or act (I/O error)
@@ -77,8 +82,9 @@ class Reporter:
 class Watch:
     def __init__(self, target: Target, config: WatchConfig, *, all_sessions: bool = False, follow: bool = True,
                  json_out: bool = False, out: TextIO | None = None, status_every: float = 10.0,
-                 timeout: float | None = None, pid: int | None = None, scope_policy=None,
-                 settings: Settings | None = None, metrics=None, prices=None, use_inotify: bool = True,
+                 timeout: float | None = None, pid: int | None = None,
+                 scope_policy: ScopePolicy | None = None, settings: Settings | None = None,
+                 metrics: AgentMetrics | None = None, prices: PriceBook | None = None, use_inotify: bool = True,
                  quiet: bool = False, allow_other_users: bool = False):
         self.target = target
         self.config = config
@@ -240,6 +246,7 @@ class Watch:
                 w.skipped["invalid_json"] += 1
                 continue
             try:
+                batch: list[Event] | tuple[Event, ...]
                 if is_strace_record(data):
                     if w.mapper is None:
                         w.mapper = StraceMapper(w.source.session_id, w.source.agent)

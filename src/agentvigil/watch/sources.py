@@ -89,7 +89,7 @@ def _start_key(source: SessionSource) -> tuple[float, str]:
     started = source.started_at
     if started is None:
         try:
-            started = os.path.getmtime(source.directory)
+            started = os.path.getmtime(source.directory) if source.directory else 0.0
         except OSError:
             started = 0.0
     return started, source.session_id

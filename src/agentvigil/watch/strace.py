@@ -9,14 +9,15 @@ agent-strace writes one ``TraceEvent`` per line: ``{"event_type", "timestamp", "
 |-------------------------|--------------------------------------------------------------------------|
 | ``session_start``       | ``run_start`` (run_id = session id)                                      |
 | ``session_end``         | ``run_end`` status ok (the watch of that session is over)                 |
-| ``tool_call``           | ``tool_start``; ``data.arguments`` hashed into ``args_hash``; file path and command kept in ``detail`` |
+| ``tool_call``           | ``tool_start``; ``data.arguments`` hashed (``args_hash``); path, command in ``detail`` |
 | ``tool_result``         | ``tool_end`` status ok, ``result_hash``, paired with the pending call of the same tool |
 | ``error``               | ``tool_end`` status error, ``error_kind=tool_error`` (paired likewise)    |
 | ``file_read/_write``    | ``tool_end`` tool ``read``/``write`` with ``detail.path``, ``detail.access`` |
-| ``llm_response``        | ``llm_call`` with the usage fields it carries (``input_tokens``/``prompt_tokens``, ...), ``model``, and ``cost_usd`` when ``data`` has one |
+| ``llm_response``        | ``llm_call`` with the usage fields it carries, ``model``, and ``cost_usd`` if present |
 | ``user_prompt``         | ``step_start``; ``assistant_response``: ``step_end``                      |
 | anything else           | no event (still counts as activity for the silence watcher)              |
 
+Usage fields are read under their common names (``input_tokens``/``prompt_tokens``, ...).
 Raw arguments are only hashed, as in our own events; the file path (for the scope watcher) and the command
 (for the retry watcher's message) stay in memory in ``detail``.
 """
@@ -71,9 +72,10 @@ class StraceMapper:
         ts = data.get("timestamp")
         if ts.__class__ not in (int, float):
             raise ValueError(f"timestamp must be a number, got {ts!r}")
-        payload = data.get("data") if isinstance(data.get("data"), dict) else {}
+        raw = data.get("data")
+        payload: dict = raw if isinstance(raw, dict) else {}
         session = self.session_id or data.get("session_id") or None
-        base = {"agent_id": self.agent, "session_id": session, "run_id": session}
+        base: dict[str, Any] = {"agent_id": self.agent, "session_id": session, "run_id": session}
         duration = data.get("duration_ms") if isinstance(data.get("duration_ms"), (int, float)) else None
         tool = str(payload.get("tool_name") or "?")
         if kind == "tool_call":
@@ -93,9 +95,9 @@ class StraceMapper:
         if kind in ("file_read", "file_write"):
             path = payload.get("path") or payload.get("file_path")
             access = "write" if kind == "file_write" else "read"
-            detail = {"path": str(path), "access": access} if path else None
+            file_detail = {"path": str(path), "access": access} if path else None
             return [Event(ev.TOOL_END, float(ts), tool_name=access, args_hash=_hash(path), status="ok",
-                          detail=detail, **base)]
+                          detail=file_detail, **base)]
         if kind == "llm_response":
             inp, out = _tokens(payload, _INPUT_KEYS), _tokens(payload, _OUTPUT_KEYS)
             cost = payload.get("cost_usd", payload.get("cost"))

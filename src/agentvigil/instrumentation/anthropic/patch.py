@@ -65,7 +65,8 @@ def error_kind(exc: BaseException) -> str | None:
         return None  # the core classifies by class name and status (429, 529, ...)
     body = getattr(exc, "body", None)
     if isinstance(body, dict):
-        err = body.get("error") if isinstance(body.get("error"), dict) else body
+        inner = body.get("error")
+        err = inner if isinstance(inner, dict) else body
         kind = _BODY_KINDS.get(str(err.get("type")))
         if kind == "invalid_request":
             return None  # let the core look for context-length markers in the message

@@ -63,9 +63,9 @@ class EventBridge:
                 key = queue[0] if queue else None
             obj = self._open.pop(key, None) if key is not None else None
             if key is not None:
-                queue = self._fifo.get((kind, id(run), name))
-                if queue and key in queue:
-                    queue.remove(key)
+                pending = self._fifo.get((kind, id(run), name))
+                if pending and key in pending:
+                    pending.remove(key)
             if obj is None and key is not None:
                 self._early[key] = (result, error)
                 return
