@@ -19,7 +19,7 @@ from . import events as ev
 from ._safety import internal_error
 from .errors import PROVIDER_KINDS, classify_exception
 from .exceptions import CircuitOpenError, GuardError
-from .pipeline.routing import guard_pipeline, publish
+from .pipeline.routing import publish_guard
 
 CLOSED = "closed"
 OPEN = "open"
@@ -161,10 +161,7 @@ class CircuitBreaker:
     def _emit(self, event: ev.Event, outside_run: bool = False) -> None:
         """Guards only build events; the pipeline writes the metrics and tells the subscribers."""
         try:
-            if outside_run and self._monitor is None:
-                guard_pipeline(self._registry).emit(event)
-            else:
-                publish(event, self._monitor, self._registry)
+            publish_guard(event, self._monitor, self._registry, outside_run)
         except Exception as exc:
             internal_error("breaker", exc)
 

@@ -15,7 +15,7 @@ from typing import Any
 from . import events as ev
 from ._safety import internal_error
 from .exceptions import BudgetExceeded
-from .pipeline.routing import guard_pipeline, publish
+from .pipeline.routing import publish_guard
 
 
 class Reservation:
@@ -136,10 +136,7 @@ class TokenBudget:
 
     def _emit(self, event: ev.Event, outside_run: bool = False) -> None:
         try:
-            if outside_run and self._monitor is None:
-                guard_pipeline(self._registry).emit(event)
-            else:
-                publish(event, self._monitor, self._registry)
+            publish_guard(event, self._monitor, self._registry, outside_run)
         except Exception as exc:
             internal_error("budget", exc)
 

@@ -314,10 +314,15 @@ def metrics_for(registry: CollectorRegistry | None = None) -> AgentMetrics:
     registry = REGISTRY if registry is None else registry
     found = _by_registry.get(id(registry))
     if found is None or found.registry is not registry:
+        from .settings import env_int
+
+        # Read before the lock: an invalid value is counted through internal_error, which needs the
+        # default metrics, which would wait on this very lock.
+        cap = env_int("AGENTVIGIL_MAX_LABEL_VALUES", DEFAULT_MAX_LABEL_VALUES)
         with _default_lock:
             found = _by_registry.get(id(registry))
             if found is None or found.registry is not registry:
-                found = _by_registry[id(registry)] = AgentMetrics(registry)
+                found = _by_registry[id(registry)] = AgentMetrics(registry, cap)
     return found
 
 

@@ -12,6 +12,8 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
+from .settings import parse_duration as _parse_duration
+
 ACTIONS = ("terminal", "file", "webhook", "kill")
 DEFAULT_ALERTS_LOG = ".agentvigil/alerts.ndjson"
 DEFAULT_SCOPE_POLICY = ".agent-scope.json"
@@ -205,18 +207,14 @@ def parse_actions(value: object, key: str) -> tuple[str, ...]:
     return tuple(dict.fromkeys(items))
 
 
-_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h)?\s*$")
 
 
 def parse_duration(text: str, key: str = "duration") -> float:
-    """``500ms``, ``30s``, ``10m``, ``1.5h``; a bare number is seconds."""
-    match = _DURATION.match(str(text))
-    if not match:
-        raise ConfigError(key, f"expected a duration like 30s, 10m or 1h, got {text!r}")
-    value = float(match.group(1)) * {"ms": 0.001, "s": 1, "m": 60, "h": 3600, None: 1}[match.group(2)]
-    if value <= 0:
-        raise ConfigError(key, "must be greater than 0")
-    return value
+    """``settings.parse_duration`` with the offending key named in the error."""
+    try:
+        return _parse_duration(text)
+    except ValueError as exc:
+        raise ConfigError(key, str(exc)) from None
 
 
 def _kind(value: object) -> str:

@@ -95,16 +95,20 @@ _warned: set[str] = set()
 MAX_SECONDS = 86_400.0 * 365   # a finite ceiling: threads wait with timeouts, inf would stop them for good
 
 
+# Called on every invalid value; agentvigil._safety counts them in agentvigil_internal_errors_total (kept as a
+# hook so this module, read by everything, imports nothing of ours).
+on_invalid: list[Any] = []
+
+
 def _invalid(name: str, raw: object, why: str, default: object) -> object:
     if name not in _warned:
         _warned.add(name)
         log.warning("agentvigil: ignoring %s=%r (%s); using %r", name, raw, why, default)
-    try:
-        from ._safety import internal_error
-
-        internal_error("settings")
-    except Exception:  # pragma: no cover
-        pass
+    for hook in on_invalid:
+        try:
+            hook()
+        except Exception:  # pragma: no cover - counting must not raise either
+            pass
     return _INVALID
 
 
@@ -134,14 +138,24 @@ def parse_positive_float(raw: str) -> float:
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
 
 
-def parse_duration(raw: str) -> float:
-    """``500ms``, ``30s``, ``10m``, ``1.5h``, ``2d``; a bare number is seconds. Positive and finite."""
-    match = _DURATION.match(str(raw))
-    if not match:
-        raise ValueError(f"expected a duration like 30s, 10m or 1h, got {raw!r}")
-    value = float(match.group(1)) * {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, None: 1}[match.group(2)]
-    if not 0 < value <= MAX_SECONDS:
-        raise ValueError("must be greater than 0 and at most a year")
+_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, None: 1.0}
+
+
+def parse_duration(raw: object, allow_zero: bool = False) -> float:
+    """The one duration parser: ``500ms``, ``30s``, ``10m``, ``1.5h``, ``2d``, or a number of seconds.
+    Finite, at most a year, greater than 0 (or 0 itself with ``allow_zero``, meaning "off")."""
+    if isinstance(raw, bool):
+        raise ValueError("expected a duration like 30s, 10m or 1h")
+    if isinstance(raw, (int, float)):
+        value = float(raw)
+    else:
+        match = _DURATION.match(str(raw))
+        if not match:
+            raise ValueError(f"expected a duration like 30s, 10m or 1h, got {raw!r}")
+        value = float(match.group(1)) * _UNITS[match.group(2)]
+    if not math.isfinite(value) or value > MAX_SECONDS or value < 0 or (value == 0 and not allow_zero):
+        raise ValueError("must be greater than 0 and at most a year" if not allow_zero
+                         else "must be between 0 and a year")
     return value
 
 

@@ -33,6 +33,14 @@ def guard_pipeline(registry: CollectorRegistry | None = None) -> Pipeline:
     return found[1]
 
 
+def publish_guard(event: Event, monitor: Any, registry: CollectorRegistry | None, outside_run: bool = False) -> None:
+    """What breakers and budgets call: ``outside_run`` for their creation, which belongs to no run."""
+    if outside_run and monitor is None:
+        guard_pipeline(registry).emit(event)
+    else:
+        publish(event, monitor, registry)
+
+
 def publish(event: Event, monitor: Any = None, registry: CollectorRegistry | None = None) -> None:
     """Publish a guard event. Never raises (the pipeline counts its own failures)."""
     run = current_run()
