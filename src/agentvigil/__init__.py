@@ -27,6 +27,7 @@ from .exceptions import (
     RunKilled,
 )
 from .exposition import start_metrics_server
+from .fingerprint import result_fingerprint
 from .monitor import Monitor, Run, default_monitor, llm_call, start_llm_call, subscribe
 from .rollback import IRREVERSIBLE, READ, WRITE, RollbackRegistry
 from .signals.cost import ModelPrice, PriceBook
@@ -35,7 +36,8 @@ __all__ = [
     "IRREVERSIBLE", "READ", "RollbackRegistry", "WRITE",
     "BudgetExceeded", "CircuitBreaker", "CircuitOpenError", "Event", "GuardError", "LoopDetected", "ModelPrice",
     "Monitor", "PriceBook", "Reservation", "Run", "RunKilled", "TokenBudget", "__version__", "current_run",
-    "default_monitor", "instrument", "llm_call", "start_llm_call", "start_metrics_server", "subscribe",
+    "default_monitor", "instrument", "llm_call", "result_fingerprint",
+    "start_llm_call", "start_metrics_server", "subscribe",
     "uninstrument",
 ]
 

@@ -29,6 +29,8 @@ def _cmd_replay(args: argparse.Namespace) -> int:
 
     overrides = {"loop_max_repeats": args.loop_max_repeats, "cost_spike_factor": args.cost_spike_factor}
     settings = Settings.from_env(**overrides)
+    if args.score or args.labels or args.set:
+        return _cmd_score(args, settings)
     stats = ReplayStats()
     try:
         for record in replay(args.path, settings, stats):
@@ -57,6 +59,40 @@ def _cmd_replay(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _cmd_score(args: argparse.Namespace, settings: object) -> int:
+    """replay --score: verdicts against a labels file (agentvigil.scoring)."""
+    from . import scoring
+    from .pipeline.build import load_policy
+    from .policy import ConfigError, apply_setting
+
+    if not (args.score and args.labels):
+        print("agentvigil replay: --score needs --labels FILE (and --set needs --score)", file=sys.stderr)
+        return EXIT_USAGE
+    try:
+        labels = scoring.load_labels(args.labels)
+        policy = load_policy(settings)  # type: ignore[arg-type]
+        for text in args.set:
+            apply_setting(policy, text)
+    except (OSError, ValueError) as exc:   # ConfigError is a ValueError naming the key
+        kind = "bad setting" if isinstance(exc, ConfigError) else "cannot read labels"
+        print(f"agentvigil replay: {kind}: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    traces = scoring.collect(args.path, labels, settings, policy)
+    if not traces:
+        print(f"agentvigil replay: no labelled runs under {args.path}", file=sys.stderr)
+        return EXIT_ERROR
+    out: dict = {"report": scoring.report(traces)}
+    if args.sweep:
+        out["sweep"] = scoring.sweep(args.path, labels, settings, policy)
+    if args.json:
+        sys.stdout.write(json.dumps(out, indent=1) + "\n")
+    else:
+        sys.stdout.write(scoring.format_table(out["report"]))
+        if args.sweep:
+            sys.stdout.write("\n" + scoring.format_sweep(out["sweep"]))
+    return EXIT_OK
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="agentvigil", description="Health signals, alerts and guards for LLM agents.")
     parser.add_argument("--version", action="version", version=f"agentvigil {__version__}")
@@ -78,6 +114,11 @@ def build_parser() -> argparse.ArgumentParser:
     rep.add_argument("--json", action="store_true", help="one JSON object per detection")
     rep.add_argument("--loop-max-repeats", type=int, default=None)
     rep.add_argument("--cost-spike-factor", type=float, default=None)
+    rep.add_argument("--labels", metavar="FILE", help="JSON object: run_id or task_id -> true (should be flagged)")
+    rep.add_argument("--score", action="store_true", help="precision, recall, FPR, lead time per detector/source")
+    rep.add_argument("--sweep", action="store_true", help="with --score: a one-at-a-time threshold sweep")
+    rep.add_argument("--set", action="append", default=[], metavar="WATCHER.KEY=VALUE",
+                     help="any detector threshold, e.g. stuck.hold=4 (repeatable; as in .agent-watch.json)")
     rep.set_defaults(func=_cmd_replay)
 
     # Commands that live in their own packages register themselves: register(subparsers) -> None.

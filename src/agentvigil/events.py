@@ -50,6 +50,7 @@ class Event:
     tool_name: str | None = None
     args_hash: str | None = None
     result_hash: str | None = None
+    result_fingerprint: str | None = None   # similarity fingerprint of the result (agentvigil.fingerprint)
     status: str | None = None
     error_kind: str | None = None
     duration_ms: float | None = None
@@ -82,7 +83,8 @@ class Event:
 
 _FIELD_NAMES = tuple(f.name for f in fields(Event) if f.name != "scope")
 _STR_FIELDS = frozenset({"event_type", "agent_id", "session_id", "run_id", "task_id", "correlation_id",
-                         "tool_name", "args_hash", "result_hash", "status", "error_kind", "provider", "model",
+                         "tool_name", "args_hash", "result_hash",
+                         "result_fingerprint", "status", "error_kind", "provider", "model",
                          "name", "state", "reason", "detector", "trace_id", "span_id"})
 _INT_FIELDS = frozenset({"step_index", "input_tokens", "output_tokens", "cache_read_tokens",
                          "cache_write_tokens", "token_count"})

@@ -164,16 +164,19 @@ class Monitor:
         return recorder.session_id if recorder is not None else self._session_id
 
     # -- public API --------------------------------------------------------------------------------------
-    def run(self, task_id: str | None = None, *, correlation_id: str | None = None) -> Run:
-        """A run of the agent (one task). Use as ``with`` or ``async with``."""
-        return Run(self, task_id, correlation_id, managed=True)
+    def run(self, task_id: str | None = None, *, correlation_id: str | None = None,
+            max_cost_usd: float | None = None, max_steps: int | None = None) -> Run:
+        """A run of the agent (one task). Use as ``with`` or ``async with``. ``max_cost_usd``/``max_steps``
+        are the run's own limits, recorded on ``run_start`` so the runaway detector can project against them."""
+        return Run(self, task_id, correlation_id, managed=True, limits=_limits(max_cost_usd, max_steps))
 
-    def start_run(self, task_id: str | None = None, *, correlation_id: str | None = None) -> Run:
+    def start_run(self, task_id: str | None = None, *, correlation_id: str | None = None,
+                  max_cost_usd: float | None = None, max_steps: int | None = None) -> Run:
         """Start a run by hand (callback-style frameworks); finish it with ``run.end()``. Raises RunKilled
         while a kill signal or kill file is in force."""
         if control.stop_reason is not None:
             raise RunKilled(control.stop_reason)
-        run = Run(self, task_id, correlation_id, managed=False)
+        run = Run(self, task_id, correlation_id, managed=False, limits=_limits(max_cost_usd, max_steps))
         run._begin()
         return run
 
@@ -312,3 +315,9 @@ if hasattr(os, "register_at_fork"):
 
 __all__ = ["LLMCall", "Monitor", "Run", "Step", "ToolCall", "default_monitor", "llm_call", "start_llm_call",
            "subscribe"]
+
+
+def _limits(max_cost_usd: float | None, max_steps: int | None) -> dict | None:
+    limits = {k: v for k, v in (("max_cost_usd", max_cost_usd), ("max_steps", max_steps))
+              if isinstance(v, (int, float)) and not isinstance(v, bool) and v > 0}
+    return limits or None

@@ -29,6 +29,13 @@ WATCHER_PARAMS: dict[str, dict[str, tuple[type, object]]] = {
     "budget": {"max_tokens": (int, None)},
     "detectors": {},
     "correlated": {"window_seconds": (float, 60.0), "min_watchers": (int, 2)},
+    # docs/detection.md says what each threshold does and how the defaults were chosen
+    "stuck": {"window": (int, 10), "on_score": (float, 0.75), "off_score": (float, 0.45), "hold": (int, 6),
+              "identical_calls": (int, 6), "same_errors": (int, 5), "min_steps": (int, 8),
+              "similar": (float, 0.9), "empty_weight": (float, 0.25)},
+    "runaway": {"quantile": (float, 0.95), "length_factor": (float, 2.0), "spend_factor": (float, 2.0),
+                "min_runs": (int, 20), "baseline_runs": (int, 200), "limit_fraction": (float, 0.8),
+                "state_file": (str, None)},
 }
 DEFAULT_ACTIONS: dict[str, tuple[str, ...]] = {}   # every watcher alerts on the terminal; kill only when asked
 WEBHOOK_PARAMS = {"url": str, "events": list, "slack": bool, "timeout_seconds": float, "retries": int}
@@ -139,6 +146,11 @@ class WatchConfig:
                 raise ConfigError(f"{where}.sequence_length", "must be at least 2")
             if spec.params["max_repeats"] < 2:
                 raise ConfigError(f"{where}.max_repeats", "must be at least 2")
+        for key in ("on_score", "off_score", "similar", "empty_weight", "quantile", "limit_fraction"):
+            if key in params and key in body and not 0 < spec.params[key] <= 1:
+                raise ConfigError(f"{where}.{key}", f"must be in (0, 1], got {spec.params[key]}")
+        if name == "stuck" and not 2 <= spec.params["window"] <= 1024:
+            raise ConfigError(f"{where}.window", "must be between 2 and 1024")
         if name == "correlated" and spec.params["min_watchers"] < 2:
             raise ConfigError(f"{where}.min_watchers", "must be at least 2")
 
@@ -237,3 +249,17 @@ def _positive(key: str, value: Any) -> Any:
     if value <= 0:
         raise ConfigError(key, f"must be greater than 0, got {value}")
     return value
+
+
+def apply_setting(config: WatchConfig, text: str) -> None:
+    """``watcher.key=value`` (a CLI ``--set``): any threshold of ``WATCHER_PARAMS``, typed and checked like
+    the config file."""
+    name_key, sep, raw = text.partition("=")
+    name, dot, key = name_key.strip().partition(".")
+    if not sep or not dot:
+        raise ConfigError(text, "expected watcher.key=value, e.g. stuck.hold=4")
+    try:
+        value = json.loads(raw)
+    except ValueError:
+        value = raw   # a bare string (a path)
+    config._apply_watcher(name, {key: value}, ".")

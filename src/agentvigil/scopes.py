@@ -21,6 +21,7 @@ from .codec import digest
 from .errors import TOOL_ERROR, classify_exception
 from .events import Event
 from .exceptions import GuardError, LoopDetected, RunKilled
+from .fingerprint import result_fingerprint
 
 if TYPE_CHECKING:
     from types import TracebackType
@@ -87,8 +88,10 @@ class _Scope:
 class Run:
     """One run of an agent (one task). Steps, tool calls and LLM calls happen inside it."""
 
-    def __init__(self, monitor: Monitor, task_id: str | None, correlation_id: str | None, managed: bool):
+    def __init__(self, monitor: Monitor, task_id: str | None, correlation_id: str | None, managed: bool,
+                 limits: dict | None = None):
         self.monitor = monitor
+        self.limits = limits   # {"max_cost_usd", "max_steps"} as given: recorded for the runaway projection
         self.run_id = uuid.uuid4().hex[:16]
         self.task_id = task_id
         self.correlation_id = correlation_id
@@ -120,7 +123,7 @@ class Run:
         try:
             m._started(self)
             m._emit(Event(ev.RUN_START, _time(), run_id=self.run_id, task_id=self.task_id,
-                          correlation_id=self.correlation_id, scope=self))
+                          correlation_id=self.correlation_id, detail=self.limits, scope=self))
         except Exception as exc:
             internal_error("run", exc)
 
@@ -345,7 +348,7 @@ class ToolCall(_Scope):
     started, and put on it only when content capture is on."""
 
     __slots__ = ("run", "name", "args_hash", "result_hash", "call_id", "_start", "_span", "_args", "_ended",
-                 "error_kind", "_otel_token", "detail", "_error", "status")
+                 "error_kind", "_otel_token", "detail", "_error", "status", "result_fingerprint")
 
     def __init__(self, run: Run, name: str, args: Any, call_id: str | None, detail: dict | None = None):
         self.detail = detail
@@ -355,6 +358,7 @@ class ToolCall(_Scope):
         self._args = args
         self.args_hash: str | None = None
         self.result_hash: str | None = None
+        self.result_fingerprint: str | None = None
         self.error_kind: str | None = None
         self.status: str | None = None
         self._span: Any = None
@@ -385,6 +389,7 @@ class ToolCall(_Scope):
     def set_result(self, result: Any) -> None:
         """Optional: hash the result so the loop guard can tell "same call, same answer" from progress."""
         self.result_hash = digest(result)
+        self.result_fingerprint = result_fingerprint(result)
 
     def reject(self, reason: str | None = None) -> None:
         """The action could not be parsed or executed (a format rejection): recorded as ``tool_end`` with
@@ -403,6 +408,7 @@ class ToolCall(_Scope):
         try:
             if result is not None:
                 self.result_hash = digest(result)
+                self.result_fingerprint = result_fingerprint(result)
             status = self.status
             kind = error_kind or self.error_kind
             if status != "rejected":
@@ -413,6 +419,7 @@ class ToolCall(_Scope):
             run.monitor._emit(Event(ev.TOOL_END, _time(), run_id=run.run_id, task_id=run.task_id,
                                     correlation_id=run.correlation_id, step_index=run.step_index,
                                     tool_name=self.name, args_hash=self.args_hash, result_hash=self.result_hash,
+                                    result_fingerprint=self.result_fingerprint,
                                     status=status, error_kind=kind, duration_ms=duration * 1000.0,
                                     detail=self.detail, scope=self))
         except Exception as exc:

@@ -24,9 +24,11 @@ from .cost_limit import CostLimitDetector
 from .duration import DurationDetector
 from .loops import LoopDetector
 from .retry import RetryDetector
+from .runaway import RunawayDetector, RunawayPolicy
 from .scope import ScopeDetector, ScopePolicy
 from .sequence import SequenceDetector
 from .silence import SilenceDetector
+from .stuck import StuckDetector, StuckPolicy
 
 
 @dataclass
@@ -83,6 +85,8 @@ register("duration", "duration", _duration)
 register("loop", "loop", lambda c: SequenceDetector(c.param("loop", "sequence_length"), c.param("loop", "max_repeats")))
 register("silence", "silence", lambda c: SilenceDetector(c.param("silence", "max_seconds")))
 register("budget", "budget", lambda c: BudgetDetector(c.param("budget", "max_tokens")))
+register("stuck", "stuck", lambda c: StuckDetector(StuckPolicy(**c.policy.watchers["stuck"].params)))
+register("runaway", "runaway", lambda c: RunawayDetector(RunawayPolicy(**c.policy.watchers["runaway"].params)))
 # Correlation last: it judges the verdicts of all the others (the pipeline feeds it every detection).
 register(CORRELATED, "correlated", lambda c: CorrelationDetector(
     c.families, c.param("correlated", "window_seconds"), c.param("correlated", "min_watchers")))

@@ -1,0 +1,241 @@
+"""runaway: the run is on course to exhaust its budget or limits (docs/detection.md).
+
+Compared with the agent's own completed, healthy runs (status ok, never flagged by this detector):
+
+* length — more tool results than ``length_factor`` × the ``quantile`` of completed runs' lengths;
+* spend at the same step index — cumulative cost (or tokens, when nothing is priced) at a checkpoint step
+  above ``spend_factor`` × the ``quantile`` of what completed runs had spent by that step;
+* limits — when the run declared ``max_steps`` / ``max_cost_usd`` (``Monitor.run(...)``, recorded on
+  ``run_start``), having used ``limit_fraction`` of either.
+
+The baseline keeps the last ``baseline_runs`` runs per agent, checkpointed at geometric step indices, so
+memory is bounded and each event costs O(1) (quantiles are recomputed as runs complete, every 5 % of the
+baseline once it is full enough). With
+``state_file`` it persists across processes (JSON, replaced atomically), so a harness that starts one process
+per task has a baseline from its second run.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections import deque
+from dataclasses import dataclass
+
+from .. import events as ev
+from .._safety import internal_error
+from ..events import Event
+from ..pipeline import detection
+from ._state import PerRun
+
+RUNAWAY = "runaway"
+CHECKPOINTS = (5, 10, 15, 20, 30, 40, 60, 80, 120, 160, 240, 320, 480, 640, 960, 1280)
+_CHECKPOINT_SET = frozenset(CHECKPOINTS)
+STATE_VERSION = 1
+MAX_AGENTS = 1000
+
+
+@dataclass(frozen=True, slots=True)
+class RunawayPolicy:
+    quantile: float = 0.95        # of the completed runs' lengths / spend at the same step
+    length_factor: float = 2.0    # longer than this × the length quantile
+    spend_factor: float = 2.0     # spent more than this × the spend quantile at the same step
+    min_runs: int = 20            # completed runs needed (reaching the step, for spend) before judging
+    baseline_runs: int = 200      # completed runs kept per agent
+    limit_fraction: float = 0.8   # of the run's declared max_steps / max_cost_usd
+    state_file: str | None = None
+
+
+def quantile(sorted_values: list[float], q: float) -> float:
+    """Linear-interpolated quantile of an ascending list (numpy's default)."""
+    n = len(sorted_values)
+    if n == 1:
+        return sorted_values[0]
+    pos = q * (n - 1)
+    lo = int(pos)
+    hi = min(lo + 1, n - 1)
+    return sorted_values[lo] + (sorted_values[hi] - sorted_values[lo]) * (pos - lo)
+
+
+class _Baseline:
+    """One agent's completed runs, and the thresholds derived from them (recomputed per completed run)."""
+
+    __slots__ = ("runs", "length_limit", "spend_limits", "stale")
+
+    def __init__(self, keep: int) -> None:
+        self.runs: deque[tuple[int, dict[int, float]]] = deque(maxlen=keep)
+        self.length_limit: float | None = None
+        self.spend_limits: dict[int, float] = {}
+        self.stale = 0   # runs added since the thresholds were computed
+
+    def add(self, steps: int, spend: dict[int, float], p: RunawayPolicy) -> None:
+        self.runs.append((steps, spend))
+        self.stale += 1
+        # Quantiles move slowly: recompute after each run while the baseline is small, then every 5 % of it,
+        # which keeps the per-event cost O(1) amortised.
+        if len(self.runs) <= p.min_runs or self.stale * 20 >= len(self.runs):
+            self.refresh(p)
+
+    def refresh(self, p: RunawayPolicy) -> None:
+        self.stale = 0
+        if len(self.runs) < p.min_runs:
+            self.length_limit, self.spend_limits = None, {}
+            return
+        self.length_limit = p.length_factor * quantile(sorted(r[0] for r in self.runs), p.quantile)
+        limits = {}
+        for cp in CHECKPOINTS:
+            values = sorted(s[cp] for _, s in self.runs if cp in s)
+            if len(values) < p.min_runs:
+                break
+            limits[cp] = p.spend_factor * quantile(values, p.quantile)
+        self.spend_limits = limits
+
+
+class _Run:
+    __slots__ = ("steps", "cost", "tokens", "spend", "max_steps", "max_cost", "flagged")
+
+    def __init__(self) -> None:
+        self.steps = 0
+        self.cost = 0.0
+        self.tokens = 0
+        self.spend: dict[int, float] = {}
+        self.max_steps: float | None = None
+        self.max_cost: float | None = None
+        self.flagged = False
+
+
+class RunawayDetector:
+    name = RUNAWAY
+    family = "cost"
+    consumes = frozenset({ev.RUN_START, ev.LLM_CALL, ev.TOOL_END, ev.RUN_END})
+
+    def __init__(self, policy: RunawayPolicy | None = None):
+        self.policy = policy or RunawayPolicy()
+        self._runs: PerRun[_Run] = PerRun(_Run)
+        self._baselines: dict[str | None, _Baseline] = {}
+        self._priced: dict[str | None, bool] = {}   # agent -> its runs carry cost (else tokens are the spend)
+        if self.policy.state_file:
+            self._load(self.policy.state_file)
+
+    # -- events ------------------------------------------------------------------------------------------
+    def feed(self, event: Event) -> list[Event] | None:
+        kind = event.event_type
+        if event.run_id is None and event.task_id is None:
+            return None
+        if kind == ev.TOOL_END:
+            state = self._runs.get(event)
+            state.steps += 1
+            if state.flagged:
+                return None
+            return self._check(event, state)
+        if kind == ev.LLM_CALL:
+            state = self._runs.get(event)
+            if event.cost_usd:
+                state.cost += event.cost_usd
+            state.tokens += event.token_count if event.token_count is not None else (
+                (event.input_tokens or 0) + (event.output_tokens or 0))
+            if state.max_cost and not state.flagged and state.cost >= self.policy.limit_fraction * state.max_cost:
+                return self._fire(event, state, "cost_limit", state.cost, state.max_cost)
+            return None
+        if kind == ev.RUN_START:
+            state = self._runs.get(event)
+            detail = event.detail or {}
+            state.max_steps = _positive(detail.get("max_steps"))
+            state.max_cost = _positive(detail.get("max_cost_usd"))
+            return None
+        state = self._runs.pop(event) or _Run()   # run_end
+        if event.status == "ok" and not state.flagged and state.steps:
+            self._learn(event.agent_id, state)
+        return None
+
+    def _spend(self, agent: str | None, state: _Run) -> float:
+        if state.cost:
+            self._priced[agent] = True
+        return state.cost if self._priced.get(agent) else float(state.tokens)
+
+    def _check(self, event: Event, state: _Run) -> list[Event] | None:
+        p = self.policy
+        steps = state.steps
+        if state.max_steps and steps >= p.limit_fraction * state.max_steps:
+            return self._fire(event, state, "step_limit", steps, state.max_steps)
+        baseline = self._baselines.get(event.agent_id)
+        if steps in _CHECKPOINT_SET:
+            spend = state.spend[steps] = self._spend(event.agent_id, state)
+            limit = baseline.spend_limits.get(steps) if baseline is not None else None
+            if limit is not None and spend > limit > 0:
+                return self._fire(event, state, "spend_at_step", spend, limit)
+        if baseline is not None and baseline.length_limit is not None and steps > baseline.length_limit:
+            return self._fire(event, state, "length", steps, baseline.length_limit)
+        return None
+
+    def _fire(self, event: Event, state: _Run, why: str, value: float, limit: float) -> list[Event]:
+        state.flagged = True
+        detail = {"why": why, "value": round(value, 6), "threshold": round(limit, 6), "steps": state.steps,
+                  "cost_usd": round(state.cost, 6), "tokens": state.tokens}
+        return [detection(event, RUNAWAY, detail,
+                          f"run on course to exhaust its budget: {why} {value:.4g} over {limit:.4g} "
+                          f"after {state.steps} steps")]
+
+    def _learn(self, agent: str | None, state: _Run) -> None:
+        baseline = self._baselines.get(agent)
+        if baseline is None:
+            if len(self._baselines) >= MAX_AGENTS:
+                return
+            baseline = self._baselines[agent] = _Baseline(self.policy.baseline_runs)
+        baseline.add(state.steps, state.spend, self.policy)
+        if self.policy.state_file:
+            self._save(self.policy.state_file)
+
+    def baseline_size(self, agent: str | None) -> int:
+        b = self._baselines.get(agent)
+        return 0 if b is None else len(b.runs)
+
+    # -- persistence -------------------------------------------------------------------------------------
+    def _load(self, path: str) -> None:
+        try:
+            with open(path, encoding="utf-8") as fh:
+                data = json.load(fh)
+        except FileNotFoundError:
+            return
+        except (OSError, ValueError) as exc:
+            internal_error("runaway_state", exc)
+            return
+        try:
+            if data.get("version") != STATE_VERSION:
+                return
+            for agent, body in list(data.get("agents", {}).items())[:MAX_AGENTS]:
+                baseline = _Baseline(self.policy.baseline_runs)
+                for steps, spend in body.get("runs", []):
+                    baseline.runs.append((int(steps), {int(k): float(v) for k, v in spend.items()}))
+                baseline.refresh(self.policy)
+                key = None if agent == "" else agent
+                self._baselines[key] = baseline
+                self._priced[key] = bool(body.get("priced"))
+        except (AttributeError, TypeError, ValueError) as exc:
+            internal_error("runaway_state", exc)
+            self._baselines.clear()
+
+    def _save(self, path: str) -> None:
+        data = {"version": STATE_VERSION, "agents": {
+            "" if agent is None else agent: {"priced": self._priced.get(agent, False),
+                                             "runs": [[steps, spend] for steps, spend in b.runs]}
+            for agent, b in self._baselines.items()}}
+        tmp = f"{path}.{os.getpid()}.tmp"
+        try:
+            directory = os.path.dirname(path)
+            if directory:
+                os.makedirs(directory, exist_ok=True)
+            with open(tmp, "w", encoding="utf-8") as fh:
+                json.dump(data, fh, separators=(",", ":"))
+            os.replace(tmp, path)
+        except OSError as exc:
+            internal_error("runaway_state", exc)
+
+    def tick(self, now: float) -> None:
+        return None
+
+
+def _positive(value: object) -> float | None:
+    if isinstance(value, (int, float)) and not isinstance(value, bool) and value > 0:
+        return float(value)
+    return None

@@ -1,0 +1,172 @@
+"""stuck: the run loops or has stopped converging (docs/detection.md).
+
+Each tool result updates a stall score in [0, 1] from four signals, all O(window) per event with a small
+fixed window:
+
+* novelty — how unlike the recent results this one is (``result_fingerprint`` similarity, not exact hashes,
+  so a compile whose output only changes its timestamps is not progress);
+* action entropy — how varied the recent (tool, arguments) pairs are;
+* identical-call streak — the same call again, whatever its result;
+* same-error streak — the same error back (similar fingerprint or error kind) across varying calls.
+
+Empty results (a write that prints nothing) carry little information and count for a fraction of a step.
+Rejected actions (unparsable or refused) are not tool calls and are skipped. The verdict fires once per run,
+when the score has stayed at or above ``on_score`` for ``hold`` consecutive results (hysteresis: it only
+resets below ``off_score``), so a short stutter the agent recovers from stays quiet.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import deque
+from dataclasses import dataclass
+
+from .. import events as ev
+from ..events import Event
+from ..fingerprint import EMPTY
+from ..pipeline import detection
+from ._state import PerRun
+
+STUCK = "stuck"
+
+
+@dataclass(frozen=True, slots=True)
+class StuckPolicy:
+    window: int = 10            # recent results compared for novelty and entropy
+    on_score: float = 0.75      # a step at or above this counts toward the verdict
+    off_score: float = 0.45     # below this the count resets (hysteresis)
+    hold: int = 6               # consecutive steps at or above on_score before the verdict
+    identical_calls: int = 6    # this many identical calls in a row score 1.0 by themselves
+    same_errors: int = 5        # this many similar errors in a row score 1.0 by themselves
+    min_steps: int = 8          # no verdict before this many tool results
+    similar: float = 0.9        # fingerprint similarity at or above which two results are "the same"
+    empty_weight: float = 0.25  # how much an empty result counts toward streaks and the novelty average
+
+
+class _Run:
+    __slots__ = ("fps", "actions", "counts", "last_action", "streak", "err_fp", "err_kind", "errors", "novelty", "held",
+                 "steps", "fired", "last_hash")
+
+    def __init__(self, window: int) -> None:
+        self.fps: deque[int] = deque(maxlen=window)
+        self.actions: deque[tuple[str | None, str | None]] = deque(maxlen=window)
+        self.counts: dict[tuple[str | None, str | None], int] = {}   # of the actions in the window
+        self.last_action: tuple[str | None, str | None] | None = None
+        self.streak = 0.0
+        self.err_fp: int | None = None
+        self.err_kind: str | None = None
+        self.errors = 0.0
+        self.novelty = 1.0    # moving average of result novelty
+        self.held = 0
+        self.steps = 0
+        self.fired = False
+        self.last_hash: str | None = None
+
+
+def _fp(value: str | None) -> int | None:
+    if not value or value == EMPTY:
+        return None
+    try:
+        return int(value, 16)
+    except ValueError:
+        return None
+
+
+_CLOGC = tuple(c * math.log(c) if c else 0.0 for c in range(1025))
+
+
+def _entropy(counts: dict, n: int) -> float:
+    """Shannon entropy of the window's actions, normalised to [0, 1] by the window's length:
+    H = log n − Σ c·log c / n."""
+    if n < 2:
+        return 1.0
+    log_n = math.log(n)
+    return max(0.0, (log_n - sum(_CLOGC[c] for c in counts.values()) / n) / log_n)
+
+
+class StuckDetector:
+    name = STUCK
+    family = "loop"
+    consumes = frozenset({ev.TOOL_END, ev.RUN_END})
+
+    def __init__(self, policy: StuckPolicy | None = None):
+        self.policy = policy or StuckPolicy()
+        self._runs: PerRun[_Run] = PerRun(lambda: _Run(self.policy.window))
+
+    def feed(self, event: Event) -> list[Event] | None:
+        if event.event_type == ev.RUN_END:
+            self._runs.pop(event)
+            return None
+        if event.status == "rejected":
+            return None
+        state = self._runs.get(event)
+        if state.fired:
+            return None
+        score = self._score(state, event)
+        p = self.policy
+        if score >= p.on_score:
+            state.held += 1
+        elif score < p.off_score:
+            state.held = 0
+        if state.held < p.hold or state.steps < p.min_steps:
+            return None
+        state.fired = True
+        detail = {"score": round(score, 3), "held_steps": state.held, "steps": state.steps,
+                  "novelty": round(state.novelty, 3), "entropy": round(_entropy(state.counts, len(state.actions)), 3),
+                  "identical_calls": round(state.streak, 2), "same_errors": round(state.errors, 2)}
+        return [detection(event, STUCK, detail,
+                          f"run stalled for {state.held} steps (stall score {score:.2f}, {state.steps} tool results)")]
+
+    def _score(self, s: _Run, event: Event) -> float:
+        p = self.policy
+        s.steps += 1
+        empty = event.result_fingerprint == EMPTY
+        weight = p.empty_weight if empty else 1.0
+        action = (event.tool_name, event.args_hash)
+        s.streak = s.streak + weight if action == s.last_action else weight
+        s.last_action = action
+        actions, counts = s.actions, s.counts
+        if len(actions) == actions.maxlen:
+            old = actions[0]
+            left = counts[old] - 1
+            if left:
+                counts[old] = left
+            else:
+                del counts[old]
+        actions.append(action)
+        counts[action] = counts.get(action, 0) + 1
+
+        fp = _fp(event.result_fingerprint)
+        if fp is not None:
+            best = 0.0
+            for other in s.fps:
+                sim = 1.0 - (fp ^ other).bit_count() / 64.0
+                if sim > best:
+                    best = sim
+            # unrelated fingerprints sit near 0.5 similarity: map [0.5, similar] onto novelty [1, 0]
+            novelty = min(1.0, max(0.0, (p.similar - best) / (p.similar - 0.5))) if s.fps else 1.0
+            s.fps.append(fp)
+        elif empty or event.result_hash is None:
+            novelty = 0.5   # nothing to judge by: neither progress nor repetition
+        else:
+            novelty = 0.0 if event.result_hash == s.last_hash else 1.0   # results recorded without fingerprint
+        s.last_hash = event.result_hash
+        s.novelty += 0.3 * weight * (novelty - s.novelty)
+
+        if event.status == "error":
+            same = (fp is not None and s.err_fp is not None and 1.0 - (fp ^ s.err_fp).bit_count() / 64.0 >= p.similar) \
+                or (fp is None and event.error_kind is not None and event.error_kind == s.err_kind)
+            s.errors = s.errors + 1.0 if same else 1.0
+            s.err_fp, s.err_kind = fp, event.error_kind
+        elif novelty > 0.5 and not empty:
+            s.errors = 0.0
+
+        repetition = 1.0 - s.novelty
+        if repetition >= p.off_score:   # entropy can only lower it: skip the O(window) count otherwise
+            repetition *= 0.6 + 0.4 * (1.0 - _entropy(counts, len(actions)))
+        streak = min(1.0, (s.streak - 1.0) / max(1.0, p.identical_calls - 1.0))
+        errors = min(1.0, (s.errors - 1.0) / max(1.0, p.same_errors - 1.0))
+        return max(repetition, streak, errors)
+
+    def tick(self, now: float) -> None:
+        return None

@@ -1,0 +1,70 @@
+from agentvigil.detectors.stuck import StuckDetector
+
+from .streams import Stream, verdicts
+
+
+def test_identical_call_with_slightly_varying_output_fires():
+    s = Stream()
+    events = [s.start()]
+    for i in range(30):   # the same compile, its output differs only in timestamps and counters
+        events.append(s.tool("bash", "make", f"[{10 + i}:00:0{i % 10}] build #{i} failed: undefined ref foo"))
+    found = verdicts(StuckDetector(), events)
+    assert [v.detector for v in found] == ["stuck"]
+    assert found[0].detail["identical_calls"] >= 6
+    assert found[0].step_index < 20   # well before the end of the loop
+
+
+def test_varied_actions_same_error_fires():
+    s = Stream()
+    events = [s.start()]
+    for i in range(25):   # different wording each time, the same rejection back
+        events.append(s.tool("search", {"q": f"variant {i} of {'abcdefghijklmnopqrstuvwxyz'[i]} query"},
+                             "Error: flight HAT{} not available on that date".format(100 + i), "error",
+                             "tool_error"))
+    found = verdicts(StuckDetector(), events)
+    assert len(found) == 1 and found[0].detail["same_errors"] >= 5
+
+
+def test_converging_edit_and_test_cycle_stays_quiet():
+    s = Stream()
+    events = [s.start()]
+    failing = ["test_parse", "test_render", "test_cache", "test_auth", "test_io", "test_cli", "test_db"]
+    for i in range(len(failing)):
+        events.append(s.tool("edit", {"file": f"mod_{i}.py", "patch": f"fix {failing[i]}"}, ""))
+        left = failing[i + 1:]
+        report = ("FAILED " + " FAILED ".join(f"tests/{t}.py::{t} - AssertionError in {t}" for t in left)
+                  if left else "all tests passed")
+        events.append(s.tool("bash", "pytest", report, "error" if left else "ok"))
+    events.append(s.end())
+    assert verdicts(StuckDetector(), events) == []
+
+
+def test_same_write_with_empty_output_stays_quiet():
+    s = Stream()
+    events = [s.start()]
+    for i in range(12):
+        events.append(s.tool("write", {"path": "notes.md", "text": "same"}, ""))   # empty output each time
+        events.append(s.tool("read", {"path": f"src/file_{i}.py"}, f"content of module number {chr(65 + i)} " * 5))
+    assert verdicts(StuckDetector(), events) == []
+
+
+def test_short_stutter_recovered_stays_quiet_and_rejections_are_skipped():
+    s = Stream()
+    events = [s.start()]
+    for _ in range(4):
+        events.append(s.tool("bash", "ls", "a b c"))
+    for _ in range(20):
+        events.append(s.tool("bash", None, None, "rejected", "format_error"))
+    for i in range(20):
+        events.append(s.tool("read", {"f": i}, f"distinct text about topic {chr(65 + i)} and {chr(90 - i)} " * 3))
+    assert verdicts(StuckDetector(), events) == []
+
+
+def test_state_is_per_run_and_released_at_run_end():
+    det = StuckDetector()
+    a, b = Stream("ra"), Stream("rb")
+    for _ in range(3):
+        det.feed(a.tool("bash", "make", "x"))
+        det.feed(b.tool("bash", "make", "x"))
+    det.feed(a.end())
+    assert len(det._runs) == 1
