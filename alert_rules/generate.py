@@ -223,6 +223,7 @@ class Builder:
              "expr": "sum by (job, agent, provider, model) "
                      f"(increase(agent_tokens_total{cache_read}[{w['cache_in_use']}]))"},
         ]
+        rules += self.replica_recording_rules()
         return [self.group("agentvigil-recording", rules), self.group("agentvigil-recording-correlation", self.correlation_rules())]
 
     def correlation_rules(self) -> list[dict]:
@@ -290,10 +291,10 @@ class Builder:
             self.group("agentvigil-budget", self.budget_alerts()),
             self.group("agentvigil-loops", self.loop_alerts()),
             self.group("agentvigil-tools", self.tool_alerts()),
-            self.group("agentvigil-liveness", self.liveness_alerts()),
+            self.group("agentvigil-liveness", self.liveness_alerts() + self.replica_alerts()),
             self.group("agentvigil-correlation", self.correlated_alerts()),
             self.group("agentvigil-fleet", self.fleet_alerts()),
-            self.group("agentvigil-exporter", self.exporter_alerts()),
+            self.group("agentvigil-exporter", self.exporter_alerts() + self.fleet_exporter_alerts()),
         ]
 
     def cost_alerts(self) -> list[dict]:
@@ -515,6 +516,75 @@ class Builder:
                 Agent {{{{ $labels.agent }}}} ({{{{ $labels.instance }}}}) has a run in flight and a fresh
                 heartbeat, but has completed no step for {{{{ $value | humanizeDuration }}}} (threshold
                 {zombie['max_progress_age_seconds']}s). It is probably stuck inside a tool or LLM call.
+                """,
+            ),
+        ]
+
+    # -- fleet scale: replicas, shared guard backends, the multiprocess directory -------------------------
+
+    replicas = "job_agent:agentvigil_replicas:count"
+    stale_replicas = "job_agent:agentvigil_stale_replicas:count"
+
+    def replica_recording_rules(self) -> list[dict]:
+        """The fleet view: how many replicas (scrape targets) of each agent report, and how many are stale."""
+        age = self.a("AgentReplicaHeartbeatStale")["max_age_seconds"]
+        hb = f"agent_heartbeat_timestamp_seconds{self.s()}"
+        return [
+            {"record": self.replicas, "expr": f"count by (job, agent) ({hb} > 0)"},
+            {"record": self.stale_replicas,
+             "expr": f"count by (job, agent) ((time() - ({hb} > 0)) > {age})"},
+        ]
+
+    def replica_alerts(self) -> list[dict]:
+        """One stuck replica among healthy ones: AgentHeartbeatMissing takes the freshest heartbeat of the
+        agent, so it cannot see it. Fires only while another replica of the agent is fresh (when none is,
+        AgentHeartbeatMissing fires instead). Heartbeats are per instance (per pod: the stalest live
+        worker under PROMETHEUS_MULTIPROC_DIR)."""
+        stale = self.a("AgentReplicaHeartbeatStale")
+        age = stale["max_age_seconds"]
+        hb = f"agent_heartbeat_timestamp_seconds{self.s()}"
+        return [
+            self.alert(
+                "AgentReplicaHeartbeatStale",
+                f"""
+                (time() - ({hb} > 0)) > {age}
+                and on (job, agent)
+                (time() - max by (job, agent) ({hb})) <= {age}
+                """,
+                "One replica of an agent stopped sending heartbeats while the others are fine.",
+                f"""
+                Replica {{{{ $labels.instance }}}} of agent {{{{ $labels.agent }}}} (job {{{{ $labels.job }}}})
+                has sent no liveness heartbeat for {{{{ $value | humanizeDuration }}}} (threshold {age}s), while
+                other replicas of the agent are fresh: that replica (or one of its worker processes) is stuck.
+                """,
+            ),
+        ]
+
+    def fleet_exporter_alerts(self) -> list[dict]:
+        backend, full = self.a("AgentvigilGuardBackendDown"), self.a("AgentvigilMultiprocessDirFull")
+        return [
+            self.alert(
+                "AgentvigilGuardBackendDown",
+                f"""
+                sum by (job, instance) (
+                  increase(agentvigil_internal_errors_total{self.s('component="guard_backend"')}[{backend['window']}])
+                ) > 0
+                """,
+                "Shared guards cannot reach their backend (Redis) and follow their fail policy.",
+                f"""
+                On {{{{ $labels.instance }}}}, {{{{ $value | humanize }}}} breaker or budget decisions in
+                {backend['window']} were taken without the shared backend: fail-open guards let calls through
+                unguarded, fail-closed guards refuse them.
+                """,
+            ),
+            self.alert(
+                "AgentvigilMultiprocessDirFull",
+                f"agentvigil_multiprocess_dir_free_bytes{self.s()} < {full['min_free_bytes']}",
+                "The multiprocess metrics directory is nearly full.",
+                f"""
+                PROMETHEUS_MULTIPROC_DIR on {{{{ $labels.instance }}}} has {{{{ $value | humanize1024 }}}}B free
+                (threshold {full['min_free_bytes']}). New series will fail (counted as internal errors) until
+                the tmpfs gets more room.
                 """,
             ),
         ]
