@@ -13,6 +13,7 @@ See docs/fleet.md.
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
 import re
@@ -20,12 +21,14 @@ import threading
 from collections.abc import Iterable
 from typing import Any
 
-from prometheus_client import CollectorRegistry, values
+from prometheus_client import CollectorRegistry, mmap_dict, values
 from prometheus_client import multiprocess as _mp
 from prometheus_client.metrics_core import GaugeMetricFamily, Metric
-from prometheus_client.mmap_dict import _INITIAL_MMAP_SIZE, MmapedDict
+from prometheus_client.mmap_dict import MmapedDict
+from prometheus_client.samples import Sample
 
 from ._safety import internal_error
+from .metrics import OVERFLOW
 
 log = logging.getLogger("agentvigil")
 
@@ -33,6 +36,9 @@ ENV = "PROMETHEUS_MULTIPROC_DIR"
 MIN_FREE_BYTES = 8 * 1024 * 1024  # below this the directory counts as full: one more file doubling may not fit
 _FILE = re.compile(r"^(?P<kind>[a-z]+)(?:_(?P<mode>[a-z]+))?_(?P<pid>\d+)\.db$")
 _warned: set[str] = set()
+# BackedMmapedDict follows MmapedDict's layout (prometheus_client 0.20 to 0.26); if that changes, files stay
+# sparse (the SIGBUS risk is back, the free-space report remains) rather than break metric writes
+_INITIAL_MMAP_SIZE = getattr(mmap_dict, "_INITIAL_MMAP_SIZE", 0)
 
 
 class BackedMmapedDict(MmapedDict):
@@ -46,7 +52,7 @@ class BackedMmapedDict(MmapedDict):
             try:
                 size = os.fstat(fd).st_size
                 try:
-                    os.posix_fallocate(fd, 0, size or _INITIAL_MMAP_SIZE)
+                    _allocate(fd, size or _INITIAL_MMAP_SIZE)
                 except OSError:
                     if not size:  # an empty file would break the collector's reads
                         os.remove(filename)
@@ -62,13 +68,24 @@ class BackedMmapedDict(MmapedDict):
         while self._used + needed > capacity:
             capacity *= 2
         if capacity > self._capacity:
-            os.posix_fallocate(self._f.fileno(), 0, capacity)
+            _allocate(self._f.fileno(), capacity)
         super()._init_value(key)
+
+
+def _allocate(fd: int, size: int) -> None:
+    """Allocate ``size`` bytes of blocks; raise only when the filesystem is full (a filesystem that cannot
+    allocate ahead keeps prometheus_client's sparse files)."""
+    try:
+        os.posix_fallocate(fd, 0, size)
+    except OSError as exc:
+        if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+            raise
 
 
 def _back_files() -> None:
     """Make prometheus_client create its files through BackedMmapedDict (it looks the class up per file)."""
-    values.MmapedDict = BackedMmapedDict  # type: ignore[attr-defined,misc]
+    if _INITIAL_MMAP_SIZE and getattr(values, "MmapedDict", None) is MmapedDict:
+        values.MmapedDict = BackedMmapedDict  # type: ignore[attr-defined,misc]
 
 
 def directory() -> str | None:
@@ -177,18 +194,74 @@ def _report(path: str, message: str, exc: BaseException | None) -> None:
         log.error("agentvigil: %s", message)
 
 
-class FleetCollector:
-    """What the serving process exposes: the merged files, after dropping dead workers' live gauges, plus the
-    directory's free space (``agentvigil_multiprocess_dir_free_bytes``) so an alert sees it fill up."""
+class FleetCaps:
+    """The label caps (``AGENTVIGIL_MAX_LABEL_VALUES``) applied to the merged series of all workers: each
+    worker caps its own label values, so W workers could expose W times the cap. Values past the cap (first
+    come, first admitted; kept across scrapes) fold into ``__overflow__``: counters and histograms add up,
+    gauges combine as their multiprocess mode says."""
 
-    def __init__(self, path: str):
+    def __init__(self, limits: dict[str, int]):
+        self.limits = limits
+        self.admitted: dict[str, set[str]] = {label: set() for label in limits}
+        self.folded = 0  # series folded at the last scrape
+
+    def _label(self, label: str, value: str) -> str:
+        admitted = self.admitted[label]
+        if value in admitted or value == OVERFLOW:
+            return value
+        if len(admitted) < self.limits[label]:
+            admitted.add(value)
+            return value
+        return OVERFLOW
+
+    def apply(self, families: Iterable[Metric]) -> Iterable[Metric]:
+        self.folded = 0
+        for family in families:
+            folded: dict[tuple[str, tuple[tuple[str, str], ...]], float] = {}
+            changed = False
+            for sample in family.samples:
+                labels = dict(sample.labels)
+                for label in self.limits.keys() & labels.keys():
+                    value = self._label(label, labels[label])
+                    if value != labels[label]:
+                        labels[label] = value
+                        changed = True
+                key = (sample.name, tuple(sorted(labels.items())))
+                if key in folded:
+                    self.folded += 1
+                    folded[key] = _combine(family, folded[key], sample.value)
+                else:
+                    folded[key] = sample.value
+            if changed:
+                family.samples = [Sample(name, dict(labels), value) for (name, labels), value in folded.items()]
+            yield family
+
+
+def _combine(family: Metric, a: float, b: float) -> float:
+    if family.type != "gauge":
+        return a + b  # counters, histogram buckets (cumulative per le), sums and counts
+    mode = getattr(family, "_multiprocess_mode", "max")
+    if mode in ("sum", "livesum"):
+        return a + b
+    if mode in ("min", "livemin"):
+        return min(a, b)
+    return max(a, b)
+
+
+class FleetCollector:
+    """What the serving process exposes: the merged files, after dropping dead workers' live gauges, with the
+    label caps applied fleet-wide, plus the directory's free space (``agentvigil_multiprocess_dir_free_bytes``)
+    so an alert sees it fill up."""
+
+    def __init__(self, path: str, caps: dict[str, int] | None = None):
         self.path = path
         self._merged = _mp.MultiProcessCollector(None, path=path)
+        self.caps = FleetCaps(caps or {})
 
     def collect(self) -> Iterable[Metric]:
         remove_dead_workers(self.path)
         check_space(self.path)
-        yield from self._merged.collect()
+        yield from self.caps.apply(self._merged.collect())
         try:
             free = GaugeMetricFamily("agentvigil_multiprocess_dir_free_bytes",
                                      "Free bytes in PROMETHEUS_MULTIPROC_DIR (a full tmpfs kills writers).")
@@ -203,8 +276,11 @@ def fleet_registry(path: str | None = None) -> CollectorRegistry:
     path = path or directory()
     if not path:
         raise ValueError(f"{ENV} is not set")
+    from .metrics import default_metrics
+
+    caps = {label: cap.limit for label, cap in default_metrics().cap.items()}
     registry = CollectorRegistry(auto_describe=False)
-    registry.register(FleetCollector(path))  # type: ignore[arg-type]
+    registry.register(FleetCollector(path, caps))  # type: ignore[arg-type]
     return registry
 
 

@@ -173,3 +173,26 @@ def test_bad_backend_arguments_are_clear_errors():
         RedisBreakerBackend("redis://127.0.0.1:1/0", fail="maybe")
     with pytest.raises(ValueError, match="reservation_ttl"):
         RedisBudgetBackend("redis://127.0.0.1:1/0", reservation_ttl=0)
+
+
+def test_an_unanswering_redis_costs_one_bounded_attempt(monkeypatch):
+    """A Redis that accepts connections but never answers: the call gives up after the timeout, once."""
+    import socket
+
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(8)  # accepts (kernel backlog) but never replies
+    try:
+        backend = RedisBudgetBackend(f"redis://127.0.0.1:{listener.getsockname()[1]}/0", timeout=0.2,
+                                     retry_interval=60)
+        attempts = []
+        real = backend._store._script
+        monkeypatch.setattr(backend._store, "_script", lambda script: attempts.append(1) or real(script))
+        budget = TokenBudget("silent", limit=100, backend=backend)
+        for _ in range(5):
+            with pytest.raises(BudgetExceeded):
+                budget.reserve(1)
+        assert len(attempts) == 1
+        assert backend._store._client.get_connection_kwargs()["socket_timeout"] == 0.2
+    finally:
+        listener.close()

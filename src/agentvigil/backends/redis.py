@@ -147,9 +147,13 @@ class _Store:
             with self._lock:
                 if self._pid != os.getpid():
                     import redis
+                    from redis.backoff import NoBackoff
+                    from redis.retry import Retry
 
+                    # no client-side retries: one bounded attempt, then the fail policy and the backoff
                     self._client = redis.Redis.from_url(self.url, socket_timeout=self.timeout,
-                                                        socket_connect_timeout=self.timeout)
+                                                        socket_connect_timeout=self.timeout,
+                                                        retry=Retry(NoBackoff(), 0))
                     self._scripts = {}
                     self._pid = os.getpid()
         runner = self._scripts.get(script)
