@@ -32,8 +32,9 @@ WORKER = r"""
 import json, os, random, statistics, sys, time
 import agentvigil
 worker, workers, agents = (int(a) for a in sys.argv[1:4])
-seconds, rate = float(sys.argv[4]), float(sys.argv[5])
-names = [f"agent-{i:04d}" for i in range(agents) if i % workers == worker]
+seconds, rate, distinct = float(sys.argv[4]), float(sys.argv[5]), int(sys.argv[6])
+# agent i of the fleet is named after its type: i % distinct
+names = sorted({f"agent-{i % distinct:04d}" for i in range(agents) if i % workers == worker})
 monitors = {name: agentvigil.Monitor(name, heartbeat=False) for name in names}
 rng = random.Random(worker)
 TOOLS = ("search", "fetch", "sql", "email", "calendar")
@@ -149,7 +150,8 @@ def guards(ops: int) -> dict[str, float] | None:
         redis.wait(10)
 
 
-def load(agents: int, workers: int, seconds: float, interval: float, rate: float) -> dict[str, float]:
+def load(agents: int, workers: int, seconds: float, interval: float, rate: float,
+         names: int) -> dict[str, float]:
     with tempfile.TemporaryDirectory() as tmp:
         os.environ["PROMETHEUS_MULTIPROC_DIR"] = tmp
         sys.path.insert(0, SRC)
@@ -160,7 +162,7 @@ def load(agents: int, workers: int, seconds: float, interval: float, rate: float
         server, _ = agentvigil.start_metrics_server(port=0)
         port = server.server_port
         procs = [subprocess.Popen([sys.executable, "-c", WORKER, str(w), str(workers), str(agents), str(seconds),
-                                   str(rate / workers)],
+                                   str(rate / workers), str(names)],
                                   env=_env(tmp), stdout=subprocess.PIPE, text=True) for w in range(workers)]
         scrapes, series = [], 0
         deadline = time.monotonic() + seconds
@@ -180,7 +182,7 @@ def load(agents: int, workers: int, seconds: float, interval: float, rate: float
         server.shutdown()
     p50, p99 = _percentiles(scrapes)
     return {
-        "agents": agents, "workers": workers, "seconds": seconds, "rate": rate,
+        "agents": agents, "names": names, "workers": workers, "seconds": seconds, "rate": rate,
         "runs": sum(r["calls"] for r in results),
         "series": series, "files": files, "scrapes": len(scrapes),
         "scrape_ms_p50": p50, "scrape_ms_p99": p99,
@@ -194,6 +196,7 @@ def main() -> int:
     parser.add_argument("--seconds", type=float, default=120.0)
     parser.add_argument("--agents", type=int, default=1000)
     parser.add_argument("--workers", type=int, default=8)
+    parser.add_argument("--names", type=int, default=0, help="distinct agent names (default: one per agent)")
     parser.add_argument("--scrape-interval", type=float, default=1.0)
     parser.add_argument("--rate", type=float, default=200.0, help="runs per second over the whole fleet (200)")
     parser.add_argument("--guard-ops", type=int, default=2000, help="operations per guard kind (2000)")
@@ -201,15 +204,17 @@ def main() -> int:
     args = parser.parse_args()
     out = {"side_by_side": side_by_side(args.rounds),
            "guards": guards(args.guard_ops),
-           "load": load(args.agents, args.workers, args.seconds, args.scrape_interval, args.rate),
+           "load": load(args.agents, args.workers, args.seconds, args.scrape_interval, args.rate,
+                         args.names or args.agents),
            "max_label_values": os.environ.get("AGENTVIGIL_MAX_LABEL_VALUES", "200 (default)")}
     print(json.dumps(out, indent=2))
     s, lo = out["side_by_side"], out["load"]
     print()
-    print("| agents / workers / seconds | runs/s | runs | series | scrape p50 / p99 (ms) | tool call µs: one process / "
-          "multiprocess (ratio) | tool call µs under load |")
+    print("| agents (names) / workers / seconds | runs/s | runs | series | scrape p50 / p99 (ms) | "
+          "tool call µs: one process / multiprocess (ratio) | tool call µs under load |")
     print("|---|---|---|---|---|---|---|")
-    print(f"| {lo['agents']} / {lo['workers']} / {lo['seconds']:g} | {lo['rate']:g} | {lo['runs']} | {lo['series']} | "
+    print(f"| {lo['agents']} ({lo['names']}) / {lo['workers']} / {lo['seconds']:g} | {lo['rate']:g} | "
+          f"{lo['runs']} | {lo['series']} | "
           f"{lo['scrape_ms_p50']:.0f} / {lo['scrape_ms_p99']:.0f} | {s['one_process_us']:.1f} / "
           f"{s['multiprocess_us']:.1f} ({s['ratio']:.2f}x) | {lo['loaded_tool_call_us_p50']:.1f} |")
     if out["guards"]:

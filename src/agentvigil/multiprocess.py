@@ -216,25 +216,35 @@ class FleetCaps:
 
     def apply(self, families: Iterable[Metric]) -> Iterable[Metric]:
         self.folded = 0
+        limits = tuple(self.limits)
         for family in families:
-            folded: dict[tuple[str, tuple[tuple[str, str], ...]], float] = {}
+            relabeled: list[tuple[Sample, dict[str, str] | None]] = []
             changed = False
             for sample in family.samples:
-                labels = dict(sample.labels)
-                for label in self.limits.keys() & labels.keys():
-                    value = self._label(label, labels[label])
-                    if value != labels[label]:
-                        labels[label] = value
-                        changed = True
-                key = (sample.name, tuple(sorted(labels.items())))
-                if key in folded:
-                    self.folded += 1
-                    folded[key] = _combine(family, folded[key], sample.value)
-                else:
-                    folded[key] = sample.value
+                labels, new = sample.labels, None
+                for label in limits:
+                    value = labels.get(label)
+                    if value is not None:
+                        capped = self._label(label, value)
+                        if capped != value:
+                            new = dict(labels) if new is None else new
+                            new[label] = capped
+                changed = changed or new is not None
+                relabeled.append((sample, new))
             if changed:
-                family.samples = [Sample(name, dict(labels), value) for (name, labels), value in folded.items()]
+                family.samples = self._fold(family, relabeled)
             yield family
+
+    def _fold(self, family: Metric, relabeled: list[tuple[Sample, dict[str, str] | None]]) -> list[Sample]:
+        folded: dict[tuple[str, tuple[tuple[str, str], ...]], float] = {}
+        for sample, new in relabeled:
+            key = (sample.name, tuple(sorted((new or sample.labels).items())))
+            if key in folded:
+                self.folded += 1
+                folded[key] = _combine(family, folded[key], sample.value)
+            else:
+                folded[key] = sample.value
+        return [Sample(name, dict(labels), value) for (name, labels), value in folded.items()]
 
 
 def _combine(family: Metric, a: float, b: float) -> float:
