@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Set up everything the tests need on a fresh Debian machine (Python 3.11), then run the whole suite:
 # a venv, the package with its test and integration extras, and Debian's prometheus (promtool) and
-# prometheus-alertmanager (amtool, alertmanager). Extra arguments go to pytest.
+# prometheus-alertmanager (amtool, alertmanager) and redis-server. Extra arguments go to pytest.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PYTHON="${PYTHON:-python3}"
@@ -9,6 +9,8 @@ PYTHON="${PYTHON:-python3}"
 need_apt=()
 command -v promtool >/dev/null 2>&1 || need_apt+=(prometheus)
 command -v amtool >/dev/null 2>&1 || need_apt+=(prometheus-alertmanager)
+# redis-server: the fleet tests start their own on a free 127.0.0.1 port (tests/fleet/fleet_support.py)
+command -v redis-server >/dev/null 2>&1 || need_apt+=(redis-server)
 if [ ${#need_apt[@]} -gt 0 ]; then
   SUDO=""
   [ "$(id -u)" -eq 0 ] || SUDO="sudo"
@@ -18,7 +20,7 @@ if [ ${#need_apt[@]} -gt 0 ]; then
 fi
 # Debian starts the packaged services on install; the tests start their own on free loopback ports.
 if command -v systemctl >/dev/null 2>&1; then
-  systemctl stop prometheus prometheus-alertmanager prometheus-node-exporter >/dev/null 2>&1 || true
+  systemctl stop prometheus prometheus-alertmanager prometheus-node-exporter redis-server >/dev/null 2>&1 || true
 fi
 
 [ -x .venv/bin/python ] || "$PYTHON" -m venv .venv

@@ -5,6 +5,10 @@ proves the provider is answering, so it counts as a success. A guard stop (Guard
 inside the protected call is neither: the provider never answered, so the call's probe slot is released and
 nothing is recorded. The lock guards bookkeeping only and is never held across the protected call, so the
 breaker never serialises an agent's calls.
+
+``backend=`` (a ``redis://`` URL or a backend object, see ``agentvigil.backends``) moves the state into a
+store shared by every worker and host: one breaker for the fleet. The decisions are then made there,
+atomically; this object only mirrors the last state it saw.
 """
 
 from __future__ import annotations
@@ -38,7 +42,7 @@ class CircuitBreaker:
     def __init__(self, name: str, failure_threshold: int = 5, recovery_timeout: float = 30.0, *,
                  half_open_max_calls: int = 1, success_threshold: int = 1,
                  failure_kinds: frozenset[str] = PROVIDER_KINDS, clock: Callable[[], float] = time.monotonic,
-                 monitor: Any = None, registry: Any = None):
+                 monitor: Any = None, registry: Any = None, backend: Any = None):
         if failure_threshold < 1 or recovery_timeout < 0 or half_open_max_calls < 1 or success_threshold < 1:
             raise ValueError("failure_threshold, half_open_max_calls, success_threshold >= 1; recovery_timeout >= 0")
         self.name = name
@@ -57,6 +61,12 @@ class CircuitBreaker:
         self._opened_at = 0.0
         self.last_failure_kind: str | None = None
         self._registry = registry
+        self._backend = None
+        if backend is not None:
+            from .backends import breaker_backend
+
+            self._backend = breaker_backend(backend)
+            self._state = self._backend.read(self).state
         self._emit(ev.Event(ev.GUARD_STATE, time.time(), name=self.name, state=CLOSED,
                             detail={"guard": "breaker"}), outside_run=True)
 
@@ -68,6 +78,8 @@ class CircuitBreaker:
         return self._state
 
     def retry_after(self) -> float:
+        if self._backend is not None:
+            return self._shared(self._backend.read(self)).remaining
         with self._lock:
             if self._state != OPEN:
                 return 0.0
@@ -75,6 +87,11 @@ class CircuitBreaker:
 
     def allow(self) -> None:
         """Ask to make a call. Raises CircuitOpenError if the call must not be made."""
+        if self._backend is not None:
+            decision = self._shared(self._backend.allow(self))
+            if not decision.allowed:
+                raise CircuitOpenError(self.name, decision.remaining)
+            return
         transition = None
         with self._lock:
             if self._state == OPEN:
@@ -90,6 +107,9 @@ class CircuitBreaker:
         self._publish(transition)
 
     def record_success(self) -> None:
+        if self._backend is not None:
+            self._shared(self._backend.record(self, True))
+            return
         transition = None
         with self._lock:
             if self._state == HALF_OPEN:
@@ -107,6 +127,10 @@ class CircuitBreaker:
         if kind not in self.failure_kinds:
             self.record_success()
             return kind
+        if self._backend is not None:
+            self.last_failure_kind = kind
+            self._shared(self._backend.record(self, False, kind))
+            return kind
         transition = None
         with self._lock:
             self.last_failure_kind = kind
@@ -123,6 +147,9 @@ class CircuitBreaker:
     def release(self) -> None:
         """Give back a call allowed by ``allow()`` that never reached the provider (a guard stopped it, or it
         was cancelled): frees its half-open probe slot and records neither success nor failure."""
+        if self._backend is not None:
+            self._backend.release(self)
+            return
         with self._lock:
             if self._state == HALF_OPEN:
                 self._probes = max(self._probes - 1, 0)
@@ -138,6 +165,9 @@ class CircuitBreaker:
 
     def reset(self) -> None:
         """Close the breaker by hand (after a fix), whatever its state."""
+        if self._backend is not None:
+            self._shared(self._backend.reset(self))
+            return
         with self._lock:
             transition = self._enter(CLOSED, "manual") if self._state != CLOSED else None
         self._publish(transition)
@@ -151,6 +181,19 @@ class CircuitBreaker:
         if state == OPEN:
             self._opened_at = self._clock()
         return state, reason
+
+    def _shared(self, decision: Any) -> Any:
+        """Mirror a shared decision: publish the transition this process made, or, when another process
+        changed the state, the new state (so this process's gauge follows the fleet's breaker)."""
+        if decision.shared:
+            changed = decision.state != self._state
+            self._state = decision.state
+            if decision.transition is not None:
+                self._publish(decision.transition)
+            elif changed:
+                self._emit(ev.Event(ev.GUARD_STATE, time.time(), name=self.name, state=decision.state,
+                                    detail={"guard": "breaker"}), outside_run=True)
+        return decision
 
     def _publish(self, transition: tuple[str, str] | None) -> None:
         if transition is None:

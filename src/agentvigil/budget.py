@@ -2,6 +2,10 @@
 
 utilization = (committed + reserved) / limit. Thread- and task-safe: the lock guards arithmetic only and
 is never held across an await or the user's call.
+
+``backend=`` (a ``redis://`` URL or a backend object, see ``agentvigil.backends``) keeps the counters in a
+store shared by every worker and host, so one limit holds for the whole fleet; ``committed`` and
+``reserved`` then mirror the fleet's totals as of this process's last operation.
 """
 
 from __future__ import annotations
@@ -26,12 +30,13 @@ class Reservation:
     ``commit(actual)`` never raises: an ``actual`` that is not a finite number >= 0 commits the reserved amount
     instead and is counted in ``agentvigil_internal_errors_total{component="budget"}``."""
 
-    __slots__ = ("budget", "tokens", "done")
+    __slots__ = ("budget", "tokens", "done", "rid")
 
-    def __init__(self, budget: "TokenBudget", tokens: int):
+    def __init__(self, budget: "TokenBudget", tokens: int, rid: str | None = None):
         self.budget = budget
         self.tokens = tokens
         self.done = False
+        self.rid = rid  # its id in a shared backend
 
     def commit(self, actual: int | None = None) -> None:
         if not self.done:
@@ -42,12 +47,12 @@ class Reservation:
                     tokens = _whole_tokens(actual, "actual")
                 except ValueError as exc:  # bad usage data from a provider: charge what was reserved
                     internal_error("budget", exc)
-            self.budget._settle(self.tokens, tokens)
+            self.budget._settle(self.tokens, tokens, self.rid)
 
     def release(self) -> None:
         if not self.done:
             self.done = True
-            self.budget._settle(self.tokens, 0)
+            self.budget._settle(self.tokens, 0, self.rid)
 
     def __enter__(self) -> "Reservation":
         return self
@@ -66,7 +71,7 @@ class Reservation:
 
 
 class TokenBudget:
-    def __init__(self, name: str, limit: int, *, monitor: Any = None, registry: Any = None):
+    def __init__(self, name: str, limit: int, *, monitor: Any = None, registry: Any = None, backend: Any = None):
         if _whole_tokens(limit, "limit") <= 0:
             raise ValueError(f"TokenBudget limit must be positive, got {limit!r}")
         self.name = name
@@ -76,7 +81,15 @@ class TokenBudget:
         self.committed = 0
         self.reserved = 0
         self._registry = registry
-        self._update_gauges(0, 0, outside_run=True)
+        self._backend = None
+        if backend is not None:
+            from .backends import budget_backend
+
+            self._backend = budget_backend(backend)
+            shared = self._backend.read(self)
+            if shared is not None:
+                self.committed, self.reserved = shared.committed, shared.reserved
+        self._update_gauges(self.committed, self.reserved, outside_run=True)
 
     @property
     def utilization(self) -> float:
@@ -92,6 +105,8 @@ class TokenBudget:
         Raises ValueError if ``tokens`` is not a finite number >= 0: that is a bug at the call site, and
         guessing an amount would either block the agent or let it spend unchecked."""
         tokens = _whole_tokens(tokens, "tokens")
+        if self._backend is not None:
+            return self._reserve_shared(tokens)
         with self._lock:
             available = self.limit - self.committed - self.reserved
             if tokens > available:
@@ -107,14 +122,38 @@ class TokenBudget:
         self._update_gauges(committed, reserved)
         return Reservation(self, tokens)
 
+    def _reserve_shared(self, tokens: int) -> Reservation:
+        decision = self._backend.reserve(self, tokens)  # type: ignore[union-attr]
+        self.committed, self.reserved = decision.committed, decision.reserved
+        if not decision.granted:
+            self._exceeded_event(tokens, decision.committed, decision.reserved, "reserve")
+            raise BudgetExceeded(self.name, tokens, max(self.limit - decision.committed - decision.reserved, 0))
+        self._update_gauges(decision.committed, decision.reserved)
+        return Reservation(self, tokens, decision.rid)
+
     def reset(self) -> None:
         """Start a new budget period (outstanding reservations still settle against it)."""
+        if self._backend is not None:
+            shared = self._backend.reset(self)
+            if shared is not None:
+                self.committed, self.reserved = shared.committed, shared.reserved
+                self._update_gauges(shared.committed, shared.reserved)
+            return
         with self._lock:
             self.committed = 0
             committed, reserved = self.committed, self.reserved
         self._update_gauges(committed, reserved)
 
-    def _settle(self, reserved: int, actual: int) -> None:
+    def _settle(self, reserved: int, actual: int, rid: str | None = None) -> None:
+        if self._backend is not None:
+            shared = self._backend.settle(self, rid, actual)
+            if shared is None:
+                return  # counted by the backend; the reservation expires in the store
+            self.committed, self.reserved = shared.committed, shared.reserved
+            self._update_gauges(shared.committed, shared.reserved)
+            if actual and shared.committed > self.limit >= shared.before:
+                self._exceeded_event(actual, shared.committed, shared.reserved, "commit")
+            return
         with self._lock:
             self.reserved = max(self.reserved - reserved, 0)
             before = self.committed

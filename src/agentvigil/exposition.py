@@ -8,20 +8,22 @@ silent client cannot stall the accept loop) and basic auth. See docs/metrics-ser
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
 import socket
 import ssl
 import sys
 import threading
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 from prometheus_client import REGISTRY, CollectorRegistry
 from prometheus_client.exposition import MetricsHandler
 
-from . import webconfig
+from . import multiprocess, webconfig
+from ._safety import internal_error
 from .metrics import metrics_for
 
 log = logging.getLogger("agentvigil")
@@ -29,6 +31,7 @@ log = logging.getLogger("agentvigil")
 WEB_CONFIG_ENV = "AGENTVIGIL_WEB_CONFIG_FILE"
 IDLE_TIMEOUT = 10.0      # seconds a connection may sit without sending (or reading) before it is closed
 MAX_CONNECTIONS = 64     # handler threads at once; further connections are closed at once
+STANDBY_RETRY = 5.0      # seconds between a standby worker's attempts to take the metrics port over
 
 
 class AgentvigilHTTPServer(ThreadingHTTPServer):
@@ -155,11 +158,60 @@ def serve(handler: type[BaseHTTPRequestHandler], addr: str, port: int, *, web: w
     return server, thread
 
 
+class StandbyServer:
+    """What a worker gets when another process of the pod already serves the metrics port (multiprocess
+    mode): that process exposes this worker's series too. The standby retries the bind every ``retry``
+    seconds and takes over if the holder goes away, so the pod keeps one /metrics."""
+
+    def __init__(self, start: Callable[[], AgentvigilHTTPServer], port: int, retry: float = STANDBY_RETRY):
+        self.server_port = port
+        self.server: AgentvigilHTTPServer | None = None
+        self._start = start
+        self._retry = retry
+        self._stop = threading.Event()
+
+    @property
+    def scheme(self) -> str:
+        return self.server.scheme if self.server is not None else "http"
+
+    @property
+    def serving(self) -> bool:
+        """True once this process holds the port."""
+        return self.server is not None
+
+    def run(self) -> None:
+        while not self._stop.wait(self._retry):
+            try:
+                server = self._start()
+            except OSError:
+                continue  # still held by another worker
+            except Exception as exc:  # never raise in a background thread of the agent
+                internal_error("multiprocess", exc)
+                return
+            self.server = server
+            log.info("agentvigil: this worker (pid %d) now serves /metrics on port %d", os.getpid(), self.server_port)
+            if self._stop.is_set():  # shutdown() raced with the bind
+                server.server_close()
+                return
+            server.serve_forever()
+            return
+
+    def shutdown(self) -> None:
+        self._stop.set()
+        if self.server is not None:
+            self.server.shutdown()
+
+    def server_close(self) -> None:
+        if self.server is not None:
+            self.server.server_close()
+
+
 def start_metrics_server(port: int = 9464, addr: str = "127.0.0.1", registry: CollectorRegistry | None = None,
                          *, certfile: str | None = None, keyfile: str | None = None,
                          client_cafile: str | None = None, web_config_file: str | None = None,
                          basic_auth: Mapping[str, str] | None = None, idle_timeout: float = IDLE_TIMEOUT,
-                         max_connections: int = MAX_CONNECTIONS) -> tuple[AgentvigilHTTPServer, threading.Thread]:
+                         max_connections: int = MAX_CONNECTIONS,
+                         ) -> tuple[AgentvigilHTTPServer | StandbyServer, threading.Thread]:
     """Serve ``/metrics`` on ``addr:port`` in a daemon thread. Binds loopback unless told otherwise (pass
     ``addr="0.0.0.0"`` inside a container). ``port=0`` picks a free port. Returns ``(server, thread)``;
     ``server.server_port`` is the bound port, ``server.shutdown()`` stops it.
@@ -169,11 +221,44 @@ def start_metrics_server(port: int = 9464, addr: str = "127.0.0.1", registry: Co
     ``tls_server_config`` and ``basic_auth_users``; ``basic_auth`` maps users to bcrypt hashes. A bad config
     raises ValueError naming the field, here, before anything is served; a taken port raises OSError.
     Connections idle for ``idle_timeout`` seconds are closed; at most ``max_connections`` are served at once.
+
+    Multiprocess mode (``PROMETHEUS_MULTIPROC_DIR`` set, no ``registry`` given): the server exposes every
+    worker's series merged from the directory. A worker that finds the port taken by another gets a
+    ``StandbyServer`` instead of an OSError: the holder serves its series, and the standby takes the port
+    over if the holder exits. See docs/fleet.md.
     """
+    fleet = registry is None and multiprocess.directory() is not None
     registry = REGISTRY if registry is None else registry
     metrics_for(registry)  # make sure the families (and build_info) exist before the first scrape
     web = resolve_web_config(web_config_file, certfile=certfile, keyfile=keyfile, client_cafile=client_cafile,
                              basic_auth=basic_auth)
+    if fleet and not multiprocess.enabled():
+        # the variable was set after prometheus_client chose its value class: nothing reaches the files
+        internal_error("multiprocess", RuntimeError(f"{multiprocess.ENV} was set after prometheus_client was "
+                                                    "imported; call agentvigil.multiprocess.prepare() first"))
+        fleet = False
+    if fleet:
+        registry = multiprocess.fleet_registry()
+        multiprocess.watch_space()
     handler = type("MetricsHandler", (AuthHandler, MetricsHandler), {"registry": registry})
+
+    def bind() -> AgentvigilHTTPServer:
+        return AgentvigilHTTPServer(addr, port, handler, web=web, idle_timeout=idle_timeout,
+                                    max_connections=max_connections)
+
+    if fleet and port:
+        try:
+            server = bind()
+        except OSError as exc:
+            if exc.errno != errno.EADDRINUSE:
+                raise
+            standby = StandbyServer(bind, port, STANDBY_RETRY)
+            thread = threading.Thread(target=standby.run, name="agentvigil-metrics-standby", daemon=True)
+            thread.start()
+            log.info("agentvigil: port %d is served by another worker; pid %d stands by", port, os.getpid())
+            return standby, thread
+        thread = threading.Thread(target=server.serve_forever, name="agentvigil-metrics-http", daemon=True)
+        thread.start()
+        return server, thread
     return serve(handler, addr, port, web=web, idle_timeout=idle_timeout, max_connections=max_connections,
                  name="agentvigil-metrics-http")

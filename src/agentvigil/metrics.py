@@ -4,6 +4,11 @@ shipped alert rules and dashboards: see docs/metrics.md.
 Hot paths use pre-bound children (``AgentSeries``, ``ToolSeries``, ``ModelSeries``) resolved once per
 agent / tool / model, so an update is one lock and one add inside prometheus_client. Every label value goes
 through ``LabelCap``: values are truncated and, past a per-label cap, folded into ``__overflow__`` and counted.
+
+Each gauge declares how worker processes combine under ``PROMETHEUS_MULTIPROC_DIR`` (ignored in one process):
+in-flight runs add up (livesum); breaker state, budget fill and in-flight cost take the worst live worker
+(livemax); heartbeat and progress take the stalest live worker (livemin), so one stuck worker shows; values of
+the last finished run take the most recent write. See docs/fleet.md.
 """
 
 from __future__ import annotations
@@ -57,7 +62,11 @@ class LabelCap:
         self.limit = limit
         self._seen: set[str] = set()
         self._lock = threading.Lock()
-        self._overflow = overflow_counter.labels(label)
+        self._counter = overflow_counter
+        try:
+            self._overflow: Any = overflow_counter.labels(label)  # at 0 from the start
+        except OSError:  # a full PROMETHEUS_MULTIPROC_DIR: bound on the first overflow instead
+            self._overflow = None
 
     def __call__(self, value: object) -> str:
         if value.__class__ is not str:
@@ -69,6 +78,8 @@ class LabelCap:
             if value in self._seen:
                 return value
             if len(self._seen) >= self.limit:
+                if self._overflow is None:
+                    self._overflow = self._counter.labels(self.label)
                 self._overflow.inc()
                 return OVERFLOW
             self._seen.add(value)
@@ -95,15 +106,16 @@ class AgentMetrics:
                                   ["agent"], buckets=RUN_COST_BUCKETS, registry=r)
         self.run_steps = Histogram("agent_run_steps", "Steps per finished run.", ["agent"],
                                    buckets=RUN_STEPS_BUCKETS, registry=r)
-        self.active_runs = Gauge("agent_active_runs", "Runs in flight.", ["agent"], registry=r)
+        self.active_runs = Gauge("agent_active_runs", "Runs in flight.", ["agent"], registry=r,
+                                 multiprocess_mode="livesum")
         self.active_run_cost = Gauge("agent_active_run_cost_usd",
                                      "Highest cost so far among in-flight runs, in USD (0 when none).",
-                                     ["agent"], registry=r)
+                                     ["agent"], registry=r, multiprocess_mode="livemax")
         self.last_run_cost = Gauge("agent_last_run_cost_usd", "Cost of the most recent finished run in USD.",
-                                   ["agent"], registry=r)
+                                   ["agent"], registry=r, multiprocess_mode="mostrecent")
         self.cost_baseline = Gauge("agent_run_cost_baseline_usd",
                                    "Rolling median cost of recent finished runs in USD (0 until enough runs).",
-                                   ["agent"], registry=r)
+                                   ["agent"], registry=r, multiprocess_mode="mostrecent")
         # -- tools
         self.tool_calls = Counter("agent_tool_calls", "Tool calls finished, by status (ok, error; rejected: "
                                   "an action that could not be parsed or executed).",
@@ -128,7 +140,7 @@ class AgentMetrics:
                                       ["agent", "provider", "model"], buckets=LLM_DURATION_BUCKETS, registry=r)
         self.cache_ratio = Gauge("agent_cache_hit_ratio", "Prompt-cache hit ratio: cache_read / input tokens "
                                  f"over the last {CACHE_RATIO_WINDOW} calls.", ["agent", "provider", "model"],
-                                 registry=r)
+                                 registry=r, multiprocess_mode="livemostrecent")
         # -- detectors and guards
         self.loop_detections = Counter("agent_loop_detections", "Loop detector triggers.", ["agent", "detector"],
                                        registry=r)
@@ -139,21 +151,23 @@ class AgentMetrics:
                                    "(in flight or finished).", ["agent"], registry=r)
         self.kills = Counter("agent_kills", "Runs stopped by the kill switch.", ["agent", "reason"], registry=r)
         self.breaker_state = Gauge("agent_circuit_breaker_state", "Circuit breaker state: 0 closed, "
-                                   "0.5 half-open, 1 open.", ["breaker"], registry=r)
+                                   "0.5 half-open, 1 open.", ["breaker"], registry=r, multiprocess_mode="livemax")
         self.breaker_transitions = Counter("agent_circuit_breaker_transitions", "Circuit breaker state changes.",
                                            ["breaker", "to", "reason"], registry=r)
         self.budget_utilization = Gauge("agent_budget_utilization_ratio", "(committed + reserved) / limit.",
-                                        ["budget"], registry=r)
-        self.budget_limit = Gauge("agent_budget_limit_tokens", "Token budget limit.", ["budget"], registry=r)
+                                        ["budget"], registry=r, multiprocess_mode="livemax")
+        self.budget_limit = Gauge("agent_budget_limit_tokens", "Token budget limit.", ["budget"], registry=r,
+                                  multiprocess_mode="livemax")
         self.budget_tokens = Gauge("agent_budget_tokens", "Tokens held by a budget, by state (reserved, "
-                                   "committed).", ["budget", "state"], registry=r)
+                                   "committed).", ["budget", "state"], registry=r, multiprocess_mode="livemax")
         self.budget_exceeded = Counter("agent_budget_exceeded", "Reservations refused or commits that went "
                                        "over the limit.", ["budget"], registry=r)
         # -- heartbeats
         self.heartbeat = Gauge("agent_heartbeat_timestamp_seconds", "Liveness: last background tick of the "
-                               "process (Unix time).", ["agent"], registry=r)
+                               "process (Unix time).", ["agent"], registry=r, multiprocess_mode="livemin")
         self.progress = Gauge("agent_progress_timestamp_seconds", "Progress: last completed step or run, or "
-                              "the last tick while idle (Unix time).", ["agent"], registry=r)
+                              "the last tick while idle (Unix time).", ["agent"], registry=r,
+                              multiprocess_mode="livemin")
         # -- self-observability
         self.internal_errors = Counter("agentvigil_internal_errors", "Failures inside agentvigil, caught and "
                                        "not raised to the agent.", ["component"], registry=r)
@@ -161,13 +175,17 @@ class AgentMetrics:
                                       "because a label reached its cap.", ["label"], registry=r)
         self.events_dropped = Counter("agentvigil_events_dropped", "Events or spans dropped by a sink "
                                       "(full queue, failed export).", ["sink"], registry=r)
-        self.build_info = Gauge("agentvigil_build_info", "agentvigil version.", ["version"], registry=r)
-        self.build_info.labels(__version__).set(1)
-        # Self-metrics exist at 0 from the start, so increase() sees the very first failure.
-        for component in INTERNAL_COMPONENTS:
-            self.internal_errors.labels(component)
-        for sink in ("recorder", "otlp"):
-            self.events_dropped.labels(sink)
+        self.build_info = Gauge("agentvigil_build_info", "agentvigil version.", ["version"], registry=r,
+                                multiprocess_mode="max")
+        try:
+            self.build_info.labels(__version__).set(1)
+            # Self-metrics exist at 0 from the start, so increase() sees the very first failure.
+            for component in INTERNAL_COMPONENTS:
+                self.internal_errors.labels(component)
+            for sink in ("recorder", "otlp"):
+                self.events_dropped.labels(sink)
+        except OSError:  # a full PROMETHEUS_MULTIPROC_DIR (multiprocess.py reports it): the families still work
+            pass
 
         caps = {name: LabelCap(name, max_label_values, self.label_overflow)
                 for name in ("agent", "tool", "provider", "model", "breaker", "budget", "reason", "detector")}

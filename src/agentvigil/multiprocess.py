@@ -1,0 +1,340 @@
+"""Metrics of many worker processes (gunicorn, uvicorn workers, Celery prefork, multiprocessing pools) served
+as one /metrics, through prometheus_client's multiprocess mode (``PROMETHEUS_MULTIPROC_DIR``).
+
+Every process writes its series to mmap'd files in the directory; the one process that holds the metrics
+port merges them with a ``MultiProcessCollector``. Live gauges of a dead worker must go (``child_exit`` for
+gunicorn, ``remove_dead_workers`` for pools and crashes, also run before every scrape); its counters stay,
+so totals never go backwards. A nearly full directory (usually a tmpfs) is reported before it fills up:
+prometheus_client grows its files sparsely and writes through mmap, so a full tmpfs kills the writer with
+SIGBUS; agentvigil therefore allocates the blocks of every file before prometheus_client maps them
+(``BackedMmapedDict``), so a full tmpfs fails the metric write with a counted OSError instead.
+See docs/fleet.md.
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+import os
+import re
+import threading
+from collections.abc import Iterable
+from typing import Any
+
+from prometheus_client import CollectorRegistry, mmap_dict, values
+from prometheus_client import multiprocess as _mp
+from prometheus_client.metrics_core import GaugeMetricFamily, Metric
+from prometheus_client.mmap_dict import MmapedDict
+from prometheus_client.samples import Sample
+
+from ._safety import internal_error
+from .metrics import OVERFLOW
+
+log = logging.getLogger("agentvigil")
+
+ENV = "PROMETHEUS_MULTIPROC_DIR"
+MIN_FREE_BYTES = 8 * 1024 * 1024  # below this the directory counts as full: one more file doubling may not fit
+_FILE = re.compile(r"^(?P<kind>[a-z]+)(?:_(?P<mode>[a-z]+))?_(?P<pid>\d+)\.db$")
+_warned: set[str] = set()
+# BackedMmapedDict follows MmapedDict's layout (prometheus_client 0.20 to 0.26); if that changes, files stay
+# sparse (the SIGBUS risk is back, the free-space report remains) rather than break metric writes
+_INITIAL_MMAP_SIZE = getattr(mmap_dict, "_INITIAL_MMAP_SIZE", 0)
+
+
+class BackedMmapedDict(MmapedDict):
+    """prometheus_client's per-process file, with its blocks allocated (``posix_fallocate``) before they are
+    mapped, at creation and at every growth. On a full filesystem the allocation raises OSError (ENOSPC),
+    which the metric write reports like any sink failure, where a sparse page would have raised SIGBUS."""
+
+    def __init__(self, filename: str, read_mode: bool = False):
+        if not read_mode:
+            fd = os.open(filename, os.O_RDWR | os.O_CREAT, 0o644)
+            try:
+                size = os.fstat(fd).st_size
+                try:
+                    _allocate(fd, size or _INITIAL_MMAP_SIZE)
+                except OSError:
+                    if not size:  # an empty file would break the collector's reads
+                        os.remove(filename)
+                    raise
+            finally:
+                os.close(fd)
+        super().__init__(filename, read_mode)
+
+    def _init_value(self, key: str) -> None:
+        encoded = len(key.encode("utf-8"))
+        needed = 4 + encoded + (8 - (encoded + 4) % 8) + 16  # as MmapedDict packs it
+        capacity = self._capacity
+        while self._used + needed > capacity:
+            capacity *= 2
+        if capacity > self._capacity:
+            _allocate(self._f.fileno(), capacity)
+        super()._init_value(key)
+
+
+def _allocate(fd: int, size: int) -> None:
+    """Allocate ``size`` bytes of blocks; raise only when the filesystem is full (a filesystem that cannot
+    allocate ahead keeps prometheus_client's sparse files)."""
+    try:
+        os.posix_fallocate(fd, 0, size)
+    except OSError as exc:
+        if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+            raise
+
+
+def _back_files() -> None:
+    """Make prometheus_client create its files through BackedMmapedDict (it looks the class up per file)."""
+    if _INITIAL_MMAP_SIZE and getattr(values, "MmapedDict", None) is MmapedDict:
+        values.MmapedDict = BackedMmapedDict  # type: ignore[attr-defined,misc]
+
+
+def directory() -> str | None:
+    """The multiprocess directory, or None in single-process mode."""
+    return os.environ.get(ENV) or os.environ.get(ENV.lower()) or None
+
+
+def enabled() -> bool:
+    """True when metrics are written to the multiprocess directory (the variable was set before the first
+    metric value was created, or ``prepare`` was called)."""
+    return directory() is not None and getattr(values.ValueClass, "_multiprocess", False)
+
+
+def prepare(path: str, *, wipe: bool = True) -> str:
+    """Turn on multiprocess mode for this process and the workers it forks: create ``path``, empty it (a
+    restarted master must not merge the previous run's files; pass ``wipe=False`` in a worker) and set
+    ``PROMETHEUS_MULTIPROC_DIR``. Call it in the master before any metric is created, e.g. at the top of
+    ``gunicorn.conf.py``. Returns the absolute path."""
+    path = os.path.abspath(path)
+    os.makedirs(path, exist_ok=True)
+    if wipe:
+        for name in os.listdir(path):
+            if name.endswith(".db"):
+                os.remove(os.path.join(path, name))
+    os.environ[ENV] = path
+    _back_files()
+    if not getattr(values.ValueClass, "_multiprocess", False):
+        # prometheus_client picks its value class at import; metrics created from now on use the files
+        values.ValueClass = values.MultiProcessValue()
+    return path
+
+
+def mark_dead(pid: int, path: str | None = None) -> None:
+    """Remove the live-gauge files of worker ``pid`` (its counters and histograms stay in the totals)."""
+    path = path or directory()
+    if not path:
+        return
+    try:
+        _mp.mark_process_dead(pid, path)
+    except OSError as exc:
+        internal_error("multiprocess", exc)
+
+
+def child_exit(server: Any, worker: Any) -> None:
+    """gunicorn's ``child_exit`` hook: ``from agentvigil.multiprocess import child_exit`` in gunicorn.conf.py."""
+    mark_dead(worker.pid)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # exists, owned by someone else
+        return True
+    return True
+
+
+def remove_dead_workers(path: str | None = None) -> list[int]:
+    """Remove the live-gauge files of every process that no longer exists; returns their pids. The pool
+    equivalent of ``child_exit`` (multiprocessing, concurrent.futures and Celery give no exit hook), and the
+    safety net after a SIGKILL. Run by the serving process before each scrape."""
+    path = path or directory()
+    if not path:
+        return []
+    dead: set[int] = set()
+    for name in os.listdir(path):
+        match = _FILE.match(name)
+        if match and (match["mode"] or "").startswith("live"):
+            pid = int(match["pid"])
+            if pid != os.getpid() and not _alive(pid):
+                dead.add(pid)
+    for pid in dead:
+        mark_dead(pid, path)
+    return sorted(dead)
+
+
+def free_bytes(path: str) -> int:
+    stat = os.statvfs(path)
+    return stat.f_bavail * stat.f_frsize
+
+
+def check_space(path: str | None = None, min_free: int = MIN_FREE_BYTES) -> bool:
+    """True when the directory has room. When it does not, log it (once), count it in
+    ``agentvigil_internal_errors_total{component="multiprocess"}`` and return False."""
+    path = path or directory()
+    if not path:
+        return True
+    try:
+        free = free_bytes(path)
+    except OSError as exc:
+        _report(path, f"cannot stat {path}: {exc}", exc)
+        return False
+    if free < min_free:
+        _report(path, f"{ENV}={path} has {free} bytes free (< {min_free}): new series may kill the process "
+                "(SIGBUS); give the tmpfs more room", None)
+        return False
+    _warned.discard(path)
+    return True
+
+
+def _report(path: str, message: str, exc: BaseException | None) -> None:
+    internal_error("multiprocess", exc or OSError(message))
+    if path not in _warned:
+        _warned.add(path)
+        log.error("agentvigil: %s", message)
+
+
+class FleetCaps:
+    """The label caps (``AGENTVIGIL_MAX_LABEL_VALUES``) applied to the merged series of all workers: each
+    worker caps its own label values, so W workers could expose W times the cap. Values past the cap (first
+    come, first admitted; kept across scrapes) fold into ``__overflow__``: counters and histograms add up,
+    gauges combine as their multiprocess mode says."""
+
+    def __init__(self, limits: dict[str, int]):
+        self.limits = limits
+        self.admitted: dict[str, set[str]] = {label: set() for label in limits}
+        self.folded = 0  # series folded at the last scrape
+
+    def _label(self, label: str, value: str) -> str:
+        admitted = self.admitted[label]
+        if value in admitted or value == OVERFLOW:
+            return value
+        if len(admitted) < self.limits[label]:
+            admitted.add(value)
+            return value
+        return OVERFLOW
+
+    def apply(self, families: Iterable[Metric]) -> Iterable[Metric]:
+        self.folded = 0
+        limits = tuple(self.limits)
+        for family in families:
+            relabeled: list[tuple[Sample, dict[str, str] | None]] = []
+            changed = False
+            for sample in family.samples:
+                labels, new = sample.labels, None
+                for label in limits:
+                    value = labels.get(label)
+                    if value is not None:
+                        capped = self._label(label, value)
+                        if capped != value:
+                            new = dict(labels) if new is None else new
+                            new[label] = capped
+                changed = changed or new is not None
+                relabeled.append((sample, new))
+            if changed:
+                family.samples = self._fold(family, relabeled)
+            yield family
+
+    def _fold(self, family: Metric, relabeled: list[tuple[Sample, dict[str, str] | None]]) -> list[Sample]:
+        folded: dict[tuple[str, tuple[tuple[str, str], ...]], float] = {}
+        for sample, new in relabeled:
+            key = (sample.name, tuple(sorted((new or sample.labels).items())))
+            if key in folded:
+                self.folded += 1
+                folded[key] = _combine(family, folded[key], sample.value)
+            else:
+                folded[key] = sample.value
+        return [Sample(name, dict(labels), value) for (name, labels), value in folded.items()]
+
+
+def _combine(family: Metric, a: float, b: float) -> float:
+    if family.type != "gauge":
+        return a + b  # counters, histogram buckets (cumulative per le), sums and counts
+    mode = getattr(family, "_multiprocess_mode", "max")
+    if mode in ("sum", "livesum"):
+        return a + b
+    if mode in ("min", "livemin"):
+        return min(a, b)
+    return max(a, b)
+
+
+class FleetCollector:
+    """What the serving process exposes: the merged files, after dropping dead workers' live gauges, with the
+    label caps applied fleet-wide, plus the directory's free space (``agentvigil_multiprocess_dir_free_bytes``)
+    so an alert sees it fill up."""
+
+    def __init__(self, path: str, caps: dict[str, int] | None = None):
+        self.path = path
+        self._merged = _mp.MultiProcessCollector(None, path=path)
+        self.caps = FleetCaps(caps or {})
+
+    def collect(self) -> Iterable[Metric]:
+        remove_dead_workers(self.path)
+        check_space(self.path)
+        yield from self.caps.apply(self._merged.collect())
+        try:
+            free = GaugeMetricFamily("agentvigil_multiprocess_dir_free_bytes",
+                                     "Free bytes in PROMETHEUS_MULTIPROC_DIR (a full tmpfs kills writers).")
+            free.add_metric([], float(free_bytes(self.path)))
+            yield free
+        except OSError as exc:
+            internal_error("multiprocess", exc)
+
+
+def fleet_registry(path: str | None = None) -> CollectorRegistry:
+    """A registry serving every worker's metrics from the multiprocess directory."""
+    path = path or directory()
+    if not path:
+        raise ValueError(f"{ENV} is not set")
+    from .metrics import default_metrics
+
+    caps = {label: cap.limit for label, cap in default_metrics().cap.items()}
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(FleetCollector(path, caps))  # type: ignore[arg-type]
+    return registry
+
+
+class SpaceWatch:
+    """Checks the directory every ``interval`` seconds in each process (restarted after fork), so a writer
+    that never serves /metrics still learns the tmpfs is filling up."""
+
+    def __init__(self, interval: float = 15.0):
+        self.interval = interval
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._lock = threading.Lock()
+        os.register_at_fork(after_in_child=self._forked)
+
+    def start(self) -> None:
+        with self._lock:
+            if self._thread is None or not self._thread.is_alive():
+                self._thread = threading.Thread(target=self._run, name="agentvigil-multiprocess", daemon=True)
+                self._thread.start()
+
+    def _forked(self) -> None:
+        self._lock = threading.Lock()
+        self._thread = None
+        if enabled():
+            self.start()
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.interval):
+            try:
+                check_space()
+            except Exception as exc:
+                internal_error("multiprocess", exc)
+
+
+_watch: SpaceWatch | None = None
+
+
+def watch_space() -> None:
+    """Start the per-process space check (idempotent)."""
+    global _watch
+    if _watch is None:
+        _watch = SpaceWatch()
+    _watch.start()
+
+
+if directory() is not None:
+    _back_files()
