@@ -37,6 +37,9 @@ TOOL_NAME = "gen_ai.tool.name"
 TOOL_CALL_ID = "gen_ai.tool.call.id"
 TOOL_CALL_ARGUMENTS = "gen_ai.tool.call.arguments"  # opt-in only
 TOOL_TYPE = "gen_ai.tool.type"
+TOOL_CALL_RESULT = "gen_ai.tool.call.result"  # opt-in only
+#: ``gen_ai.provider.name`` of an ``invoke_agent`` span: the agent runs in this process, instrumented by us
+AGENT_PROVIDER = "agentvigil"
 ERROR_TYPE = "error.type"
 # agentvigil's own attributes
 TASK_ID = "agentvigil.task_id"
