@@ -190,7 +190,7 @@ class Invocation:
     adopted: our attributes are added to it and no second span or GenAI metric is produced."""
 
     __slots__ = ("llm", "reservation", "breaker", "done", "hide_usage_chunk", "opts", "_usage_seen", "recording",
-                 "_attrs", "span", "own_span", "base", "_out_known", "_t0", "token")
+                 "_attrs", "span", "own_span", "base", "_out_known", "_t0", "token", "_cache_known")
 
     def __init__(self) -> None:
         self.llm: Any = None
@@ -207,6 +207,7 @@ class Invocation:
         self.own_span = False
         self.base: dict[str, Any] = {}
         self._out_known = False
+        self._cache_known = False
         self._t0 = 0.0
         self.token: Any = None
 
@@ -296,14 +297,16 @@ class Invocation:
         except Exception as exc:
             internal_error("instrumentation.attributes", exc)
 
-    def set_usage(self, input_tokens: int | None, output_tokens: int | None, cache_read_tokens: int = 0,
-                  cache_write_tokens: int = 0, *, input_excludes_cache: bool = False) -> None:
-        """Usage as the provider reported it; ``output_tokens=None`` (embeddings) keeps it off the span."""
+    def set_usage(self, input_tokens: int | None, output_tokens: int | None, cache_read_tokens: int | None = 0,
+                  cache_write_tokens: int | None = 0, *, input_excludes_cache: bool = False) -> None:
+        """Usage as the provider reported it; ``None`` (embeddings' output, cache reads not reported) keeps that
+        count off the span, while a reported 0 is written."""
         if self.llm is None or (input_tokens is None and output_tokens is None):
             return
         try:
             self._usage_seen = True
             self._out_known = output_tokens is not None
+            self._cache_known = cache_read_tokens is not None
             self.llm.set_usage(input_tokens=int(input_tokens or 0), output_tokens=int(output_tokens or 0),
                                cache_read_tokens=int(cache_read_tokens or 0),
                                cache_write_tokens=int(cache_write_tokens or 0),
@@ -366,7 +369,7 @@ class Invocation:
                     final[USAGE_INPUT_TOKENS] = llm.input_tokens
                     if self._out_known:
                         final[USAGE_OUTPUT_TOKENS] = llm.output_tokens
-                    if llm.cache_read_tokens:
+                    if llm.cache_read_tokens or self._cache_known:
                         final[USAGE_CACHE_READ] = llm.cache_read_tokens
                     if llm.cache_write_tokens:
                         final[USAGE_CACHE_CREATION] = llm.cache_write_tokens
@@ -501,15 +504,20 @@ class SyncStreamProxy(ObjectProxy):  # type: ignore[misc]
 
     def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> Any:
         try:
-            return self.__wrapped__.__exit__(exc_type, exc, tb)
-        finally:
-            _close(self._self_recorder, self._self_inv, exc)
+            result = self.__wrapped__.__exit__(exc_type, exc, tb)
+        except BaseException as close_exc:
+            _close(self._self_recorder, self._self_inv, exc or close_exc)   # the caller's error wins
+            raise
+        _close(self._self_recorder, self._self_inv, exc)
+        return result
 
     def close(self) -> None:
         try:
             self.__wrapped__.close()
-        finally:
-            _close(self._self_recorder, self._self_inv, None)
+        except BaseException as exc:
+            _close(self._self_recorder, self._self_inv, exc)
+            raise
+        _close(self._self_recorder, self._self_inv, None)
 
 
 class AsyncStreamProxy(ObjectProxy):  # type: ignore[misc]
@@ -542,15 +550,20 @@ class AsyncStreamProxy(ObjectProxy):  # type: ignore[misc]
 
     async def __aexit__(self, exc_type: Any, exc: Any, tb: Any) -> Any:
         try:
-            return await self.__wrapped__.__aexit__(exc_type, exc, tb)
-        finally:
-            _close(self._self_recorder, self._self_inv, exc)
+            result = await self.__wrapped__.__aexit__(exc_type, exc, tb)
+        except BaseException as close_exc:
+            _close(self._self_recorder, self._self_inv, exc or close_exc)   # the caller's error wins
+            raise
+        _close(self._self_recorder, self._self_inv, exc)
+        return result
 
     async def close(self) -> None:
         try:
             await self.__wrapped__.close()
-        finally:
-            _close(self._self_recorder, self._self_inv, None)
+        except BaseException as exc:
+            _close(self._self_recorder, self._self_inv, exc)
+            raise
+        _close(self._self_recorder, self._self_inv, None)
 
 
 class RawStreamResponse(ObjectProxy):  # type: ignore[misc]

@@ -54,6 +54,10 @@ def service_tier_keys(latest: bool) -> tuple[str, str]:
                                                                           OLD_RESPONSE_SERVICE_TIER)
 
 
+def fingerprint_key(latest: bool) -> str:
+    return "openai.response.system_fingerprint" if latest else "gen_ai.openai.response.system_fingerprint"
+
+
 def server_attributes(instance: Any) -> dict[str, Any]:
     """``server.address`` / ``server.port`` from an SDK resource's client ``base_url`` (port left out when 443,
     the default for https, as the spec recommends)."""

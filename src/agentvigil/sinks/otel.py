@@ -81,6 +81,47 @@ class _CountingExporter:
         return getattr(self._inner, "force_flush", lambda *_: True)(timeout_millis)
 
 
+def _count_otlp_drops(n: int) -> None:
+    if n > 0:
+        from ..metrics import default_metrics
+
+        default_metrics().events_dropped.labels("otlp").inc(n)
+
+
+def _counting_batch_processor(exporter: Any) -> Any:
+    """A BatchSpanProcessor that also counts the spans it loses without exporting: queue full (a collector that
+    accepts and never answers fills it; the SDK then drops the oldest), ended after shutdown, and still queued when
+    shutdown gives up. Failed exports are counted by ``_CountingExporter``."""
+    from opentelemetry.sdk.trace.export import BatchSpanProcessor
+
+    class CountingBatchSpanProcessor(BatchSpanProcessor):
+        def _queue(self) -> Any:
+            return getattr(getattr(self, "_batch_processor", None), "_queue", None)
+
+        def on_end(self, span: Any) -> None:
+            try:
+                ctx = span.context
+                if ctx is not None and ctx.trace_flags.sampled:
+                    inner = getattr(self, "_batch_processor", None)
+                    queue = self._queue()
+                    if getattr(inner, "_shutdown", False) or (
+                            queue is not None and queue.maxlen is not None and len(queue) >= queue.maxlen):
+                        _count_otlp_drops(1)
+            except Exception as exc:  # SDK internals moved: counting is best effort, exporting goes on
+                internal_error("otlp_export", exc)
+            super().on_end(span)
+
+        def shutdown(self) -> None:
+            super().shutdown()
+            try:
+                queue = self._queue()
+                _count_otlp_drops(len(queue) if queue is not None else 0)
+            except Exception as exc:
+                internal_error("otlp_export", exc)
+
+    return CountingBatchSpanProcessor(exporter)
+
+
 def _env_true(name: str) -> bool:
     return os.environ.get(name, "").strip().lower() in ("1", "true", "yes", "on")
 
@@ -124,7 +165,6 @@ def _build_own_provider(service_name: str) -> TracerProvider | None:
     deadline so a dead collector cannot hold the process."""
     from opentelemetry.sdk.resources import Resource
     from opentelemetry.sdk.trace import TracerProvider
-    from opentelemetry.sdk.trace.export import BatchSpanProcessor
 
     exporter = _otlp_span_exporter()
     if exporter is None:
@@ -133,8 +173,7 @@ def _build_own_provider(service_name: str) -> TracerProvider | None:
     if not os.environ.get("OTEL_SERVICE_NAME"):
         attrs["service.name"] = service_name
     provider = TracerProvider(resource=Resource.create(attrs), shutdown_on_exit=False)
-    provider.add_span_processor(BatchSpanProcessor(_CountingExporter(  # type: ignore[arg-type]
-        exporter)))
+    provider.add_span_processor(_counting_batch_processor(_CountingExporter(exporter)))
 
     def _shutdown():
         # Flush what we can in 2 s, in a daemon thread: a dead collector must not block exit.

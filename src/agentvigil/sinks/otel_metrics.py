@@ -106,4 +106,6 @@ def _histogram(meter: Any, name: str, unit: str, description: str, buckets: tupl
 #: attributes of a model span that the spec also puts on the GenAI client metrics
 METRIC_ATTRIBUTES = ("gen_ai.operation.name", "gen_ai.provider.name", "gen_ai.system", "gen_ai.request.model",
                      "gen_ai.response.model", "server.address", "server.port", "error.type",
-                     "openai.response.service_tier", "gen_ai.openai.response.service_tier")
+                     "openai.response.service_tier", "gen_ai.openai.response.service_tier",
+                     "openai.response.system_fingerprint", "gen_ai.openai.response.system_fingerprint",
+                     "gen_ai.embeddings.dimension.count")

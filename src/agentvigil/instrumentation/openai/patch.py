@@ -163,7 +163,7 @@ def _chat_usage(inv: Invocation, usage: Any) -> None:
         return
     details = _get(usage, "prompt_tokens_details")
     inv.set_usage(_get(usage, "prompt_tokens"), _get(usage, "completion_tokens"),
-                  _get(details, "cached_tokens") or 0, _get(details, "cache_write_tokens") or 0,
+                  _get(details, "cached_tokens"), _get(details, "cache_write_tokens") or 0,
                   input_excludes_cache=False)
 
 
@@ -177,7 +177,8 @@ def chat_response(result: Any, inv: Invocation, opts: Options) -> None:
     attrs: dict[str, Any] = {RESPONSE_ID: _get(result, "id"),
                              RESPONSE_FINISH_REASONS: [str(_get(c, "finish_reason") or "error") for c in choices]
                              or None,
-                             sc.service_tier_keys(opts.latest)[1]: _get(result, "service_tier")}
+                             sc.service_tier_keys(opts.latest)[1]: _get(result, "service_tier"),
+                             sc.fingerprint_key(opts.latest): _get(result, "system_fingerprint")}
     if opts.capture_content:
         attrs.update(_capture(opts, OUTPUT_MESSAGES, [sc.chat_output_message(_get(c, "message"),
                                                                            _get(c, "finish_reason"))
@@ -211,12 +212,14 @@ class ChatStreamRecorder(StreamRecorder):
         self.model: Any = None
         self.id: Any = None
         self.service_tier: Any = None
+        self.fingerprint: Any = None
         self.choices: dict[int, _Choice] = {}
 
     def feed(self, chunk: Any) -> bool:
         self.model = _get(chunk, "model") or self.model
         self.id = _get(chunk, "id") or self.id
         self.service_tier = _get(chunk, "service_tier") or self.service_tier
+        self.fingerprint = _get(chunk, "system_fingerprint") or self.fingerprint
         choices = _get(chunk, "choices") or []
         for choice in choices:
             index = _get(choice, "index") or 0
@@ -257,7 +260,8 @@ class ChatStreamRecorder(StreamRecorder):
         ordered = [c for _, c in sorted(self.choices.items())]
         reasons = [c.finish_reason for c in ordered if c.finish_reason]
         attrs: dict[str, Any] = {RESPONSE_ID: self.id, RESPONSE_FINISH_REASONS: reasons or None,
-                                 sc.service_tier_keys(self.latest)[1]: self.service_tier}
+                                 sc.service_tier_keys(self.latest)[1]: self.service_tier,
+                                 sc.fingerprint_key(self.latest): self.fingerprint}
         if self.capture and ordered:
             attrs[OUTPUT_MESSAGES] = sc.to_json([sc.chat_output_message(c.message(), c.finish_reason)
                                                  for c in ordered])
@@ -295,7 +299,7 @@ def _responses_record(inv: Invocation, response: Any, opts: Options) -> None:
     if usage is not None:
         details = _get(usage, "input_tokens_details")
         inv.set_usage(_get(usage, "input_tokens"), _get(usage, "output_tokens"),
-                      _get(details, "cached_tokens") or 0, _get(details, "cache_write_tokens") or 0,
+                      _get(details, "cached_tokens"), _get(details, "cache_write_tokens") or 0,
                       input_excludes_cache=False)
     inv.set_response_model(_get(response, "model"))
     if not inv.recording:
