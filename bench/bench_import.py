@@ -36,7 +36,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--runs", type=int, default=15)
     runs = parser.parse_args(argv).runs
     times: dict[str, list[float]] = {name: [] for name in PROGRAMS}
-    for name, code in PROGRAMS.items():  # warm the file cache once
+    for code in PROGRAMS.values():  # warm the file cache once
         _once(code)
     for _ in range(runs):
         for name, code in PROGRAMS.items():

@@ -7,12 +7,11 @@ import pytest
 openai = pytest.importorskip("openai")
 wrapt = pytest.importorskip("wrapt")
 
+from openai.resources.chat.completions import Completions  # noqa: E402
 from opentelemetry.trace import SpanKind  # noqa: E402
 
 from agentvigil.instrumentation.openai import OpenAIInstrumentor  # noqa: E402
 from agentvigil.testing import Reply  # noqa: E402
-
-from openai.resources.chat.completions import Completions  # noqa: E402
 
 
 def _other_instrumentation(tracer):

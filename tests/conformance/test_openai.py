@@ -220,8 +220,9 @@ def test_metrics_on_error_have_error_type_and_no_tokens(instrument, client, otel
 
 
 def test_model_span_nests_under_the_run(instrument, client, otel, fake):
-    import agentvigil
     from prometheus_client import CollectorRegistry
+
+    import agentvigil
 
     mon = agentvigil.Monitor("nest", registry=CollectorRegistry(), tracer_provider=otel.tracer_provider,
                              heartbeat=False)

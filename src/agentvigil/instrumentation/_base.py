@@ -23,10 +23,10 @@ log = logging.getLogger("agentvigil")
 #: keyword arguments every instrumentor accepts. ``tracer_provider`` / ``meter_provider`` (also passed by
 #: opentelemetry-instrument) receive the model spans and the GenAI client metrics.
 COMMON_KWARGS = ("capture_content", "breaker", "budget", "budget_estimate", "monitor", "tracer_provider",
-                 "meter_provider")
+                 "meter_provider", "logger_provider")
 
 
-def build_options(kwargs: dict[str, Any], **extra: Any) -> Options:
+def build_options(kwargs: dict[str, Any], *, events_provider: str | None = None, **extra: Any) -> Options:
     from opentelemetry import trace
 
     from agentvigil._version import __version__
@@ -34,6 +34,15 @@ def build_options(kwargs: dict[str, Any], **extra: Any) -> Options:
     from agentvigil.sinks.otel_metrics import GenAIMetrics
 
     provider = kwargs.get("tracer_provider")
+    latest = _semconv.latest_experimental()
+    events = None
+    if events_provider is not None and not latest:
+        try:
+            from agentvigil.instrumentation._events import LegacyEvents
+
+            events = LegacyEvents.build(kwargs.get("logger_provider"), events_provider)
+        except Exception as exc:
+            log.warning("agentvigil: GenAI events disabled: %r", exc)
     metrics = None
     try:
         metrics = GenAIMetrics(kwargs.get("meter_provider"))
@@ -48,7 +57,8 @@ def build_options(kwargs: dict[str, Any], **extra: Any) -> Options:
         extra=extra,
         tracer=trace.get_tracer("agentvigil", __version__, provider) if provider is not None else None,
         metrics=metrics,
-        latest=_semconv.latest_experimental(),
+        latest=latest,
+        events=events,
     )
 
 

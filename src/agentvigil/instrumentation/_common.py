@@ -61,6 +61,7 @@ class Options:
     tracer: Any = None                  # from instrument(tracer_provider=...); None: the Monitor's, else global
     metrics: Any = None                 # sinks.otel_metrics.GenAIMetrics, or None
     latest: bool = False                # OTEL_SEMCONV_STABILITY_OPT_IN=gen_ai_latest_experimental
+    events: Any = None                  # _events.LegacyEvents (default stability mode, a LoggerProvider present)
 
 
 def is_given(value: Any) -> bool:
@@ -190,7 +191,7 @@ class Invocation:
     adopted: our attributes are added to it and no second span or GenAI metric is produced."""
 
     __slots__ = ("llm", "reservation", "breaker", "done", "hide_usage_chunk", "opts", "_usage_seen", "recording",
-                 "_attrs", "span", "own_span", "base", "_out_known", "_t0", "token", "_cache_known")
+                 "_attrs", "span", "own_span", "base", "_out_known", "_t0", "token", "_cache_known", "kwargs")
 
     def __init__(self) -> None:
         self.llm: Any = None
@@ -208,6 +209,7 @@ class Invocation:
         self.base: dict[str, Any] = {}
         self._out_known = False
         self._cache_known = False
+        self.kwargs: dict[str, Any] = {}   # the request, for the legacy input-message events
         self._t0 = 0.0
         self.token: Any = None
 
@@ -216,6 +218,7 @@ class Invocation:
               attributes: dict[str, Any] | None = None, instance: Any = None) -> "Invocation":
         inv = cls()
         inv.opts = opts
+        inv.kwargs = kwargs
         inv._t0 = perf_counter()
         breaker, budget = opts.breaker, opts.budget
         model_name = str(model) if is_given(model) else None
@@ -505,8 +508,10 @@ class SyncStreamProxy(ObjectProxy):  # type: ignore[misc]
     def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> Any:
         try:
             result = self.__wrapped__.__exit__(exc_type, exc, tb)
-        except BaseException as close_exc:
-            _close(self._self_recorder, self._self_inv, exc or close_exc)   # the caller's error wins
+        except Exception as close_exc:
+            _close(self._self_recorder, self._self_inv, exc or close_exc)
+            if exc is not None:
+                return False   # the caller's own error wins over a failure to close the stream
             raise
         _close(self._self_recorder, self._self_inv, exc)
         return result
@@ -551,8 +556,10 @@ class AsyncStreamProxy(ObjectProxy):  # type: ignore[misc]
     async def __aexit__(self, exc_type: Any, exc: Any, tb: Any) -> Any:
         try:
             result = await self.__wrapped__.__aexit__(exc_type, exc, tb)
-        except BaseException as close_exc:
-            _close(self._self_recorder, self._self_inv, exc or close_exc)   # the caller's error wins
+        except Exception as close_exc:
+            _close(self._self_recorder, self._self_inv, exc or close_exc)
+            if exc is not None:
+                return False   # the caller's own error wins over a failure to close the stream
             raise
         _close(self._self_recorder, self._self_inv, exc)
         return result

@@ -240,7 +240,8 @@ def tool_definitions(tools: Any) -> list[dict[str, Any]]:
         tool = _dump(tool)
         if not isinstance(tool, dict):
             continue
-        fn = tool.get("function") if isinstance(tool.get("function"), dict) else tool
+        inner = tool.get("function")
+        fn: dict[str, Any] = inner if isinstance(inner, dict) else tool
         entry = {"type": tool.get("type") or "function", "name": fn.get("name")}
         if fn.get("description") is not None:
             entry["description"] = fn["description"]

@@ -171,9 +171,14 @@ def chat_response(result: Any, inv: Invocation, opts: Options) -> None:
     result = _unwrap_raw(result)
     _chat_usage(inv, _get(result, "usage"))
     inv.set_response_model(_get(result, "model"))
+    choices = _get(result, "choices") or []
+    if opts.events is not None and inv.own_span:
+        opts.events.messages(inv.span, inv.kwargs.get("messages"), opts.capture_content)
+        for i, c in enumerate(choices):
+            opts.events.choice(inv.span, _get(c, "index") or i, _get(c, "finish_reason"), _get(c, "message"),
+                               opts.capture_content)
     if not inv.recording:
         return
-    choices = _get(result, "choices") or []
     attrs: dict[str, Any] = {RESPONSE_ID: _get(result, "id"),
                              RESPONSE_FINISH_REASONS: [str(_get(c, "finish_reason") or "error") for c in choices]
                              or None,
@@ -207,6 +212,7 @@ class ChatStreamRecorder(StreamRecorder):
     def __init__(self, opts: Options, hide_usage_chunk: bool) -> None:
         self.capture = opts.capture_content
         self.latest = opts.latest
+        self.events = opts.events
         self.hide_usage_chunk = hide_usage_chunk
         self.usage: Any = None
         self.model: Any = None
@@ -229,8 +235,9 @@ class ChatStreamRecorder(StreamRecorder):
             reason = _get(choice, "finish_reason")
             if reason:
                 buf.finish_reason = str(reason)
-            if self.capture:
-                self._delta(buf, _get(choice, "delta"))
+            delta = _get(choice, "delta")
+            if delta is not None:
+                self._delta(buf, delta, self.capture)
         usage = _get(chunk, "usage")
         if usage is not None:
             self.usage = usage
@@ -239,25 +246,30 @@ class ChatStreamRecorder(StreamRecorder):
         return True
 
     @staticmethod
-    def _delta(buf: _Choice, delta: Any) -> None:
-        if delta is None:
-            return
-        buf.role = _get(delta, "role") or buf.role
-        piece = _get(delta, "content")
-        if piece:
-            buf.text.append(piece)
+    def _delta(buf: _Choice, delta: Any, capture: bool) -> None:
+        """Text only when capturing; tool-call ids and names always (the legacy events carry them)."""
+        if capture:
+            buf.role = _get(delta, "role") or buf.role
+            piece = _get(delta, "content")
+            if piece:
+                buf.text.append(piece)
         for call in _get(delta, "tool_calls") or ():
             slot = buf.tool_calls.setdefault(_get(call, "index") or 0, {"id": None, "name": None, "args": []})
             slot["id"] = _get(call, "id") or slot["id"]
             fn = _get(call, "function")
             slot["name"] = _get(fn, "name") or slot["name"]
-            if _get(fn, "arguments"):
+            if capture and _get(fn, "arguments"):
                 slot["args"].append(_get(fn, "arguments"))
 
     def close(self, inv: Invocation) -> None:
         _chat_usage(inv, self.usage)
         inv.set_response_model(self.model)
         ordered = [c for _, c in sorted(self.choices.items())]
+        events = self.events
+        if events is not None and inv.own_span:
+            events.messages(inv.span, inv.kwargs.get("messages"), self.capture)
+            for index, c in sorted(self.choices.items()):
+                events.choice(inv.span, index, c.finish_reason, c.message(), self.capture)
         reasons = [c.finish_reason for c in ordered if c.finish_reason]
         attrs: dict[str, Any] = {RESPONSE_ID: self.id, RESPONSE_FINISH_REASONS: reasons or None,
                                  sc.service_tier_keys(self.latest)[1]: self.service_tier,
