@@ -49,3 +49,21 @@ def test_execute_tool_result_with_capture_on(otel):
     assert json.loads(span.attributes["gen_ai.tool.call.result"]) == {"hits": 3}
     assert json.loads(span.attributes["gen_ai.tool.call.arguments"]) == {"q": "x"}
     mon.close()
+
+
+def test_agents_sharing_a_process_are_told_apart_on_every_span(otel):
+    """service.name is the process's (one resource per provider); each span names its agent (gen_ai.agent.name)."""
+    a = _monitor(otel, False)
+    b = agentvigil.Monitor("agent-b", registry=CollectorRegistry(), tracer_provider=otel.tracer_provider,
+                           heartbeat=False)
+    for mon in (a, b):
+        with mon.run(task_id="t") as run:
+            with run.step("plan"):
+                with run.tool_call("search", {"q": 1}):
+                    pass
+    names = {}
+    for span in otel.spans.get_finished_spans():
+        names.setdefault(span.attributes["gen_ai.agent.name"], set()).add(span.attributes.get("gen_ai.operation.name"))
+    assert names["agent-a"] == names["agent-b"] == {"invoke_agent", "execute_tool", None}   # None: the step span
+    a.close()
+    b.close()

@@ -235,3 +235,62 @@ def test_model_span_nests_under_the_run(instrument, client, otel, fake):
     assert model.parent.span_id == agent.context.span_id
     assert agent.attributes["gen_ai.provider.name"] == "openai"   # the run's model provider
     mon.close()
+
+
+def test_model_span_names_its_agent(instrument, client, otel, monitor):
+    instrument()
+    chat(client)
+    assert otel.model_spans()[0].attributes["gen_ai.agent.name"] == monitor.agent
+
+
+def test_top_level_instrument_honours_the_providers(otel, monitor, client):
+    import agentvigil
+
+    try:
+        assert "openai" in agentvigil.instrument(only=["openai"], tracer_provider=otel.tracer_provider,
+                                                 meter_provider=otel.meter_provider, monitor=monitor)
+        chat(client)
+        assert len(otel.model_spans()) == 1
+        assert otel.points("gen_ai.client.operation.duration")
+    finally:
+        agentvigil.uninstrument()
+
+
+@pytest.fixture
+def logs():
+    from opentelemetry.sdk._logs import LoggerProvider
+    from opentelemetry.sdk._logs.export import SimpleLogRecordProcessor
+
+    try:
+        from opentelemetry.sdk._logs.export import InMemoryLogRecordExporter as Exporter
+    except ImportError:  # older SDKs
+        from opentelemetry.sdk._logs.export import InMemoryLogExporter as Exporter
+    exporter = Exporter()
+    provider = LoggerProvider()
+    provider.add_log_record_processor(SimpleLogRecordProcessor(exporter))
+    exporter.provider = provider
+    return exporter
+
+
+def test_default_mode_emits_the_older_events_without_content(instrument, client, otel, logs):
+    instrument(logger_provider=logs.provider)
+    chat(client)
+    records = [r.log_record for r in logs.get_finished_logs()]
+    assert [r.event_name for r in records] == ["gen_ai.system.message", "gen_ai.user.message", "gen_ai.choice"]
+    assert records[2].body == {"index": 0, "finish_reason": "stop", "message": {"role": "assistant"}}
+    span = otel.model_spans()[0]
+    assert all(r.span_id == span.context.span_id for r in records)
+
+
+def test_default_mode_events_carry_content_when_captured(instrument, client, logs):
+    instrument(capture=True, logger_provider=logs.provider)
+    chat(client)
+    records = [r.log_record for r in logs.get_finished_logs()]
+    assert records[1].body == {"content": "hi"}
+    assert records[2].body["message"]["content"] == "Hello from the fake provider."
+
+
+def test_latest_mode_emits_no_older_events(instrument, client, logs):
+    instrument(latest=True, logger_provider=logs.provider)
+    chat(client)
+    assert logs.get_finished_logs() == ()

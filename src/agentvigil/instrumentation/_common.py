@@ -170,6 +170,7 @@ def foreign_model_span() -> Any:
 
 
 OPERATION_NAME = "gen_ai.operation.name"
+AGENT_NAME = "gen_ai.agent.name"
 REQUEST_MODEL = "gen_ai.request.model"
 RESPONSE_MODEL = "gen_ai.response.model"
 USAGE_INPUT_TOKENS = "gen_ai.usage.input_tokens"
@@ -262,8 +263,10 @@ class Invocation:
             tracer = trace.get_tracer("agentvigil")
         parent = call.run._parent_span() if call.run is not None else None
         context = trace.set_span_in_context(parent) if parent is not None else None
+        # several agents may share the process (and its service.name): the span names its agent, per the spec
+        attributes = {**self.base, AGENT_NAME: call.monitor.agent}
         span = tracer.start_span(f"{operation} {model}" if model else operation, context=context,
-                                 kind=trace.SpanKind.CLIENT, attributes=self.base)
+                                 kind=trace.SpanKind.CLIENT, attributes=attributes)
         self.span, self.own_span, self.recording = span, True, span.is_recording()
 
     def attach(self) -> None:

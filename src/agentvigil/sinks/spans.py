@@ -59,7 +59,7 @@ class SpanSink:
             return
         if kind == ev.TOOL_START:
             a = {attr.OPERATION_NAME: "execute_tool", attr.TOOL_NAME: event.tool_name or "unknown",
-                 attr.TOOL_TYPE: "function"}
+                 attr.TOOL_TYPE: "function", attr.AGENT_NAME: scope.run.monitor.agent}
             if event.args_hash:
                 a[attr.ARGS_HASH] = event.args_hash
             call_id = getattr(scope, "call_id", None)
@@ -84,7 +84,7 @@ class SpanSink:
             run = scope.run
             name = getattr(scope, "name", None)
             self._open(scope, event, f"step {name}" if name else "step", run._span,
-                       {attr.STEP_INDEX: event.step_index or 0})
+                       {attr.STEP_INDEX: event.step_index or 0, attr.AGENT_NAME: run.monitor.agent})
             scope._prev_span = run._current_step_span
             run._current_step_span = scope._span
         elif kind == ev.LLM_START:
@@ -102,8 +102,9 @@ class SpanSink:
             response = (event.detail or {}).get("response_model")
             if response:
                 span.set_attribute(attr.RESPONSE_MODEL, response)
-            span.set_attribute(attr.USAGE_INPUT_TOKENS, event.input_tokens or 0)
-            span.set_attribute(attr.USAGE_OUTPUT_TOKENS, event.output_tokens or 0)
+            if event.error_kind is None:   # usage is left out, not 0, when the call failed (GenAI semconv)
+                span.set_attribute(attr.USAGE_INPUT_TOKENS, event.input_tokens or 0)
+                span.set_attribute(attr.USAGE_OUTPUT_TOKENS, event.output_tokens or 0)
             if event.cache_read_tokens:
                 span.set_attribute(attr.USAGE_CACHE_READ, event.cache_read_tokens)
             if event.cache_write_tokens:
@@ -181,8 +182,17 @@ def _context(parent: Any) -> Any:
 
 
 def _llm_attributes(scope: Any) -> dict:
-    return {attr.OPERATION_NAME: scope.operation, attr.PROVIDER_NAME: scope.provider,
-            attr.REQUEST_MODEL: scope.model, attr.AGENT_NAME: scope.monitor.agent}
+    a = {attr.OPERATION_NAME: scope.operation, attr.PROVIDER_NAME: scope.provider,
+         attr.REQUEST_MODEL: scope.model, attr.AGENT_NAME: scope.monitor.agent}
+    if not _latest():
+        a[attr.SYSTEM] = scope.provider   # the older name, written in the default stability mode
+    return a
+
+
+def _latest() -> bool:
+    import os
+
+    return "gen_ai_latest_experimental" in os.environ.get("OTEL_SEMCONV_STABILITY_OPT_IN", "")
 
 
 def span_of(scope: Any) -> Any:
