@@ -209,7 +209,8 @@ def _openai_chat_stream(reply: Reply, body: dict[str, Any], n: int) -> Iterator[
             "model": reply.model or body.get("model", "fake-model"), "system_fingerprint": "fp_fake",
             "service_tier": "default"}
     extra = {"usage": None} if include_usage else {}
-    choices = body.get("n") if isinstance(body.get("n"), int) and 1 <= body["n"] <= 8 else 1
+    n_requested = body.get("n")
+    choices: int = n_requested if isinstance(n_requested, int) and 1 <= n_requested <= 8 else 1
 
     def chunk(delta: dict[str, Any], finish: str | None = None) -> bytes:
         # with n > 1 the choices interleave, one chunk per choice, as the real API sends them
