@@ -294,3 +294,17 @@ def test_latest_mode_emits_no_older_events(instrument, client, logs):
     instrument(latest=True, logger_provider=logs.provider)
     chat(client)
     assert logs.get_finished_logs() == ()
+
+
+def test_metrics_without_any_tracer(otel, monitor, client, fake):
+    """No tracer anywhere (the global one unset): no span is built, the GenAI metrics still flow."""
+    inst = OpenAIInstrumentor()
+    inst.instrument(meter_provider=otel.meter_provider, monitor=monitor)
+    try:
+        fake.enqueue(Reply(input_tokens=9, output_tokens=1))
+        chat(client)
+    finally:
+        inst.uninstrument()
+    assert otel.spans.get_finished_spans() == ()
+    tokens = {p.attributes["gen_ai.token.type"]: p.sum for p in otel.points("gen_ai.client.token.usage")}
+    assert tokens == {"input": 9, "output": 1}

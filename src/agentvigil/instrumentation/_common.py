@@ -179,6 +179,7 @@ USAGE_CACHE_READ = "gen_ai.usage.cache_read.input_tokens"
 USAGE_CACHE_CREATION = "gen_ai.usage.cache_creation.input_tokens"
 ERROR_TYPE = "error.type"
 COST_USD = "agentvigil.cost_usd"
+_NO_PROVIDER = ("ProxyTracerProvider", "NoOpTracerProvider")
 MODEL_OPERATIONS = frozenset({"chat", "text_completion", "embeddings", "generate_content"})
 
 
@@ -234,8 +235,7 @@ class Invocation:
             if call.run is not None:
                 call.run.check()                    # RunKilled / LoopDetected propagate, before any span
             try:
-                inv.base = _base_attributes(provider, operation, model_name, opts, instance)
-                inv._open_span(call, operation, model_name)
+                inv._open_span(call, operation, model_name, provider, instance)
             except Exception as exc:
                 internal_error(f"instrumentation.{provider}", exc)
             call._span = inv.span
@@ -251,7 +251,7 @@ class Invocation:
             inv.set_attributes(attributes)
         return inv
 
-    def _open_span(self, call: Any, operation: str, model: str | None) -> None:
+    def _open_span(self, call: Any, operation: str, model: str | None, provider: str, instance: Any) -> None:
         foreign = foreign_model_span()
         if foreign is not None:
             self.span, self.own_span, self.recording = foreign, False, True
@@ -259,15 +259,24 @@ class Invocation:
         opts = self.opts
         tracer = (opts.tracer if opts is not None else None) or getattr(call.monitor, "tracer", None)
         trace = _trace()
-        if tracer is None:
+        if tracer is None and type(trace.get_tracer_provider()).__name__ not in _NO_PROVIDER:
             tracer = trace.get_tracer("agentvigil")
+        metrics = opts.metrics if opts is not None else None
+        if metrics is not None and not metrics.live():
+            metrics = None
+        if tracer is None and metrics is None:
+            return   # nothing would receive a span or a GenAI metric: build neither (hot path)
+        self.base = _base_attributes(provider, operation, model, opts, instance)  # type: ignore[arg-type]
+        self.own_span = True
+        if tracer is None:
+            return
         parent = call.run._parent_span() if call.run is not None else None
         context = trace.set_span_in_context(parent) if parent is not None else None
         # several agents may share the process (and its service.name): the span names its agent, per the spec
         attributes = {**self.base, AGENT_NAME: call.monitor.agent}
         span = tracer.start_span(f"{operation} {model}" if model else operation, context=context,
                                  kind=trace.SpanKind.CLIENT, attributes=attributes)
-        self.span, self.own_span, self.recording = span, True, span.is_recording()
+        self.span, self.recording = span, span.is_recording()
 
     def attach(self) -> None:
         """Make our span current while the SDK sends the request (HTTP client spans nest under it)."""
@@ -381,7 +390,7 @@ class Invocation:
                         final[USAGE_CACHE_CREATION] = llm.cache_write_tokens
             if error is not None:
                 final[ERROR_TYPE] = type(error).__qualname__
-            if self.own_span and self.opts is not None and self.opts.metrics is not None:
+            if self.own_span and self.opts is not None and self.opts.metrics is not None and self.base:
                 self._record_metrics(final, error)
             if self.span is None or not self.recording:
                 return

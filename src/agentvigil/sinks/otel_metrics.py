@@ -78,10 +78,25 @@ class GenAIMetrics:
 
         from .._version import __version__
 
-        meter = metrics.get_meter("agentvigil", __version__, resolve_meter_provider(meter_provider))
+        provider = resolve_meter_provider(meter_provider)
+        #: on the global proxy: nothing to record into until the application sets a provider
+        self._proxy = type(provider).__name__ == "_ProxyMeterProvider"
+        self._dead = type(provider).__name__ == "NoOpMeterProvider"
+        meter = metrics.get_meter("agentvigil", __version__, provider)
         self.duration = _histogram(meter, OPERATION_DURATION, "s", "GenAI operation duration", DURATION_BUCKETS)
         self.tokens = _histogram(meter, TOKEN_USAGE, "{token}", "Number of input and output tokens used",
                                  TOKEN_BUCKETS)
+
+    def live(self) -> bool:
+        """False while the metrics would go to the global proxy with no provider set (skipped: hot path)."""
+        if not self._proxy:
+            return not self._dead
+        from opentelemetry import metrics
+
+        if type(metrics.get_meter_provider()).__name__ != "_ProxyMeterProvider":
+            self._proxy = False   # a provider was set meanwhile: the proxy meter now forwards to it
+            return True
+        return False
 
     def record(self, duration_s: float, attributes: dict[str, Any], input_tokens: int | None,
                output_tokens: int | None) -> None:
