@@ -348,7 +348,7 @@ class ToolCall(_Scope):
     started, and put on it only when content capture is on."""
 
     __slots__ = ("run", "name", "args_hash", "result_hash", "call_id", "_start", "_span", "_args", "_ended",
-                 "error_kind", "_otel_token", "detail", "_error", "status", "result_fingerprint")
+                 "error_kind", "_otel_token", "detail", "_error", "status", "result_fingerprint", "_result")
 
     def __init__(self, run: Run, name: str, args: Any, call_id: str | None, detail: dict | None = None):
         self.detail = detail
@@ -366,6 +366,7 @@ class ToolCall(_Scope):
         self._otel_token: Any = None
         self._error: BaseException | None = None
         self._start = 0.0
+        self._result: Any = None   # kept for the span only when content capture is on
 
     def _begin(self, check: bool = True) -> None:
         run = self.run
@@ -390,6 +391,8 @@ class ToolCall(_Scope):
         """Optional: hash the result so the loop guard can tell "same call, same answer" from progress."""
         self.result_hash = digest(result)
         self.result_fingerprint = result_fingerprint(result)
+        if self.run.monitor.settings.capture_content:
+            self._result = result
 
     def reject(self, reason: str | None = None) -> None:
         """The action could not be parsed or executed (a format rejection): recorded as ``tool_end`` with
@@ -407,8 +410,7 @@ class ToolCall(_Scope):
         run = self.run
         try:
             if result is not None:
-                self.result_hash = digest(result)
-                self.result_fingerprint = result_fingerprint(result)
+                self.set_result(result)
             status = self.status
             kind = error_kind or self.error_kind
             if status != "rejected":

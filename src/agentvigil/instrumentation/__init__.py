@@ -7,7 +7,8 @@ supports, picked up by ``opentelemetry-instrument`` through the ``opentelemetry_
     ...
     agentvigil.uninstrument()
 
-Nothing here imports an SDK until you instrument it.
+Nothing here imports an SDK: ``instrument()`` patches an SDK that is already imported at once, and one that is
+not when the application imports it (a post-import hook), so ``instrument()`` costs no SDK import.
 """
 
 from __future__ import annotations
@@ -15,6 +16,8 @@ from __future__ import annotations
 import importlib
 import importlib.util
 import logging
+import sys
+import threading
 from typing import Any
 
 from agentvigil.instrumentation import _env
@@ -47,8 +50,46 @@ def _installed(module: str) -> bool:
         return False
 
 
+#: integration name -> instrument() kwargs, for SDKs not imported yet (patched by their post-import hook)
+_pending: dict[str, dict[str, Any]] = {}
+_hooked: set[str] = set()
+_lock = threading.Lock()
+
+
+def _instrument_now(name: str, target: str, kwargs: dict[str, Any]) -> bool:
+    try:
+        instrumentor = _load(target)()
+        if not instrumentor.is_instrumented_by_opentelemetry:
+            instrumentor.instrument(**kwargs)
+        return bool(instrumentor.is_instrumented_by_opentelemetry)
+    except Exception as exc:  # an integration must never break the application's start-up
+        log.warning("agentvigil: could not instrument %s: %r", name, exc)
+        return False
+
+
+def _on_import(name: str) -> Any:
+    def hook(_module: Any) -> None:
+        with _lock:
+            kwargs = _pending.pop(name, None)
+        if kwargs is not None:   # still wanted (not uninstrumented meanwhile)
+            _instrument_now(name, _REGISTRY[name][1], kwargs)
+
+    return hook
+
+
+def _defer(name: str, module: str, kwargs: dict[str, Any]) -> None:
+    from wrapt import register_post_import_hook
+
+    with _lock:
+        _pending[name] = kwargs
+        if name in _hooked:
+            return
+        _hooked.add(name)
+    register_post_import_hook(_on_import(name), module)   # runs at once if imported meanwhile
+
+
 def instrument(*, only: list[str] | tuple[str, ...] | None = None, **kwargs: Any) -> list[str]:
-    """Instrument every supported SDK that is installed; returns the names now instrumented.
+    """Instrument every supported SDK that is installed; returns the names instrumented now or on import.
 
     ``only`` restricts to some of ``openai``, ``anthropic``, ``langchain``, ``crewai``;
     ``AGENTVIGIL_DISABLED_INSTRUMENTATIONS`` removes some. Other keyword arguments (``breaker``, ``budget``,
@@ -65,21 +106,24 @@ def instrument(*, only: list[str] | tuple[str, ...] | None = None, **kwargs: Any
         module, target = _REGISTRY[name]
         if name in disabled or not _installed(module):
             continue
-        try:
-            instrumentor = _load(target)()
-            if not instrumentor.is_instrumented_by_opentelemetry:
-                instrumentor.instrument(**kwargs)
-            if instrumentor.is_instrumented_by_opentelemetry:
+        if module not in sys.modules:
+            try:
+                _defer(name, module, kwargs)
                 done.append(name)
-        except Exception as exc:  # an integration must never break the application's start-up
-            log.warning("agentvigil: could not instrument %s: %r", name, exc)
+            except Exception as exc:
+                log.warning("agentvigil: could not instrument %s: %r", name, exc)
+            continue
+        if _instrument_now(name, target, kwargs):
+            done.append(name)
     return done
 
 
 def uninstrument() -> None:
-    """Undo ``instrument()``: every SDK is left as it was."""
+    """Undo ``instrument()``: every SDK is left as it was (and none not yet imported will be patched)."""
+    with _lock:
+        _pending.clear()
     for name, (module, target) in _REGISTRY.items():
-        if not _installed(module):
+        if module not in sys.modules:
             continue
         try:
             instrumentor = _load(target)()
@@ -90,10 +134,10 @@ def uninstrument() -> None:
 
 
 def instrumented() -> list[str]:
-    """Names of the integrations currently instrumented."""
-    out = []
+    """Names of the integrations currently instrumented, or to be when their SDK is imported."""
+    out = [name for name in _REGISTRY if name in _pending]
     for name, (module, target) in _REGISTRY.items():
-        if not _installed(module):
+        if module not in sys.modules or name in out:
             continue
         try:
             if _load(target)().is_instrumented_by_opentelemetry:

@@ -8,8 +8,7 @@ import logging
 from typing import Any, Collection
 
 from opentelemetry.instrumentation.instrumentor import BaseInstrumentor  # type: ignore[attr-defined]
-from opentelemetry.instrumentation.utils import unwrap
-from wrapt import wrap_function_wrapper
+from wrapt import FunctionWrapper
 
 from agentvigil.instrumentation import _env
 from agentvigil.instrumentation._common import (
@@ -21,12 +20,34 @@ from agentvigil.instrumentation._common import (
 
 log = logging.getLogger("agentvigil")
 
-#: keyword arguments every instrumentor accepts (others, e.g. ``tracer_provider`` from opentelemetry-instrument,
-#: are ignored: spans go through the agentvigil Monitor's tracer).
-COMMON_KWARGS = ("capture_content", "breaker", "budget", "budget_estimate", "monitor")
+#: keyword arguments every instrumentor accepts. ``tracer_provider`` / ``meter_provider`` (also passed by
+#: opentelemetry-instrument) receive the model spans and the GenAI client metrics.
+COMMON_KWARGS = ("capture_content", "breaker", "budget", "budget_estimate", "monitor", "tracer_provider",
+                 "meter_provider", "logger_provider")
 
 
-def build_options(kwargs: dict[str, Any], **extra: Any) -> Options:
+def build_options(kwargs: dict[str, Any], *, events_provider: str | None = None, **extra: Any) -> Options:
+    from opentelemetry import trace
+
+    from agentvigil._version import __version__
+    from agentvigil.instrumentation import _semconv
+    from agentvigil.sinks.otel_metrics import GenAIMetrics
+
+    provider = kwargs.get("tracer_provider")
+    latest = _semconv.latest_experimental()
+    events = None
+    if events_provider is not None and not latest:
+        try:
+            from agentvigil.instrumentation._events import LegacyEvents
+
+            events = LegacyEvents.build(kwargs.get("logger_provider"), events_provider)
+        except Exception as exc:
+            log.warning("agentvigil: GenAI events disabled: %r", exc)
+    metrics = None
+    try:
+        metrics = GenAIMetrics(kwargs.get("meter_provider"))
+    except Exception as exc:  # metrics are an extra: the integration works without them
+        log.warning("agentvigil: GenAI client metrics disabled: %r", exc)
     return Options(
         capture_content=_env.capture_content(kwargs.get("capture_content")),
         breaker=kwargs.get("breaker"),
@@ -34,7 +55,43 @@ def build_options(kwargs: dict[str, Any], **extra: Any) -> Options:
         budget_estimate=kwargs.get("budget_estimate"),
         monitor=kwargs.get("monitor"),
         extra=extra,
+        tracer=trace.get_tracer("agentvigil", __version__, provider) if provider is not None else None,
+        metrics=metrics,
+        latest=latest,
+        events=events,
     )
+
+
+def _ours(obj: Any) -> bool:
+    return isinstance(obj, FunctionWrapper) and getattr(getattr(obj, "_self_wrapper", None), "_agentvigil", False)
+
+
+def wrap(klass: Any, method: str, wrapper: Any) -> None:
+    """Wrap ``klass.method``. When another instrumentation (openai-v2, ...) wrapped it already, go *inside* its
+    wrapper, so its model span is current when ours runs and we add to it instead of opening a second one."""
+    wrapper._agentvigil = True
+    holder: Any = None
+    current = vars(klass).get(method, getattr(klass, method))
+    while isinstance(current, FunctionWrapper) and not _ours(current):
+        holder, current = current, current.__wrapped__
+    if holder is None:
+        setattr(klass, method, FunctionWrapper(current, wrapper))
+    else:
+        holder.__wrapped__ = FunctionWrapper(current, wrapper)
+
+
+def unwrap_ours(klass: Any, method: str) -> None:
+    """Remove our wrapper wherever it sits in the chain; other instrumentations' wrappers stay."""
+    holder: Any = None
+    current = klass.__dict__.get(method)
+    while isinstance(current, FunctionWrapper):
+        if _ours(current):
+            if holder is None:
+                setattr(klass, method, current.__wrapped__)
+            else:
+                holder.__wrapped__ = current.__wrapped__
+            return
+        holder, current = current, current.__wrapped__
 
 
 class SDKInstrumentor(BaseInstrumentor):  # type: ignore[misc]
@@ -63,7 +120,7 @@ class SDKInstrumentor(BaseInstrumentor):  # type: ignore[misc]
                 log.debug("agentvigil: %s.%s.%s not in this SDK version; skipped", module_name, class_name, method)
                 continue
             make = async_wrapper if class_name.startswith("Async") else sync_wrapper
-            wrap_function_wrapper(module_name, f"{class_name}.{method}", make(spec, opts))
+            wrap(klass, method, make(spec, opts))
             wrapped.append((klass, method))
         wrapped.extend(self._extra_patches(opts))
         self._wrapped = wrapped
@@ -73,5 +130,5 @@ class SDKInstrumentor(BaseInstrumentor):  # type: ignore[misc]
 
     def _uninstrument(self, **kwargs: Any) -> None:
         for klass, method in reversed(getattr(self, "_wrapped", [])):
-            unwrap(klass, method)
+            unwrap_ours(klass, method)
         self._wrapped = []

@@ -24,6 +24,7 @@ log = logging.getLogger("agentvigil")
 # GenAI semantic conventions (https://opentelemetry.io/docs/specs/semconv/gen-ai/)
 OPERATION_NAME = "gen_ai.operation.name"
 PROVIDER_NAME = "gen_ai.provider.name"
+SYSTEM = "gen_ai.system"  # the older name of the provider
 AGENT_NAME = "gen_ai.agent.name"
 AGENT_ID = "gen_ai.agent.id"
 CONVERSATION_ID = "gen_ai.conversation.id"
@@ -37,6 +38,9 @@ TOOL_NAME = "gen_ai.tool.name"
 TOOL_CALL_ID = "gen_ai.tool.call.id"
 TOOL_CALL_ARGUMENTS = "gen_ai.tool.call.arguments"  # opt-in only
 TOOL_TYPE = "gen_ai.tool.type"
+TOOL_CALL_RESULT = "gen_ai.tool.call.result"  # opt-in only
+#: ``gen_ai.provider.name`` of an ``invoke_agent`` span: the agent runs in this process, instrumented by us
+AGENT_PROVIDER = "agentvigil"
 ERROR_TYPE = "error.type"
 # agentvigil's own attributes
 TASK_ID = "agentvigil.task_id"
@@ -76,6 +80,47 @@ class _CountingExporter:
 
     def force_flush(self, timeout_millis: int = 30000) -> bool:
         return getattr(self._inner, "force_flush", lambda *_: True)(timeout_millis)
+
+
+def _count_otlp_drops(n: int) -> None:
+    if n > 0:
+        from ..metrics import default_metrics
+
+        default_metrics().events_dropped.labels("otlp").inc(n)
+
+
+def _counting_batch_processor(exporter: Any) -> Any:
+    """A BatchSpanProcessor that also counts the spans it loses without exporting: queue full (a collector that
+    accepts and never answers fills it; the SDK then drops the oldest), ended after shutdown, and still queued when
+    shutdown gives up. Failed exports are counted by ``_CountingExporter``."""
+    from opentelemetry.sdk.trace.export import BatchSpanProcessor
+
+    class CountingBatchSpanProcessor(BatchSpanProcessor):
+        def _queue(self) -> Any:
+            return getattr(getattr(self, "_batch_processor", None), "_queue", None)
+
+        def on_end(self, span: Any) -> None:
+            try:
+                ctx = span.context
+                if ctx is not None and ctx.trace_flags.sampled:
+                    inner = getattr(self, "_batch_processor", None)
+                    queue = self._queue()
+                    if getattr(inner, "_shutdown", False) or (
+                            queue is not None and queue.maxlen is not None and len(queue) >= queue.maxlen):
+                        _count_otlp_drops(1)
+            except Exception as exc:  # SDK internals moved: counting is best effort, exporting goes on
+                internal_error("otlp_export", exc)
+            super().on_end(span)
+
+        def shutdown(self) -> None:
+            super().shutdown()
+            try:
+                queue = self._queue()
+                _count_otlp_drops(len(queue) if queue is not None else 0)
+            except Exception as exc:
+                internal_error("otlp_export", exc)
+
+    return CountingBatchSpanProcessor(exporter)
 
 
 def _env_true(name: str) -> bool:
@@ -121,7 +166,6 @@ def _build_own_provider(service_name: str) -> TracerProvider | None:
     deadline so a dead collector cannot hold the process."""
     from opentelemetry.sdk.resources import Resource
     from opentelemetry.sdk.trace import TracerProvider
-    from opentelemetry.sdk.trace.export import BatchSpanProcessor
 
     exporter = _otlp_span_exporter()
     if exporter is None:
@@ -130,8 +174,7 @@ def _build_own_provider(service_name: str) -> TracerProvider | None:
     if not os.environ.get("OTEL_SERVICE_NAME"):
         attrs["service.name"] = service_name
     provider = TracerProvider(resource=Resource.create(attrs), shutdown_on_exit=False)
-    provider.add_span_processor(BatchSpanProcessor(_CountingExporter(  # type: ignore[arg-type]
-        exporter)))
+    provider.add_span_processor(_counting_batch_processor(_CountingExporter(exporter)))
 
     def _shutdown():
         # Flush what we can in 2 s, in a daemon thread: a dead collector must not block exit.

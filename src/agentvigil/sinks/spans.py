@@ -51,9 +51,15 @@ class SpanSink:
         if scope is None:
             return   # recorded events: no live scope to hang a span on
         kind = event.event_type
+        if getattr(scope, "external_span", False):   # an SDK integration owns this model span
+            if kind == ev.LLM_START:
+                _agent_provider(scope)
+            if scope._span is not None:
+                _ids(scope._span, event)
+            return
         if kind == ev.TOOL_START:
             a = {attr.OPERATION_NAME: "execute_tool", attr.TOOL_NAME: event.tool_name or "unknown",
-                 attr.TOOL_TYPE: "function"}
+                 attr.TOOL_TYPE: "function", attr.AGENT_NAME: scope.run.monitor.agent}
             if event.args_hash:
                 a[attr.ARGS_HASH] = event.args_hash
             call_id = getattr(scope, "call_id", None)
@@ -69,28 +75,36 @@ class SpanSink:
                 _ids(span, event)
                 if kind == ev.STEP_END:
                     scope.run._current_step_span = scope._prev_span
+                if kind == ev.TOOL_END and self.capture_content:
+                    result = getattr(scope, "_result", None)
+                    if result is not None:
+                        span.set_attribute(attr.TOOL_CALL_RESULT, json.dumps(result, default=repr)[:8192])
                 self._end(span, event)
         elif kind == ev.STEP_START:
             run = scope.run
             name = getattr(scope, "name", None)
             self._open(scope, event, f"step {name}" if name else "step", run._span,
-                       {attr.STEP_INDEX: event.step_index or 0})
+                       {attr.STEP_INDEX: event.step_index or 0, attr.AGENT_NAME: run.monitor.agent})
             scope._prev_span = run._current_step_span
             run._current_step_span = scope._span
         elif kind == ev.LLM_START:
-            self._open(scope, event, f"{scope.operation} {scope.model}", _parent_of(scope), _llm_attributes(scope))
+            _agent_provider(scope)
+            self._open(scope, event, f"{scope.operation} {scope.model}", _parent_of(scope), _llm_attributes(scope),
+                       kind=_client())
         elif kind == ev.LLM_CALL:
             span = scope._span
             if span is None:  # recorded after the fact: back-date the span
+                _agent_provider(scope)
                 span = self.tracer.start_span(f"{scope.operation} {scope.model}",
                                               context=_context(_parent_of(scope)), attributes=_llm_attributes(scope),
-                                              start_time=int(scope._wall_start * 1e9))
+                                              start_time=int(scope._wall_start * 1e9), kind=_client())
                 scope._span = span
             response = (event.detail or {}).get("response_model")
             if response:
                 span.set_attribute(attr.RESPONSE_MODEL, response)
-            span.set_attribute(attr.USAGE_INPUT_TOKENS, event.input_tokens or 0)
-            span.set_attribute(attr.USAGE_OUTPUT_TOKENS, event.output_tokens or 0)
+            if event.error_kind is None:   # usage is left out, not 0, when the call failed (GenAI semconv)
+                span.set_attribute(attr.USAGE_INPUT_TOKENS, event.input_tokens or 0)
+                span.set_attribute(attr.USAGE_OUTPUT_TOKENS, event.output_tokens or 0)
             if event.cache_read_tokens:
                 span.set_attribute(attr.USAGE_CACHE_READ, event.cache_read_tokens)
             if event.cache_write_tokens:
@@ -101,7 +115,7 @@ class SpanSink:
             self._end(span, event)
         elif kind == ev.RUN_START:
             a = {attr.OPERATION_NAME: "invoke_agent", attr.AGENT_NAME: event.agent_id or "unknown",
-                 attr.RUN_ID: event.run_id or ""}
+                 attr.PROVIDER_NAME: attr.AGENT_PROVIDER, attr.RUN_ID: event.run_id or ""}
             if event.task_id:
                 a[attr.TASK_ID] = event.task_id
                 a[attr.CONVERSATION_ID] = event.task_id
@@ -116,8 +130,11 @@ class SpanSink:
                 _ids(span, event)
                 self._end(span, event)
 
-    def _open(self, scope: Any, event: Event, name: str, parent: Any, attributes: dict) -> None:
-        span = self.tracer.start_span(name, context=_context(parent), attributes=attributes)
+    def _open(self, scope: Any, event: Event, name: str, parent: Any, attributes: dict, kind: Any = None) -> None:
+        if kind is None:
+            span = self.tracer.start_span(name, context=_context(parent), attributes=attributes)
+        else:
+            span = self.tracer.start_span(name, context=_context(parent), attributes=attributes, kind=kind)
         scope._span = span
         _ids(span, event)
 
@@ -135,6 +152,23 @@ class SpanSink:
         span.end()
 
 
+def _agent_provider(scope: Any) -> None:
+    """An ``invoke_agent`` span's ``gen_ai.provider.name`` is the provider of the run's model calls (known at the
+    first one); until then it holds ``agentvigil``, the spec's custom-value fallback."""
+    run = scope.run
+    span = getattr(run, "_span", None) if run is not None else None
+    if span is None:
+        return
+    if (getattr(span, "attributes", None) or {}).get(attr.PROVIDER_NAME) == attr.AGENT_PROVIDER:
+        span.set_attribute(attr.PROVIDER_NAME, scope.provider)
+
+
+def _client() -> Any:
+    """Model calls are CLIENT spans (a remote model service), per the GenAI conventions."""
+    trace, _ = _api()
+    return trace.SpanKind.CLIENT
+
+
 def _parent_of(scope: Any) -> Any:
     run = scope.run
     return run._parent_span() if run is not None else None
@@ -148,8 +182,17 @@ def _context(parent: Any) -> Any:
 
 
 def _llm_attributes(scope: Any) -> dict:
-    return {attr.OPERATION_NAME: scope.operation, attr.PROVIDER_NAME: scope.provider,
-            attr.REQUEST_MODEL: scope.model, attr.AGENT_NAME: scope.monitor.agent}
+    a = {attr.OPERATION_NAME: scope.operation, attr.PROVIDER_NAME: scope.provider,
+         attr.REQUEST_MODEL: scope.model, attr.AGENT_NAME: scope.monitor.agent}
+    if not _latest():
+        a[attr.SYSTEM] = scope.provider   # the older name, written in the default stability mode
+    return a
+
+
+def _latest() -> bool:
+    import os
+
+    return "gen_ai_latest_experimental" in os.environ.get("OTEL_SEMCONV_STABILITY_OPT_IN", "")
 
 
 def span_of(scope: Any) -> Any:

@@ -209,10 +209,13 @@ def _openai_chat_stream(reply: Reply, body: dict[str, Any], n: int) -> Iterator[
             "model": reply.model or body.get("model", "fake-model"), "system_fingerprint": "fp_fake",
             "service_tier": "default"}
     extra = {"usage": None} if include_usage else {}
+    n_requested = body.get("n")
+    choices: int = n_requested if isinstance(n_requested, int) and 1 <= n_requested <= 8 else 1
 
     def chunk(delta: dict[str, Any], finish: str | None = None) -> bytes:
-        return _sse({**base, "choices": [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}],
-                     **extra})
+        # with n > 1 the choices interleave, one chunk per choice, as the real API sends them
+        return b"".join(_sse({**base, "choices": [{"index": i, "delta": delta, "logprobs": None,
+                                                   "finish_reason": finish}], **extra}) for i in range(choices))
 
     yield chunk({"role": "assistant", "content": "", "refusal": None})
     for i, piece in enumerate(_words(reply.text)):

@@ -14,9 +14,7 @@ import importlib
 import logging
 from typing import Any
 
-from wrapt import wrap_function_wrapper
-
-from agentvigil.instrumentation._base import SDKInstrumentor
+from agentvigil.instrumentation._base import SDKInstrumentor, wrap
 from agentvigil.instrumentation._common import Options
 from agentvigil.instrumentation.anthropic.package import _instruments
 from agentvigil.instrumentation.anthropic.patch import (
@@ -45,6 +43,6 @@ class AnthropicInstrumentor(SDKInstrumentor):
             except (ImportError, AttributeError):
                 log.debug("agentvigil: %s.%s.stream not in this SDK version; skipped", module_name, class_name)
                 continue
-            wrap_function_wrapper(module_name, f"{class_name}.stream", stream_helper_wrapper(opts, is_async))
+            wrap(klass, "stream", stream_helper_wrapper(opts, is_async))
             wrapped.append((klass, "stream"))
         return wrapped

@@ -12,10 +12,12 @@ Streams: ``message_start`` carries the model, input and cache usage; ``message_d
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from wrapt import ObjectProxy
 
+from agentvigil.instrumentation import _semconv as sc
 from agentvigil.instrumentation._common import (
     _IN_CALL,
     INPUT_MESSAGES,
@@ -36,10 +38,8 @@ from agentvigil.instrumentation._common import (
     _close,
     _on_error,
     _prepare,
-    content_attributes,
     internal_error,
     is_given,
-    to_json,
 )
 
 PROVIDER = "anthropic"
@@ -92,9 +92,33 @@ def messages_request(kwargs: dict[str, Any], opts: Options,
         REQUEST_TOP_P: kwargs.get("top_p"),
         REQUEST_STREAM: True if kwargs.get("stream") is True else None,
     }
-    attrs.update(content_attributes(opts, **{INPUT_MESSAGES: kwargs.get("messages"),
-                                             SYSTEM_INSTRUCTIONS: kwargs.get("system")}))
+    stop = kwargs.get("stop_sequences")
+    attrs[sc.REQUEST_STOP_SEQUENCES] = list(stop) if isinstance(stop, (list, tuple)) else None
+    attrs[sc.REQUEST_TOP_K] = kwargs.get("top_k")
+    if opts.capture_content:
+        attrs[INPUT_MESSAGES] = sc.to_json(input_messages(kwargs.get("messages")))
+        if is_given(kwargs.get("system")):
+            attrs[SYSTEM_INSTRUCTIONS] = sc.to_json(sc.system_instructions(kwargs.get("system")))
+        if is_given(kwargs.get("tools")):
+            attrs[sc.TOOL_DEFINITIONS] = sc.to_json(sc.tool_definitions(kwargs.get("tools")))
     return kwargs, attrs
+
+
+def input_messages(messages: Any) -> list[dict[str, Any]]:
+    """Anthropic ``messages`` → ``gen_ai.input.messages`` (a user turn of tool results becomes role ``tool``)."""
+    out = []
+    for message in messages if isinstance(messages, (list, tuple)) else ():
+        parts = sc.text_parts(_get(message, "content"))
+        role = _get(message, "role") or "user"
+        if parts and all(p["type"] == "tool_call_response" for p in parts):
+            role = "tool"
+        out.append({"role": role, "parts": parts})
+    return out
+
+
+def _output(content: Any, stop_reason: Any) -> str:
+    return sc.to_json([{"role": "assistant", "parts": sc.text_parts(content),
+                        "finish_reason": sc.anthropic_finish_reason(stop_reason) or "error"}])
 
 
 def _record_usage(inv: Invocation, usage: Any) -> None:
@@ -118,8 +142,10 @@ def messages_response(result: Any, inv: Invocation, opts: Options) -> None:
     if not inv.recording:
         return
     stop = _get(result, "stop_reason")
-    attrs: dict[str, Any] = {RESPONSE_ID: _get(result, "id"), RESPONSE_FINISH_REASONS: [str(stop)] if stop else None}
-    attrs.update(content_attributes(opts, **{OUTPUT_MESSAGES: _get(result, "content")}))
+    reason = sc.anthropic_finish_reason(stop)
+    attrs: dict[str, Any] = {RESPONSE_ID: _get(result, "id"), RESPONSE_FINISH_REASONS: [reason] if reason else None}
+    if opts.capture_content:
+        attrs[OUTPUT_MESSAGES] = _output(_get(result, "content"), stop)
     inv.set_attributes(attrs)
 
 
@@ -134,7 +160,7 @@ class MessagesStreamRecorder(StreamRecorder):
         self.model: Any = None
         self.id: Any = None
         self.stop_reason: Any = None
-        self.text: list[str] = []
+        self.blocks: dict[int, dict[str, Any]] = {}   # content blocks by index, rebuilt from the deltas
 
     def _merge(self, usage: Any) -> None:
         for name in self._USAGE_FIELDS:
@@ -151,20 +177,42 @@ class MessagesStreamRecorder(StreamRecorder):
         elif kind == "message_delta":
             self._merge(_get(event, "usage"))
             self.stop_reason = _get(_get(event, "delta"), "stop_reason") or self.stop_reason
+        elif kind == "content_block_start" and self.capture:
+            block = _get(event, "content_block")
+            btype = _get(block, "type")
+            self.blocks[_get(event, "index") or 0] = {"type": btype, "text": _get(block, "text") or "",
+                                                      "id": _get(block, "id"), "name": _get(block, "name"),
+                                                      "json": ""}
         elif kind == "content_block_delta" and self.capture:
-            text = _get(_get(event, "delta"), "text")
-            if text:
-                self.text.append(text)
+            delta = _get(event, "delta")
+            block = self.blocks.setdefault(_get(event, "index") or 0, {"type": "text", "text": "", "json": ""})
+            block["text"] += _get(delta, "text") or _get(delta, "thinking") or ""
+            block["json"] += _get(delta, "partial_json") or ""
         return True
+
+    def _content(self) -> list[dict[str, Any]]:
+        out: list[dict[str, Any]] = []
+        for _, block in sorted(self.blocks.items()):
+            if block["type"] == "tool_use":
+                try:
+                    args = json.loads(block["json"]) if block["json"] else {}
+                except ValueError:
+                    args = block["json"]
+                out.append({"type": "tool_use", "id": block["id"], "name": block["name"], "input": args})
+            elif block["type"] == "thinking":
+                out.append({"type": "thinking", "thinking": block["text"]})
+            else:
+                out.append({"type": "text", "text": block["text"]})
+        return out
 
     def close(self, inv: Invocation) -> None:
         if self.usage:
             _record_usage(inv, self.usage)
         inv.set_response_model(self.model)
-        attrs: dict[str, Any] = {RESPONSE_ID: self.id,
-                                 RESPONSE_FINISH_REASONS: [str(self.stop_reason)] if self.stop_reason else None}
+        reason = sc.anthropic_finish_reason(self.stop_reason)
+        attrs: dict[str, Any] = {RESPONSE_ID: self.id, RESPONSE_FINISH_REASONS: [reason] if reason else None}
         if self.capture:
-            attrs[OUTPUT_MESSAGES] = to_json([{"type": "text", "text": "".join(self.text)}])
+            attrs[OUTPUT_MESSAGES] = _output(self._content(), self.stop_reason)
         inv.set_attributes(attrs)
 
     def error_kind(self, exc: BaseException) -> str | None:
@@ -203,8 +251,9 @@ def _attach(stream: Any, inv: Invocation, opts: Options, is_async: bool) -> Stre
 
 
 class _StreamManagerProxy(ObjectProxy):  # type: ignore[misc]
-    def __init__(self, wrapped: Any, kwargs: dict[str, Any], opts: Options) -> None:
+    def __init__(self, wrapped: Any, kwargs: dict[str, Any], opts: Options, instance: Any = None) -> None:
         super().__init__(wrapped)
+        self._self_instance = instance
         self._self_kwargs = kwargs
         self._self_opts = opts
         self._self_inv: Invocation | None = None
@@ -212,7 +261,7 @@ class _StreamManagerProxy(ObjectProxy):  # type: ignore[misc]
 
     def _begin(self) -> Invocation:
         inv = Invocation.begin(PROVIDER, "chat", self._self_kwargs.get("model"), self._self_kwargs,
-                               self._self_opts)
+                               self._self_opts, instance=self._self_instance)
         _, attrs, _ = _prepare(MESSAGES, {**self._self_kwargs, "stream": True}, self._self_opts, inv.recording)
         inv.set_attributes(attrs)
         self._self_inv = inv
@@ -282,7 +331,7 @@ def stream_helper_wrapper(opts: Options, is_async: bool) -> Any:
         if _IN_CALL.get():
             return manager
         try:
-            return proxy_cls(manager, dict(kwargs), opts)
+            return proxy_cls(manager, dict(kwargs), opts, instance)
         except Exception as exc:
             internal_error("instrumentation.anthropic", exc)
             return manager

@@ -330,6 +330,8 @@ class AgentVigilCallbackHandler(BaseCallbackHandler):
                         or _name(serialized, {}, "unknown"))
             run = self._run_for(parent_run_id)
             call = _start_llm(run, self.monitor, provider, model)
+            if call.span is not None:
+                call.set_attributes(_request_attributes(params))
             self._put(run_id, _Node("llm", run, call))
         except GuardError:
             raise
@@ -358,6 +360,10 @@ class AgentVigilCallbackHandler(BaseCallbackHandler):
                                usage.get("cache_write", 0))
             if model:
                 call.set_response_model(model)
+            if call.span is not None:
+                reasons = _finish_reasons(response)
+                if reasons:
+                    call.set_attributes({"gen_ai.response.finish_reasons": reasons})
             call.end()
         except Exception as exc:
             internal_error("instrumentation.langchain", exc)
@@ -369,3 +375,35 @@ class AgentVigilCallbackHandler(BaseCallbackHandler):
                 node.obj.end(error)
         except Exception as exc:
             internal_error("instrumentation.langchain", exc)
+
+
+_REQUEST_PARAMS = (("temperature", "gen_ai.request.temperature"), ("top_p", "gen_ai.request.top_p"),
+                   ("max_tokens", "gen_ai.request.max_tokens"), ("max_completion_tokens", "gen_ai.request.max_tokens"),
+                   ("seed", "gen_ai.request.seed"), ("frequency_penalty", "gen_ai.request.frequency_penalty"),
+                   ("presence_penalty", "gen_ai.request.presence_penalty"), ("top_k", "gen_ai.request.top_k"))
+
+
+def _request_attributes(params: dict[str, Any]) -> dict[str, Any]:
+    """GenAI request attributes from LangChain's ``invocation_params`` (only scalar values that were given)."""
+    out: dict[str, Any] = {}
+    for key, name in _REQUEST_PARAMS:
+        value = params.get(key)
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            out[name] = value
+    stop = params.get("stop") or params.get("stop_sequences")
+    if isinstance(stop, str):
+        stop = [stop]
+    if isinstance(stop, (list, tuple)) and all(isinstance(x, str) for x in stop):
+        out["gen_ai.request.stop_sequences"] = list(stop)
+    return out
+
+
+def _finish_reasons(response: Any) -> list[str]:
+    reasons: list[str] = []
+    for batch in getattr(response, "generations", None) or ():
+        for generation in batch or ():
+            info = getattr(generation, "generation_info", None) or {}
+            reason = info.get("finish_reason") or info.get("stop_reason")
+            if isinstance(reason, str):
+                reasons.append(reason)
+    return reasons

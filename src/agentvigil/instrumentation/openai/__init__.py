@@ -31,4 +31,5 @@ class OpenAIInstrumentor(SDKInstrumentor):
     _targets = TARGETS
 
     def _options(self, kwargs: dict[str, Any]) -> Options:
-        return build_options(kwargs, stream_usage=_env.openai_stream_usage(kwargs.get("stream_usage")))
+        return build_options(kwargs, events_provider="openai",
+                             stream_usage=_env.openai_stream_usage(kwargs.get("stream_usage")))
