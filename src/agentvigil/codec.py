@@ -23,6 +23,21 @@ except ImportError:  # pragma: no cover - depends on the environment
 
 # Built once: json.dumps with options builds a new encoder per call (~1 µs on the hot path).
 _canonical = json.JSONEncoder(sort_keys=True, separators=(",", ":"), default=repr).encode
+try:
+    # The C encoder that ``_canonical`` builds on every call, built once: same bytes, half the cost. It has
+    # no circular-reference markers, so a cycle ends in RecursionError instead of ValueError; both fall
+    # back to ``repr`` in ``digest``, so the hash is the same either way.
+    from json.encoder import c_make_encoder as _c_make_encoder
+    from json.encoder import encode_basestring_ascii as _ascii
+
+    if _c_make_encoder is None:  # pragma: no cover - pure-Python json (e.g. PyPy)
+        raise ImportError
+    _c_canonical = _c_make_encoder(None, repr, _ascii, None, ":", ",", True, False, True)
+
+    def _canonical_fast(value: Any) -> str:
+        return "".join(_c_canonical(value, 0))
+except ImportError:  # pragma: no cover
+    _canonical_fast = _canonical
 
 try:  # optional (`pip install agentvigil[fast]`): several times faster encoding; the stdlib otherwise
     from orjson import dumps as _orjson_dumps
@@ -113,7 +128,7 @@ def digest(value: Any) -> str | None:
         elif value.__class__ is bytes:
             data = value
         else:
-            data = _canonical(value).encode("utf-8", "surrogatepass")
+            data = _canonical_fast(value).encode("utf-8", "surrogatepass")
         return blake2b(data, digest_size=8).hexdigest()
     except Exception:
         try:

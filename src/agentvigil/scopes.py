@@ -237,7 +237,7 @@ class Run:
         """A tool call. ``paths``/``access`` (opt-in): files the tool reads or writes ('read' or 'write'),
         recorded as ``detail.paths``/``detail.access`` so the scope detector can check them against a
         policy. Arguments themselves are only hashed."""
-        return ToolCall(self, name, args, call_id, _path_detail(paths, access))
+        return ToolCall(self, name, args, call_id, _path_detail(paths, access) if paths else None)
 
     def start_tool_call(self, name: str, args: Any = None, *, call_id: str | None = None,
                         paths: list[str] | str | None = None, access: str | None = None) -> ToolCall:
@@ -368,9 +368,10 @@ class ToolCall(_Scope):
         if check:
             run.check()
         try:
-            self.args_hash = digest(self._args)
+            args = self._args
+            self.args_hash = None if args is None else digest(args)
             m = run.monitor
-            if m.pipeline.wants(ev.TOOL_START):
+            if ev.TOOL_START in m.pipeline.wanted:   # spans, the recorder or the scope detector
                 m._emit(Event(ev.TOOL_START, _time(), run_id=run.run_id, task_id=run.task_id,
                               correlation_id=run.correlation_id, step_index=run.step_index, tool_name=self.name,
                               args_hash=self.args_hash, detail=self.detail, scope=self))
@@ -410,11 +411,11 @@ class ToolCall(_Scope):
                     kind = classify_exception(error, default=TOOL_ERROR)
                 status = "ok" if kind is None else "error"
             self.error_kind, self.status, self._error = kind, status, error
-            run.monitor._emit(Event(ev.TOOL_END, _time(), run_id=run.run_id, task_id=run.task_id,
-                                    correlation_id=run.correlation_id, step_index=run.step_index,
-                                    tool_name=self.name, args_hash=self.args_hash, result_hash=self.result_hash,
-                                    status=status, error_kind=kind, duration_ms=duration * 1000.0,
-                                    detail=self.detail, scope=self))
+            m = run.monitor
+            # Positional up to duration_ms (the Event's field order): the hottest event of all.
+            m._emit(Event(ev.TOOL_END, _time(), m.agent, None, run.run_id, run.task_id, run.correlation_id,
+                          run.step_index, self.name, self.args_hash, self.result_hash, status, kind,
+                          duration * 1000.0, detail=self.detail, scope=self))
         except Exception as exc:
             internal_error("tool_call", exc)
 

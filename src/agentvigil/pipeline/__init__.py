@@ -76,6 +76,10 @@ class Pipeline:
         self._sinks_for: dict[str, tuple[Sink, ...]] = {
             t: tuple(s for s in self.sinks if t in s.consumes) for t in ALL}
         self._tickers = tuple(d for d in self.detectors if getattr(d, "ticks", False))
+        # One lookup per event on the hot path: (detectors, sinks) of each type.
+        self._routes: dict[str, tuple[tuple[Detector, ...], tuple[Sink, ...]]] = {
+            t: (self._detectors_for[t], self._sinks_for[t]) for t in ALL}
+        self.wanted: frozenset[str] = frozenset(t for t, (d, s) in self._routes.items() if d or s)
 
     def add_sink(self, sink: Sink) -> None:
         self.sinks.append(sink)
@@ -88,7 +92,7 @@ class Pipeline:
 
     def wants(self, event_type: str) -> bool:
         """Whether anything consumes this type: producers skip building events nobody reads."""
-        return bool(self._detectors_for.get(event_type) or self._sinks_for.get(event_type))
+        return event_type in self.wanted
 
     def detector(self, name: str) -> Detector | None:
         for d in self.detectors:
@@ -99,14 +103,26 @@ class Pipeline:
     def emit(self, event: Event) -> list[Event]:
         """Judge then deliver one event. Returns the verdicts it produced (usually none). Never raises."""
         verdicts: list[Event] = []
-        detectors = self._detectors_for.get(event.event_type)
-        if detectors is None:
+        route = self._routes.get(event.event_type)
+        if route is None:
             self._error("pipeline", ValueError(f"unknown event type {event.event_type!r}"))
             return verdicts
+        detectors, sinks = route
         if detectors:
-            with self._lock:
-                self._judge(detectors, event, verdicts)
-        self._deliver(event)
+            with self._lock:   # _judge, inlined: this is the per-event hot path
+                for detector in detectors:
+                    try:
+                        found = detector.feed(event)
+                    except Exception as exc:
+                        self._error("detector", exc)
+                        continue
+                    if found:
+                        self._collect(found, verdicts, detector)
+        for sink in sinks:     # _deliver, inlined
+            try:
+                sink.handle(event)
+            except Exception as exc:
+                self._error("sink", exc)
         for verdict in verdicts:
             self._deliver(verdict)
         return verdicts
@@ -128,16 +144,6 @@ class Pipeline:
         for verdict in verdicts:
             self._deliver(verdict)
         return verdicts
-
-    def _judge(self, detectors: tuple[Detector, ...], event: Event, verdicts: list[Event]) -> None:
-        for detector in detectors:
-            try:
-                found = detector.feed(event)
-            except Exception as exc:
-                self._error("detector", exc)
-                continue
-            if found:
-                self._collect(found, verdicts, detector)
 
     def _collect(self, found: Iterable[Event], verdicts: list[Event], source: Detector) -> None:
         """Add verdicts, and feed each to the detectors of detections (correlation), never to itself."""
