@@ -14,7 +14,9 @@ from typing import Any, Callable
 
 from .events import _FIELD_NAMES, Event, InvalidEvent, event_from_dict
 
-_std_decode = json.JSONDecoder().decode  # skips json.loads' encoding detection on str lines
+_std_decoder = json.JSONDecoder()
+_std_decode = _std_decoder.decode  # skips json.loads' encoding detection on str lines
+_scan_once = _std_decoder.scan_once
 
 try:  # optional (`pip install agentvigil[fast]`): ~2.5x faster decoding
     from orjson import loads as _fast_loads
@@ -86,6 +88,14 @@ def encode(event: Event) -> str:
 def _loads_fallback(text: str | bytes) -> Any:
     if isinstance(text, bytes):
         text = text.decode("utf-8", "replace")
+    # JSONDecoder.decode without its two whitespace regexes for the usual line (a value, then at most
+    # whitespace); anything else, errors included, goes through decode itself for the same result.
+    try:
+        value, end = _scan_once(text, 0)
+    except StopIteration:
+        return _std_decode(text)
+    if end == len(text) or not text[end:].strip(" \t\n\r"):
+        return value
     return _std_decode(text)
 
 

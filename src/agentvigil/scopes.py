@@ -365,7 +365,8 @@ class ToolCall(_Scope):
 
     def _begin(self, check: bool = True) -> None:
         run = self.run
-        if check:
+        # run.check(), called only when something is pending (this runs on every tool call)
+        if check and (run._kill_reason is not None or control.stop_reason is not None or run._pending is not None):
             run.check()
         try:
             args = self._args
@@ -382,6 +383,14 @@ class ToolCall(_Scope):
 
     def _finish(self, error: BaseException | None) -> None:
         self.end(error=error)
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        # _Scope.__exit__ without the _finish hop: the hottest scope.
+        if self._otel_token is not None:
+            _detach(self._otel_token)
+            self._otel_token = None
+        self.end(None, exc)
 
     def set_result(self, result: Any) -> None:
         """Optional: hash the result so the loop guard can tell "same call, same answer" from progress."""

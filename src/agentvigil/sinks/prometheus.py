@@ -95,6 +95,10 @@ class PrometheusSink:
         if handler is not None:
             handler(event)
 
+    def handler_for(self, event_type: str) -> Callable[[Event], None] | None:
+        """The pipeline calls the type's handler directly (see ``pipeline.Sink``)."""
+        return self._handlers.get(event_type)
+
     # -- runs, steps, heartbeats -----------------------------------------------------------------------------
     def _run_start(self, event: Event) -> None:
         agent = event.agent_id or "unknown"
