@@ -60,7 +60,7 @@ def side_by_side(a, b, rounds: int = ROUNDS) -> tuple[float, float, float]:  # t
         else:
             ta.append(per_op(a))
             tb.append(per_op(b))
-    return statistics.median(ta), statistics.median(tb), statistics.median(x / y for x, y in zip(ta, tb))
+    return statistics.median(ta), statistics.median(tb), statistics.median(x / y for x, y in zip(ta, tb, strict=True))
 
 
 def _baseline_metrics() -> tuple:

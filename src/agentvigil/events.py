@@ -128,8 +128,8 @@ def _remember(data: dict) -> None:
     if any(k not in _CHECKS for k in data) or any(type(v) is not v.__class__ for v in data.values()):
         return
     classes = tuple(map(type, data.values()))
-    ints = tuple(k for k, c in zip(data, classes) if _CHECKS[k] is int and c is int)
-    floats = tuple(k for k, c in zip(data, classes) if _CHECKS[k] is float and c is not NoneType)
+    ints = tuple(k for k, c in zip(data, classes, strict=True) if _CHECKS[k] is int and c is int)
+    floats = tuple(k for k, c in zip(data, classes, strict=True) if _CHECKS[k] is float and c is not NoneType)
     _SHAPES[(tuple(data), classes)] = (ints, floats, _constructor(frozenset(data)))
 
 
