@@ -16,7 +16,7 @@ from .events import _FIELD_NAMES, Event, InvalidEvent, event_from_dict
 
 _std_decoder = json.JSONDecoder()
 _std_decode = _std_decoder.decode  # skips json.loads' encoding detection on str lines
-_scan_once = _std_decoder.scan_once
+_scan_once = _std_decoder.scan_once  # type: ignore[attr-defined]  # set by JSONDecoder.__init__
 
 try:  # optional (`pip install agentvigil[fast]`): ~2.5x faster decoding
     from orjson import loads as _fast_loads
@@ -29,7 +29,7 @@ try:
     # The C encoder that ``_canonical`` builds on every call, built once: same bytes, half the cost. It has
     # no circular-reference markers, so a cycle ends in RecursionError instead of ValueError; both fall
     # back to ``repr`` in ``digest``, so the hash is the same either way.
-    from json.encoder import c_make_encoder as _c_make_encoder
+    from json.encoder import c_make_encoder as _c_make_encoder  # type: ignore[attr-defined]
     from json.encoder import encode_basestring_ascii as _ascii
 
     if _c_make_encoder is None:  # pragma: no cover - pure-Python json (e.g. PyPy)
@@ -39,7 +39,7 @@ try:
     def _canonical_fast(value: Any) -> str:
         return "".join(_c_canonical(value, 0))
 except ImportError:  # pragma: no cover
-    _canonical_fast = _canonical
+    _canonical_fast = _canonical  # type: ignore[assignment]
 
 try:  # optional (`pip install agentvigil[fast]`): several times faster encoding; the stdlib otherwise
     from orjson import dumps as _orjson_dumps
