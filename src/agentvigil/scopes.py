@@ -30,11 +30,22 @@ if TYPE_CHECKING:
 _time = time.time
 
 
-def _attach(span: Any) -> Any:
-    try:
+_otel: Any = None   # (context.attach, context.detach, trace.set_span_in_context), imported on first use
+
+
+def _api() -> Any:
+    global _otel
+    if _otel is None:
         from opentelemetry import context, trace
 
-        return context.attach(trace.set_span_in_context(span))
+        _otel = (context.attach, context.detach, trace.set_span_in_context)
+    return _otel
+
+
+def _attach(span: Any) -> Any:
+    try:
+        attach, _, in_context = _otel or _api()
+        return attach(in_context(span))
     except Exception as exc:
         internal_error("tracing", exc)
         return None
@@ -42,9 +53,7 @@ def _attach(span: Any) -> Any:
 
 def _detach(token: Any) -> None:
     try:
-        from opentelemetry import context
-
-        context.detach(token)
+        (_otel or _api())[1](token)
     except Exception as exc:  # e.g. exited in another context than entered
         internal_error("context", exc)
 
@@ -373,9 +382,8 @@ class ToolCall(_Scope):
             self.args_hash = None if args is None else digest(args)
             m = run.monitor
             if ev.TOOL_START in m.pipeline.wanted:   # spans, the recorder or the scope detector
-                m._emit(Event(ev.TOOL_START, _time(), run_id=run.run_id, task_id=run.task_id,
-                              correlation_id=run.correlation_id, step_index=run.step_index, tool_name=self.name,
-                              args_hash=self.args_hash, detail=self.detail, scope=self))
+                m._emit(Event(ev.TOOL_START, _time(), m.agent, None, run.run_id, run.task_id, run.correlation_id,
+                              run.step_index, self.name, self.args_hash, detail=self.detail, scope=self))
         except Exception as exc:
             internal_error("tool_call", exc)
         self._args = None  # do not keep user data alive longer than needed
