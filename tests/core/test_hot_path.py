@@ -153,8 +153,18 @@ def test_tool_start_is_built_only_when_read(make_monitor, tmp_path):
         call.set_result("r")
     recorded.flush()
     files = [os.path.join(d, f) for d, _, names in os.walk(tmp_path) for f in names if f == "events.ndjson"]
-    kinds = [json.loads(line)["event_type"] for path in files for line in open(path)]
+    rows = [json.loads(line) for path in files for line in open(path)]
+    kinds = [row["event_type"] for row in rows]
     assert kinds.count(ev.TOOL_START) == 1 and kinds.count(ev.TOOL_END) == 1
+    # tool_start and tool_end are built positionally: every field lands where it belongs
+    start, end = (next(r for r in rows if r["event_type"] == kind) for kind in (ev.TOOL_START, ev.TOOL_END))
+    run_start = next(r for r in rows if r["event_type"] == ev.RUN_START)
+    for row in (start, end):
+        assert row["agent_id"] == "recorded" and row["run_id"] == run_start["run_id"]
+        assert row["tool_name"] == "search" and row["args_hash"] == digest({"q": 1})
+        assert row["session_id"] == recorded.session_id
+    assert end["result_hash"] == digest("r") and end["status"] == "ok" and end["duration_ms"] >= 0
+    assert "error_kind" not in end and "task_id" not in end
 
 
 def test_null_numeric_fields_read_as_left_out():
