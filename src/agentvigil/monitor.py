@@ -218,7 +218,8 @@ class Monitor:
         """Stamp and publish one event. Never raises."""
         try:
             event.agent_id = self.agent
-            event.session_id = self.session_id
+            recorder = self.recorder   # the session_id property, inlined (once per event)
+            event.session_id = recorder.session_id if recorder is not None else self._session_id
             return self.pipeline.emit(event)
         except Exception as exc:
             internal_error("monitor", exc)

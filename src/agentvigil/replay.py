@@ -11,9 +11,10 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Iterator
 
+from . import codec
 from . import events as ev
 from .codec import decode
-from .events import Event, InvalidEvent
+from .events import Event, InvalidEvent, event_from_dict
 from .metrics import AgentMetrics
 from .pipeline import Pipeline
 from .pipeline.build import build_pipeline
@@ -42,16 +43,20 @@ class ReplayStats:
 def read_events(path: str, stats: ReplayStats) -> Iterator[Event]:
     """Yield the valid events of one NDJSON file; count the rest. A final line without a newline is judged
     too (a recorder killed mid-write leaves one; it is counted as truncated if it does not decode)."""
+    loads = codec.loads
     with open(path, "rb") as fh:
         lineno = 0
         for raw in fh:
             lineno += 1
             if lineno == 1 and raw.startswith(b"\xef\xbb\xbf"):
                 raw = raw[3:]
-            if not raw.strip():
+            if raw[:1] != b"{" and not raw.strip():   # a line starting with "{" is not blank: no copy to check
                 continue
             try:
-                event = decode(raw)
+                try:   # codec.decode's work for the usual line; decode itself classifies what fails
+                    event = event_from_dict(loads(raw))
+                except (ValueError, RecursionError):
+                    event = decode(raw)
             except InvalidEvent as exc:
                 stats.skip(path, lineno, exc.reason, str(exc))
                 continue
@@ -86,8 +91,9 @@ def replay(path: str, settings: object = None, stats: ReplayStats | None = None,
         meta = read_meta(events_path.rsplit("/", 1)[0]) if "/" in events_path else None
         started = meta.get("started_at") if meta else None
         pipeline = pipeline_for(settings, policy, metrics, started if isinstance(started, (int, float)) else None)
+        wanted = pipeline.wanted - {ev.DETECTION}   # e.g. tool_start: nothing to judge or write
         for event in read_events(events_path, stats):
-            if event.event_type == ev.DETECTION:
+            if event.event_type not in wanted:
                 continue
             for verdict in pipeline.emit(event):
                 stats.detections += 1

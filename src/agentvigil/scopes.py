@@ -31,11 +31,22 @@ if TYPE_CHECKING:
 _time = time.time
 
 
-def _attach(span: Any) -> Any:
-    try:
+_otel: Any = None   # (context.attach, context.detach, trace.set_span_in_context), imported on first use
+
+
+def _api() -> Any:
+    global _otel
+    if _otel is None:
         from opentelemetry import context, trace
 
-        return context.attach(trace.set_span_in_context(span))
+        _otel = (context.attach, context.detach, trace.set_span_in_context)
+    return _otel
+
+
+def _attach(span: Any) -> Any:
+    try:
+        attach, _, in_context = _otel or _api()
+        return attach(in_context(span))
     except Exception as exc:
         internal_error("tracing", exc)
         return None
@@ -43,9 +54,7 @@ def _attach(span: Any) -> Any:
 
 def _detach(token: Any) -> None:
     try:
-        from opentelemetry import context
-
-        context.detach(token)
+        (_otel or _api())[1](token)
     except Exception as exc:  # e.g. exited in another context than entered
         internal_error("context", exc)
 
@@ -240,7 +249,7 @@ class Run:
         """A tool call. ``paths``/``access`` (opt-in): files the tool reads or writes ('read' or 'write'),
         recorded as ``detail.paths``/``detail.access`` so the scope detector can check them against a
         policy. Arguments themselves are only hashed."""
-        return ToolCall(self, name, args, call_id, _path_detail(paths, access))
+        return ToolCall(self, name, args, call_id, _path_detail(paths, access) if paths else None)
 
     def start_tool_call(self, name: str, args: Any = None, *, call_id: str | None = None,
                         paths: list[str] | str | None = None, access: str | None = None) -> ToolCall:
@@ -370,15 +379,16 @@ class ToolCall(_Scope):
 
     def _begin(self, check: bool = True) -> None:
         run = self.run
-        if check:
+        # run.check(), called only when something is pending (this runs on every tool call)
+        if check and (run._kill_reason is not None or control.stop_reason is not None or run._pending is not None):
             run.check()
         try:
-            self.args_hash = digest(self._args)
+            args = self._args
+            self.args_hash = None if args is None else digest(args)
             m = run.monitor
-            if m.pipeline.wants(ev.TOOL_START):
-                m._emit(Event(ev.TOOL_START, _time(), run_id=run.run_id, task_id=run.task_id,
-                              correlation_id=run.correlation_id, step_index=run.step_index, tool_name=self.name,
-                              args_hash=self.args_hash, detail=self.detail, scope=self))
+            if ev.TOOL_START in m.pipeline.wanted:   # spans, the recorder or the scope detector
+                m._emit(Event(ev.TOOL_START, _time(), m.agent, None, run.run_id, run.task_id, run.correlation_id,
+                              run.step_index, self.name, self.args_hash, detail=self.detail, scope=self))
         except Exception as exc:
             internal_error("tool_call", exc)
         self._args = None  # do not keep user data alive longer than needed
@@ -386,6 +396,14 @@ class ToolCall(_Scope):
 
     def _finish(self, error: BaseException | None) -> None:
         self.end(error=error)
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        # _Scope.__exit__ without the _finish hop: the hottest scope.
+        if self._otel_token is not None:
+            _detach(self._otel_token)
+            self._otel_token = None
+        self.end(None, exc)
 
     def set_result(self, result: Any) -> None:
         """Optional: hash the result so the loop guard can tell "same call, same answer" from progress."""
@@ -418,12 +436,11 @@ class ToolCall(_Scope):
                     kind = classify_exception(error, default=TOOL_ERROR)
                 status = "ok" if kind is None else "error"
             self.error_kind, self.status, self._error = kind, status, error
-            run.monitor._emit(Event(ev.TOOL_END, _time(), run_id=run.run_id, task_id=run.task_id,
-                                    correlation_id=run.correlation_id, step_index=run.step_index,
-                                    tool_name=self.name, args_hash=self.args_hash, result_hash=self.result_hash,
-                                    result_fingerprint=self.result_fingerprint,
-                                    status=status, error_kind=kind, duration_ms=duration * 1000.0,
-                                    detail=self.detail, scope=self))
+            m = run.monitor
+            # Positional up to duration_ms (the Event's field order): the hottest event of all.
+            m._emit(Event(ev.TOOL_END, _time(), m.agent, None, run.run_id, run.task_id, run.correlation_id,
+                          run.step_index, self.name, self.args_hash, self.result_hash, self.result_fingerprint,
+                          status, kind, duration * 1000.0, detail=self.detail, scope=self))
         except Exception as exc:
             internal_error("tool_call", exc)
 

@@ -23,7 +23,7 @@ class PerRun(Generic[T]):
         self._states: OrderedDict[tuple[str | None, str | None], T] = OrderedDict()
 
     def get(self, event: Event) -> T:
-        key = run_key(event)
+        key = (event.session_id, event.run_id or event.task_id)   # run_key, inlined: once per detector per call
         state = self._states.get(key)
         if state is None:
             state = self._states[key] = self._make()

@@ -34,9 +34,12 @@ class DurationDetector:
         return [verdict]
 
     def feed(self, event: Event) -> list[Event] | None:
-        if self.started_at is None:
-            self.started_at = event.ts
+        started = self.started_at
+        if started is None:
+            started = self.started_at = event.ts
         self._last = event
+        if self._fired or event.ts - started <= self.max_seconds:   # _check's quick exit, on every event
+            return None
         return self._check(event.ts, event)
 
     def tick(self, now: float) -> list[Event] | None:

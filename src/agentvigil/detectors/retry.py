@@ -25,12 +25,14 @@ class RetryDetector:
         if event.event_type == ev.RUN_END:
             self._runs.pop(event)
             return None
+        if event.status != "error":
+            fails = self._runs.peek(event)   # a success clears the command's failures; most runs have none
+            if fails:
+                fails.pop((event.tool_name, event.args_hash or command_of(event.detail)), None)
+            return None
         command = command_of(event.detail)
         key = (event.tool_name, event.args_hash or command)
         fails = self._runs.get(event)
-        if event.status != "error":
-            fails.pop(key, None)
-            return None
         count = fails.get(key, 0) + 1
         fails[key] = count
         if len(fails) > 1000:

@@ -12,6 +12,24 @@ from ._fmt import command_of
 from ._state import PerRun
 
 
+class _History:
+    """A run's last calls, and for each candidate length L how many of the latest calls equal the call L
+    before them: the last L × repeats calls are one sequence repeated iff that count reaches L × (repeats-1).
+    Updated in O(lengths) per call instead of re-scanning the history."""
+
+    __slots__ = ("calls", "matches")
+
+    def __init__(self, size: int, longest: int):
+        self.calls: deque[tuple[str, str | None]] = deque(maxlen=size)
+        self.matches = [0] * (longest + 1)
+
+    def clear(self) -> None:
+        self.calls.clear()
+        matches = self.matches
+        for i in range(len(matches)):
+            matches[i] = 0
+
+
 class SequenceDetector:
     name = "loop"
     family = "loop"
@@ -23,7 +41,9 @@ class SequenceDetector:
         self.sequence_length = sequence_length
         self.max_repeats = max_repeats
         self.longest = max(longest or 2 * sequence_length, sequence_length)
-        self._runs: PerRun[deque] = PerRun(lambda: deque(maxlen=self.longest * self.max_repeats), limit=1000)
+        self._lengths = range(sequence_length, self.longest + 1)
+        self._runs: PerRun[_History] = PerRun(lambda: _History(self.longest * self.max_repeats, self.longest),
+                                              limit=1000)
 
     def feed(self, event: Event) -> list[Event] | None:
         if event.event_type == ev.RUN_END:
@@ -31,22 +51,28 @@ class SequenceDetector:
             return None
         if event.status == "rejected":
             return None
-        history = self._runs.get(event)
-        history.append((event.tool_name or "?", event.args_hash or command_of(event.detail)))
-        items = list(history)
+        state = self._runs.get(event)
+        calls, matches = state.calls, state.matches
+        call = (event.tool_name or "?", event.args_hash or (command_of(event.detail) if event.detail else None))
+        calls.append(call)
+        size = len(calls)
         n = self.max_repeats
-        for length in range(self.sequence_length, self.longest + 1):
-            if len(items) < length * n:
-                break
-            tail = items[-length:]
-            if len(set(tail)) < 2:
-                continue
-            if all(items[-length * (k + 1):len(items) - length * k] == tail for k in range(1, n)):
-                history.clear()
-                names = [tool for tool, _ in tail]
-                return [detection(event, self.name, {"sequence": names, "length": length, "repeats": n},
-                                  f"LoopWatcher: detected loop ({'→'.join(names)}) × {n}")]
-        return None
+        fire = 0
+        for length in self._lengths:
+            if size > length and calls[-1 - length] == call:
+                count = matches[length] = matches[length] + 1
+                # The smallest length that repeats (with 2+ distinct calls) is the one reported.
+                if not fire and count >= length * (n - 1) and size >= length * n \
+                        and len(set(list(calls)[-length:])) >= 2:
+                    fire = length
+            else:
+                matches[length] = 0
+        if not fire:
+            return None
+        names = [tool for tool, _ in list(calls)[-fire:]]
+        state.clear()
+        return [detection(event, self.name, {"sequence": names, "length": fire, "repeats": n},
+                          f"LoopWatcher: detected loop ({'→'.join(names)}) × {n}")]
 
     def tick(self, now: float) -> None:
         return None

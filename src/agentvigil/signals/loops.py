@@ -39,7 +39,7 @@ class LoopPolicy:
 class LoopState:
     """Per-run loop detection state. Memory is bounded by ``window`` and ``max_sequence_length``."""
 
-    __slots__ = ("policy", "_index", "_progress", "_calls", "_results", "_history", "_runs", "_names")
+    __slots__ = ("policy", "_index", "_progress", "_calls", "_results", "_history", "_runs", "_names", "_zeros")
 
     def __init__(self, policy: LoopPolicy):
         self.policy = policy
@@ -53,6 +53,7 @@ class LoopState:
         self._history: deque[str] = deque(maxlen=span)
         self._names: deque[str] = deque(maxlen=span)
         self._runs = [0] * (policy.max_sequence_length + 1)
+        self._zeros = (0,) * (policy.max_sequence_length + 1)
 
     def observe(self, tool: str, args_hash: str | None, result_hash: str | None = None) -> list[tuple[str, dict]]:
         """Feed one finished tool call; returns the (detector, detail) pairs it triggers (usually none)."""
@@ -99,22 +100,26 @@ class LoopState:
 
         # repeated_sequence: runs[L] counts consecutive positions where history[i] == history[i - L].
         history, runs = self._history, self._runs
+        seen = symbol in history   # one C-level scan; a call not seen recently ends every run
         history.append(symbol)
         self._names.append(tool)
-        size = len(history)
-        need = policy.sequence_repeats - 1
-        for length in range(2, policy.max_sequence_length + 1):
-            if size > length and history[-1] == history[-1 - length]:
-                runs[length] += 1
-                if runs[length] >= length * need and len(set(list(history)[-length:])) > 1:
-                    sequence = list(self._names)[-length:]
-                    found.append((REPEATED_SEQUENCE, {"sequence": sequence, "length": length,
-                                                      "repeats": policy.sequence_repeats}))
-                    for i in range(len(runs)):
-                        runs[i] = 0
-                    break
-            else:
-                runs[length] = 0
+        if not seen:
+            runs[:] = self._zeros
+        else:
+            size = len(history)
+            need = policy.sequence_repeats - 1
+            for length in range(2, policy.max_sequence_length + 1):
+                if size > length and history[-1 - length] == symbol:
+                    runs[length] += 1
+                    if runs[length] >= length * need and len(set(list(history)[-length:])) > 1:
+                        sequence = list(self._names)[-length:]
+                        found.append((REPEATED_SEQUENCE, {"sequence": sequence, "length": length,
+                                                          "repeats": policy.sequence_repeats}))
+                        for i in range(len(runs)):
+                            runs[i] = 0
+                        break
+                else:
+                    runs[length] = 0
 
         if len(self._calls) > 4 * policy.window:
             self._prune(index)

@@ -56,7 +56,7 @@ class _CacheWindow:
 
 
 class PrometheusSink:
-    consumes = frozenset(ev.EVENT_TYPES)
+    consumes: frozenset[str]
 
     def __init__(self, metrics: AgentMetrics, baseline: Callable[[str | None], float | None] | None = None):
         self.metrics = metrics
@@ -73,6 +73,10 @@ class PrometheusSink:
             ev.GUARD_STATE: self._guard_state, ev.BUDGET_EXCEEDED: self._budget_exceeded,
         }
         self._cap_reason = m.cap["reason"]
+        # Only the types it has a handler for: tool_start, step_start and llm_start write no series, and
+        # leaving them out lets producers skip building those events when nothing else reads them.
+        self.consumes = frozenset(self._handlers)
+        self._tools = m._tools
 
     def reset_runs(self) -> None:
         """The process behind the events restarted: its runs in flight are gone."""
@@ -90,6 +94,10 @@ class PrometheusSink:
         handler = self._handlers.get(event.event_type)
         if handler is not None:
             handler(event)
+
+    def handler_for(self, event_type: str) -> Callable[[Event], None] | None:
+        """The pipeline calls the type's handler directly (see ``pipeline.Sink``)."""
+        return self._handlers.get(event_type)
 
     # -- runs, steps, heartbeats -----------------------------------------------------------------------------
     def _run_start(self, event: Event) -> None:
@@ -139,20 +147,25 @@ class PrometheusSink:
 
     # -- tools and LLM calls ---------------------------------------------------------------------------------
     def _tool_end(self, event: Event) -> None:
-        series = self.metrics.tool(event.agent_id or "unknown", event.tool_name or "unknown")
+        agent, tool = event.agent_id or "unknown", event.tool_name or "unknown"
+        series = self._tools.get((agent, tool)) or self.metrics.tool(agent, tool)
         status = event.status
-        if status == "rejected":
+        if status == "ok":
+            series.ok.inc()
+        elif status == "rejected":
             series.rejected.inc()
             return
-        if status == "error":
+        elif status == "error":
             series.error.inc()
             kind = event.error_kind
             series.error_kind(kind if kind in _KINDS else TOOL_ERROR).inc()
         else:
             series.ok.inc()
-        seconds = _seconds(event)
-        if seconds is not None:
-            series.duration.observe(seconds, _exemplar(event))
+        duration = event.duration_ms
+        if duration is not None:
+            trace_id = event.trace_id
+            series.duration.observe(duration / 1000.0, None if trace_id is None or event.span_id is None
+                                    else {"trace_id": trace_id, "span_id": event.span_id})
 
     def _llm_call(self, event: Event) -> None:
         agent = event.agent_id or "unknown"
