@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Set up everything the tests need on a fresh Debian machine (Python 3.11), then run the whole suite:
 # a venv, the package with its test and integration extras, and Debian's prometheus (promtool) and
-# prometheus-alertmanager (amtool, alertmanager). Extra arguments go to pytest.
+# prometheus-alertmanager (amtool, alertmanager), tmux (the `top` view tests) and chromium (the HTML report
+# rendered headless). Extra arguments go to pytest.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PYTHON="${PYTHON:-python3}"
@@ -9,6 +10,8 @@ PYTHON="${PYTHON:-python3}"
 need_apt=()
 command -v promtool >/dev/null 2>&1 || need_apt+=(prometheus)
 command -v amtool >/dev/null 2>&1 || need_apt+=(prometheus-alertmanager)
+command -v tmux >/dev/null 2>&1 || need_apt+=(tmux)
+command -v chromium >/dev/null 2>&1 || need_apt+=(chromium)
 if [ ${#need_apt[@]} -gt 0 ]; then
   SUDO=""
   [ "$(id -u)" -eq 0 ] || SUDO="sudo"
