@@ -303,7 +303,7 @@ def start_stack(metrics_port: int, prometheus_port: int, alertmanager_port: int,
         print(f"agentvigil demo: {note}", file=out, flush=True)
     print(f"agentvigil demo: Prometheus {stack.prometheus_url}/alerts and Alertmanager {stack.alertmanager_url} "
           f"(pids {' '.join(map(str, stack.pids()))}), rules {_shown(stack.rules)} (compressed time: alerts fire "
-          "within about 90 s)", file=out, flush=True)
+          "within about 70 s)", file=out, flush=True)
     return stack
 
 
