@@ -4,6 +4,7 @@
     python alert_rules/generate.py                                    # rewrite the checked-in files
     python alert_rules/generate.py --config overrides.yaml --out DIR  # a variant, e.g. short `for:` for tests
     python alert_rules/generate.py --check                            # exit 1 if the checked-in files are stale
+    python alert_rules/generate.py --profile demo [--check]           # alert_rules/profiles/demo.yaml
 
 Every --config file is deep-merged over alert_rules/config.yaml, in order, so an override file only needs
 the keys it changes. Output: <out>/agentvigil_rules.yaml (recording rules, `level:metric:operations`) and
@@ -757,6 +758,63 @@ def write_kubernetes(config: dict, out: Path, check: bool) -> list[Path]:
     return stale
 
 
+# Compressed-time profile for `agentvigil demo` (speed 1; its Prometheus scrapes and evaluates every second):
+# the injected failures start at t=20..40 s, so windows, `for:` and ages shrink until every signal family
+# fires within about a minute and a half. Nothing else changes: same expressions, same thresholds.
+PROFILES: dict[str, dict] = {
+    "demo": {
+        "interval": "1s",
+        "windows": {"rate": "20s", "cost_short": "20s", "cost_long": "10m", "loops": "30s", "breaker_flap": "1m",
+                    "budget_forecast": "30s", "cache_in_use": "10m", "provider_usage": "2m", "presence": "10m"},
+        "alerts": {
+            "AgentRunCostAboveBaseline": {"for": "5s"},
+            "AgentInFlightRunCostAboveBaseline": {"for": "3s"},
+            "AgentCostRateSpike": {"for": "5s", "factor": 3, "min_cost_per_hour_usd": 1},
+            "AgentCacheHitRatioLow": {"for": "10s"},
+            "AgentCircuitBreakerOpen": {"for": "5s"},
+            "AgentCircuitBreakerFlapping": {"for": "0s"},
+            "AgentBudgetUtilizationHigh": {"for": "5s"},
+            "AgentBudgetExhaustionForecast": {"for": "5s"},
+            "AgentLoopDetected": {"for": "5s"},
+            "AgentToolAuthErrors": {"for": "0s"},
+            "AgentToolRateLimited": {"for": "10s"},
+            "AgentToolErrorRatioHigh": {"for": "10s"},
+            "AgentHeartbeatMissing": {"for": "5s", "max_age_seconds": 10},
+            "AgentZombie": {"for": "5s", "max_progress_age_seconds": 15, "max_heartbeat_age_seconds": 10},
+            "AgentCorrelatedBreach": {"for": "5s"},
+            "AgentFleetUnhealthy": {"for": "5s"},
+            "AgentFleetCostSpike": {"for": "5s", "factor": 2, "min_cost_per_hour_usd": 1},
+            "AgentvigilInternalErrors": {"for": "0s", "window": "1m"},
+            "AgentvigilLabelOverflow": {"for": "0s", "window": "1m"},
+            "AgentvigilEventsDropped": {"for": "0s", "window": "1m"},
+            "AgentvigilTargetDown": {"for": "5s"},
+        },
+    },
+}
+PROFILE_DIR = HERE / "profiles"
+
+
+def profile_output(name: str, config: dict) -> str:
+    """One rule file (recording groups, then alert groups) for profile ``name`` layered over ``config``."""
+    builder = Builder(deep_merge(config, PROFILES[name]))
+    header = HEADER.replace("config.yaml.", f"config.yaml (--profile {name}).")
+    return header + yaml.dump({"groups": builder.recording_groups() + builder.alert_groups()}, Dumper=_Dumper,
+                              sort_keys=False, width=10_000)
+
+
+def write_profile(name: str, config: dict, out: Path, check: bool) -> int:
+    path = out / f"{name}.yaml"
+    text = profile_output(name, config)
+    if check:
+        if not path.exists() or path.read_text() != text:
+            print(f"{path} is stale: run python alert_rules/generate.py --profile {name}", file=sys.stderr)
+            return 1
+        return 0
+    out.mkdir(parents=True, exist_ok=True)
+    path.write_text(text)
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--config", action="append", default=[], type=Path,
@@ -766,9 +824,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--kubernetes-out", type=Path, default=None,
                         help="directory of the PrometheusRule and dashboards ConfigMap (default: deploy/kubernetes/base "
                              "when --out is the default, else none)")
+    parser.add_argument("--profile", choices=sorted(PROFILES),
+                        help="write the one-file rules of a profile to alert_rules/profiles/ (or --out) instead")
     args = parser.parse_args(argv)
     kubernetes_out = args.kubernetes_out or (KUBERNETES_OUT if args.out == HERE else None)
 
+    if args.profile:
+        out = args.out if args.out != HERE else PROFILE_DIR
+        return write_profile(args.profile, load_config(args.config), out, args.check)
     config = load_config(args.config)
     outputs = generate(config)
     stale = [name for name, text in outputs.items()

@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Set up (venv + package, on the first run only) and run the demo fleet: /metrics on 127.0.0.1:9464, sessions in
-# .agentvigil/sessions. Extra arguments go to `agentvigil demo` (e.g. --duration 0 --speed 5).
+# .agentvigil/sessions, and — with Debian's prometheus and prometheus-alertmanager, installed here when run as
+# root — a real Prometheus (127.0.0.1:9090) and Alertmanager (127.0.0.1:9093) with the demo rule profile.
+# Extra arguments go to `agentvigil demo` (e.g. --duration 0 --speed 5 --prometheus-port 19090).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PYTHON="${PYTHON:-python3}"
@@ -20,4 +22,24 @@ if [ ! -x .venv/bin/agentvigil ] || [ "$(cat "$STAMP" 2>/dev/null)" != "$want" ]
   fi
   echo "$want" > "$STAMP"
 fi
-exec .venv/bin/agentvigil demo "$@"
+
+have_prometheus() {
+  command -v prometheus >/dev/null 2>&1 &&
+    { command -v prometheus-alertmanager || command -v alertmanager; } >/dev/null 2>&1
+}
+if ! have_prometheus && [ "$(id -u)" -eq 0 ] && command -v apt-get >/dev/null 2>&1; then
+  echo "installing Debian's prometheus and prometheus-alertmanager (first run only) ..."
+  mkdir -p "$(dirname "$LOG")"
+  if DEBIAN_FRONTEND=noninteractive apt-get update -qq >>"$LOG" 2>&1 &&
+     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+       prometheus prometheus-alertmanager >>"$LOG" 2>&1; then
+    # Debian starts the packaged services on install; the demo runs its own on loopback.
+    if command -v systemctl >/dev/null 2>&1; then
+      systemctl stop prometheus prometheus-alertmanager prometheus-node-exporter >/dev/null 2>&1 || true
+    fi
+  else
+    echo "could not install them (details in $LOG)"   # the demo then says it runs embedded
+  fi
+fi
+# Without the binaries the demo prints one line and runs embedded (its /metrics only).
+exec .venv/bin/agentvigil demo --prometheus "$@"

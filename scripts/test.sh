@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Set up everything the tests need on a fresh Debian machine (Python 3.11), then run the whole suite:
 # a venv, the package with its test and integration extras, and Debian's prometheus (promtool) and
-# prometheus-alertmanager (amtool, alertmanager) and redis-server. Extra arguments go to pytest.
+# prometheus-alertmanager (amtool, alertmanager), redis-server (the fleet tests), tmux (the `top` view tests)
+# and chromium (the HTML report rendered headless). Extra arguments go to pytest.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PYTHON="${PYTHON:-python3}"
@@ -11,6 +12,8 @@ command -v promtool >/dev/null 2>&1 || need_apt+=(prometheus)
 command -v amtool >/dev/null 2>&1 || need_apt+=(prometheus-alertmanager)
 # redis-server: the fleet tests start their own on a free 127.0.0.1 port (tests/fleet/fleet_support.py)
 command -v redis-server >/dev/null 2>&1 || need_apt+=(redis-server)
+command -v tmux >/dev/null 2>&1 || need_apt+=(tmux)
+command -v chromium >/dev/null 2>&1 || need_apt+=(chromium)
 if [ ${#need_apt[@]} -gt 0 ]; then
   SUDO=""
   [ "$(id -u)" -eq 0 ] || SUDO="sudo"

@@ -17,26 +17,33 @@ EXIT_USAGE = 2
 def _cmd_demo(args: argparse.Namespace) -> int:
     from .demo import run_demo
 
+    view = args.view
+    if view == "auto":
+        view = "top" if sys.stdout.isatty() and sys.stdin.isatty() and not args.quiet else "lines"
     run_demo(duration=args.duration, port=args.port, speed=args.speed,
              record_dir=None if args.no_record else args.record_dir, seed=args.seed,
-             status_every=0 if args.quiet else args.status_every)
+             status_every=0 if args.quiet else args.status_every, prometheus=args.prometheus,
+             prometheus_port=args.prometheus_port, alertmanager_port=args.alertmanager_port, rules=args.rules,
+             view=view)
     return EXIT_OK
 
 
 def _cmd_replay(args: argparse.Namespace) -> int:
-    from .config import Settings
     from .replay import ReplayStats, replay
+    from .settings import Settings
 
     overrides = {"loop_max_repeats": args.loop_max_repeats, "cost_spike_factor": args.cost_spike_factor}
     settings = Settings.from_env(**overrides)
     if args.score or args.labels or args.set:
         return _cmd_score(args, settings)
     stats = ReplayStats()
+    agents: dict[str, str] = {}
     try:
         for record in replay(args.path, settings, stats):
+            agents.setdefault(record["session_id"] or "-", record["agent_id"] or "-")
             if args.json:
                 sys.stdout.write(json.dumps(record, separators=(",", ":")) + "\n")
-            else:
+            elif args.verbose:
                 step = record["step_index"] if record["step_index"] is not None else "-"
                 where = f"task={record['task_id'] or '-'} step={step}"
                 sys.stdout.write(f"{record['agent_id'] or '-':<16} {where:<28} {record['detector']:<20} "
@@ -44,13 +51,18 @@ def _cmd_replay(args: argparse.Namespace) -> int:
     except FileNotFoundError as exc:
         print(f"agentvigil replay: {exc}", file=sys.stderr)
         return EXIT_USAGE
+    except BrokenPipeError:
+        raise
     except OSError as exc:
         print(f"agentvigil replay: cannot read {args.path}: {exc}", file=sys.stderr)
         return EXIT_ERROR
+    if not args.json:
+        sys.stdout.write(_detections_table(stats.by_detector, agents))
     skipped = sum(stats.skipped.values())
     reasons = ", ".join(f"{k}: {v}" for k, v in sorted(stats.skipped.items()))
-    print(f"agentvigil replay: {stats.sessions} session(s), {stats.events} events, {stats.detections} detections, "
-          f"{skipped} skipped" + (f" ({reasons})" if reasons else ""), file=sys.stderr)
+    summary = (f"agentvigil replay: {stats.sessions} session(s), {stats.events} events, {stats.detections} "
+               f"detections, {skipped} skipped" + (f" ({reasons})" if reasons else ""))
+    print(summary, file=sys.stderr if args.json else sys.stdout)
     for path, lineno, reason, message in stats.first_errors[:5]:
         print(f"  skipped {path}:{lineno}: {reason}: {message}", file=sys.stderr)
     if stats.sessions == 0:
@@ -93,13 +105,29 @@ def _cmd_score(args: argparse.Namespace, settings: object) -> int:
     return EXIT_OK
 
 
+def _detections_table(counts: dict[tuple[str, str], int], agents: dict[str, str]) -> str:
+    """Detections per detector (columns) per session (rows), sessions without any left out."""
+    if not counts:
+        return "no detections\n"
+    detectors = sorted({detector for _session, detector in counts})
+    sessions = sorted({session for session, _detector in counts})
+    width = max(len("session"), *(len(s) for s in sessions))
+    agent_width = max(len("agent"), *(len(agents.get(s, "-")) for s in sessions))
+    lines = [f"{'session':<{width}}  {'agent':<{agent_width}}  "
+             + "  ".join(f"{d:>{max(len(d), 5)}}" for d in detectors)]
+    for session in sessions:
+        lines.append(f"{session:<{width}}  {agents.get(session, '-'):<{agent_width}}  "
+                     + "  ".join(f"{counts.get((session, d), 0):>{max(len(d), 5)}}" for d in detectors))
+    return "\n".join(lines) + "\n"
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="agentvigil", description="Health signals, alerts and guards for LLM agents.")
     parser.add_argument("--version", action="version", version=f"agentvigil {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
     demo = sub.add_parser("demo", help="run a simulated fleet with injected failures (no network, no key)")
-    demo.add_argument("--duration", type=float, default=120.0, help="real seconds to run; 0 = until Ctrl-C (120)")
+    demo.add_argument("--duration", type=float, default=180.0, help="real seconds to run; 0 = until Ctrl-C (180)")
     demo.add_argument("--port", type=int, default=9464, help="/metrics port on 127.0.0.1 (9464; 0 = any free)")
     demo.add_argument("--speed", type=float, default=1.0, help="scenario seconds per real second (1)")
     demo.add_argument("--seed", type=int, default=7, help="random seed (7)")
@@ -107,11 +135,19 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--no-record", action="store_true", help="do not record sessions")
     demo.add_argument("--status-every", type=float, default=5.0, help="seconds between status blocks (5)")
     demo.add_argument("--quiet", action="store_true", help="no status lines")
+    demo.add_argument("--prometheus", action="store_true",
+                      help="also run Debian's prometheus and prometheus-alertmanager on 127.0.0.1 with the demo rules")
+    demo.add_argument("--prometheus-port", type=int, default=9090, help="with --prometheus (9090; 0 = any free)")
+    demo.add_argument("--alertmanager-port", type=int, default=9093, help="with --prometheus (9093; 0 = any free)")
+    demo.add_argument("--rules", default=None, help="rule file (alert_rules/profiles/demo.yaml)")
+    demo.add_argument("--view", choices=("auto", "top", "lines"), default="auto",
+                      help="top: the live `agentvigil top` view; lines: status lines (auto: top on a terminal)")
     demo.set_defaults(func=_cmd_demo)
 
     rep = sub.add_parser("replay", help="run the detectors over recorded sessions")
     rep.add_argument("path", help="events.ndjson, a session directory, or a directory of sessions")
     rep.add_argument("--json", action="store_true", help="one JSON object per detection")
+    rep.add_argument("-v", "--verbose", action="store_true", help="one line per detection, then the table")
     rep.add_argument("--loop-max-repeats", type=int, default=None)
     rep.add_argument("--cost-spike-factor", type=float, default=None)
     rep.add_argument("--labels", metavar="FILE", help="JSON object: run_id or task_id -> true (should be flagged)")
@@ -133,7 +169,7 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-_COMMAND_MODULES = ("agentvigil.watch.command", "agentvigil.supervise.command")
+_COMMAND_MODULES = ("agentvigil.watch.command", "agentvigil.supervise.command", "agentvigil.top")
 
 
 def main(argv: list[str] | None = None) -> int:

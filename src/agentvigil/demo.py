@@ -16,7 +16,9 @@ ops-agent       t=40 zombie: hangs inside a tool call; liveness keeps ticking, p
 
 from __future__ import annotations
 
+import os
 import random
+import signal
 import sys
 import threading
 import time
@@ -257,6 +259,8 @@ CLASSES = {"support-bot": SupportBot, "triage-bot": TriageBot, "research-agent":
 
 
 def status_line(agent: SimAgent, now: float) -> str:
+    """One agent's line. Every time on it is in scenario seconds (``t=`` and the progress age), and the
+    baseline is the cost_over_baseline detector's (flagged runs never feed it, so a runaway stays visible)."""
     m = agent.monitor.metrics
     series = m.agent(agent.monitor.agent)
     name = series.agent
@@ -265,7 +269,8 @@ def status_line(agent: SimAgent, now: float) -> str:
     baseline = series.cost_baseline._value.get()
     last = series.last_run_cost._value.get()
     loops = sum(c._value.get() for c in series.loop.values())
-    progress_age = time.time() - series.progress._value.get()
+    progress = series.progress._value.get()
+    progress_age = max(time.time() - progress, 0.0) * agent.sc.speed if progress else now
     ratios = [s.cache_ratio._value.get() for k, s in list(m._models.items())
               if k[0] == agent.name and s.cache_ratio is not None]
     cache = f"{max(ratios):4.0%}" if ratios and max(ratios) else "  - "
@@ -279,16 +284,53 @@ def status_line(agent: SimAgent, now: float) -> str:
             + (f" last_error={agent.last_error}" if agent.last_error else ""))
 
 
-def run_demo(duration: float = 120.0, port: int = 9464, speed: float = 1.0,
+def alerts_line(alerts: list[dict], now: float) -> str:
+    names = sorted({a["labels"].get("alertname", "?") + "{" + (a["labels"].get("agent") or a["labels"].get("budget")
+                    or a["labels"].get("breaker") or a["labels"].get("job", "")) + "}" for a in alerts})
+    return f"[t={now:6.1f}] Prometheus: {len(names)} alert(s) firing" + (": " + ", ".join(names) if names else "")
+
+
+def start_stack(metrics_port: int, prometheus_port: int, alertmanager_port: int, rules: str | None,
+                out: TextIO) -> Any:
+    """The demo's Prometheus + Alertmanager, or None after one line saying why the demo runs embedded."""
+    from . import demostack
+
+    stack, why = demostack.start(metrics_port, prometheus_port, alertmanager_port, rules)
+    if stack is None:
+        print(f"agentvigil demo: embedded mode, /metrics only: {why}", file=out, flush=True)
+        return None
+    for note in stack.notes:
+        print(f"agentvigil demo: {note}", file=out, flush=True)
+    print(f"agentvigil demo: Prometheus {stack.prometheus_url}/alerts and Alertmanager {stack.alertmanager_url} "
+          f"(pids {' '.join(map(str, stack.pids()))}), rules {_shown(stack.rules)} (compressed time: alerts fire "
+          "within about 70 s)", file=out, flush=True)
+    return stack
+
+
+def _shown(path: Any) -> str:
+    try:
+        return os.path.relpath(path)
+    except ValueError:
+        return str(path)
+
+
+def run_demo(duration: float = 120.0, port: int | None = 9464, speed: float = 1.0,
              record_dir: str | None = ".agentvigil/sessions", seed: int = 7, status_every: float = 5.0,
-             out: TextIO = sys.stdout) -> list[SimAgent]:
-    """Run the fleet for ``duration`` real seconds (0 = until interrupted). Returns the agents."""
+             out: TextIO = sys.stdout, prometheus: bool = False, prometheus_port: int = 9090,
+             alertmanager_port: int = 9093, rules: str | None = None, view: str = "lines") -> list[SimAgent]:
+    """Run the fleet for ``duration`` real seconds (0 = until interrupted). Returns the agents.
+
+    ``prometheus``: also run a real Prometheus and Alertmanager on loopback (when installed) with the demo
+    rule profile. ``view="top"`` shows ``agentvigil top`` in place of the status lines (needs a tty)."""
     stop = threading.Event()
     server = None
+    stack = None
     if port is not None and port >= 0:
         server, _ = start_metrics_server(port=port)
         print(f"agentvigil demo: /metrics on http://127.0.0.1:{server.server_port}/metrics "
               f"(speed ×{speed}, seed {seed})", file=out, flush=True)
+        if prometheus:
+            stack = start_stack(server.server_port, prometheus_port, alertmanager_port, rules, out)
     scenario = Scenario(speed, stop)
     agents = [CLASSES[name](name, scenario, random.Random(seed * 100 + i), record_dir) for i, name in enumerate(AGENTS)]
     if record_dir:
@@ -297,24 +339,56 @@ def run_demo(duration: float = 120.0, port: int = 9464, speed: float = 1.0,
     for t in threads:
         t.start()
     deadline = time.monotonic() + duration if duration > 0 else float("inf")
+    previous = _stop_on_sigterm()
     try:
-        next_status = time.monotonic() + status_every
-        while time.monotonic() < deadline:
-            time.sleep(min(0.1, max(deadline - time.monotonic(), 0)))
-            if status_every and time.monotonic() >= next_status:
-                next_status += status_every
-                for agent in agents:
-                    print(status_line(agent, scenario.now()), file=out, flush=True)
+        if view == "top" and server is not None:
+            from .top import live, snapshot
+
+            metrics_url = f"http://127.0.0.1:{server.server_port}/metrics"
+            prom_url = stack.prometheus_url if stack else None
+            try:
+                live(lambda: snapshot(metrics_url, prom_url), 1.0, stop=lambda: time.monotonic() >= deadline)
+            finally:  # the last screen stays on the terminal after curses restores it
+                print("\n".join(snapshot(metrics_url, prom_url)), file=out, flush=True)
+        else:
+            next_status = time.monotonic() + status_every
+            while time.monotonic() < deadline:
+                time.sleep(min(0.1, max(deadline - time.monotonic(), 0)))
+                if status_every and time.monotonic() >= next_status:
+                    next_status += status_every
+                    for agent in agents:
+                        print(status_line(agent, scenario.now()), file=out, flush=True)
+                    if stack is not None:
+                        print(alerts_line(stack.firing(), scenario.now()), file=out, flush=True)
     except KeyboardInterrupt:
         pass
     finally:
+        _restore_sigterm(previous)
         stop.set()
         for t in threads:
             t.join(2.0)
         for agent in agents:
             agent.monitor.flush()
             agent.monitor.close()
+        if stack is not None:
+            stack.stop()
         if server is not None:
             server.shutdown()
     print(f"agentvigil demo: done after {scenario.now():.0f} scenario seconds", file=out, flush=True)
     return agents
+
+
+def _stop_on_sigterm() -> Any:
+    """SIGTERM ends the demo like Ctrl-C, so its Prometheus and Alertmanager are stopped too."""
+    if threading.current_thread() is not threading.main_thread():
+        return None
+
+    def handler(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt
+
+    return signal.signal(signal.SIGTERM, handler)
+
+
+def _restore_sigterm(previous: Any) -> None:
+    if previous is not None:
+        signal.signal(signal.SIGTERM, previous)

@@ -38,12 +38,13 @@ def register(subparsers: Any) -> None:
                      "(.agentvigil/sessions)")
     rep.add_argument("--since", default="24h", help="report window ending now (24h)")
     rep.add_argument("--baseline", default="7d", help="window before --since for the cost baseline (7d)")
-    rep.add_argument("--format", choices=("text", "markdown", "json"), default="text")
+    rep.add_argument("--format", choices=("text", "markdown", "json", "html"), default="text")
+    rep.add_argument("--out", help="write the report to this file instead of stdout (html: a self-contained page)")
     rep.add_argument("--agent", action="append", help="only this agent (repeatable)")
     rep.add_argument("--prometheus-url", help="also query this Prometheus (http://127.0.0.1:9090)")
     rep.add_argument("--webhook-url", help="POST the report as a Slack-compatible message")
-    rep.add_argument("--zombie-after", default="10m", help="busy without progress this long counts as a "
-                     "zombie stall in recorded sessions (10m)")
+    rep.add_argument("--zombie-after", default="2m", help="busy without progress this long counts as a "
+                     "zombie stall in recorded sessions (2m)")
     rep.set_defaults(func=_cmd_report)
 
 
@@ -104,7 +105,16 @@ def _cmd_report(args: argparse.Namespace) -> int:
         return EXIT_USAGE
     if args.prometheus_url:
         data["prometheus"] = report.query_prometheus(args.prometheus_url, since)
-    sys.stdout.write(report.render(data, args.format))
+    text = report.render_page(data, args.dir, args.agent) if args.format == "html" else report.render(data, args.format)
+    if args.out:
+        try:
+            with open(args.out, "w", encoding="utf-8") as fh:
+                fh.write(text)
+        except OSError as exc:
+            print(f"agentvigil report: cannot write {args.out}: {exc}", file=sys.stderr)
+            return EXIT_ERROR
+    else:
+        sys.stdout.write(text)
     if args.webhook_url:
         error = report.post_report(args.webhook_url, data)
         if error:

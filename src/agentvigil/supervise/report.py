@@ -79,8 +79,11 @@ class _Agent:
         }
 
 
+ZOMBIE_AFTER = 120.0  # busy this long without a completed step: a zombie stall (the demo's hangs for ~140 s)
+
+
 def build_report(directory: str, since: float = 86400.0, baseline: float = 7 * 86400.0,
-                 agents: list[str] | None = None, zombie_after: float = 600.0, now: float | None = None) -> dict:
+                 agents: list[str] | None = None, zombie_after: float = ZOMBIE_AFTER, now: float | None = None) -> dict:
     """Aggregate sessions and journals under ``directory`` for the window ``[now - since, now]``."""
     if not os.path.isdir(directory):
         raise FileNotFoundError(f"no such directory: {directory}")
@@ -320,6 +323,14 @@ def render(data: dict, fmt: str = "text") -> str:
     if data.get("skipped_lines"):
         out.append(f"\n({data['skipped_lines']} unreadable lines skipped)")
     return "\n".join(out) + "\n"
+
+
+def render_page(data: dict, directory: str, agents: list[str] | None = None) -> str:
+    """The HTML page: this report plus per-agent charts from the same sessions."""
+    from .report_html import build_timelines, render_html
+
+    timelines = build_timelines(directory, data["window"]["start"], data["window"]["end"], agents)
+    return render_html(data, timelines, _rows, _attention)
 
 
 def _prom_line(result: list[dict[str, Any]] | dict[str, str]) -> str:

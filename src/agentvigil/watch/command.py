@@ -141,6 +141,13 @@ def run_command(args: argparse.Namespace) -> int:
         if not args.json:
             print(f"[watch] /metrics on {server.scheme}://{args.metrics_addr}:{server.server_port}/metrics",
                   file=sys.stderr)
+    if target.kind == "root" and not args.all and not args.json and not args.quiet:
+        from .sources import choose_session
+
+        chosen, why = choose_session(target.path)
+        if chosen is not None:
+            print(f"agentvigil watch: following {chosen.session_id} (agent {chosen.agent or '-'}; {why}; "
+                  "--all for every session)", file=sys.stderr)
     watch = Watch(target, config, all_sessions=args.all, follow=not args.no_follow, json_out=args.json,
                   status_every=args.status_every, timeout=timeout, pid=args.pid, scope_policy=scope,
                   settings=Settings.from_env(), metrics=metrics, prices=PriceBook.from_env(),

@@ -3,8 +3,9 @@
 * an ``events.ndjson`` (or any ``*.ndjson`` file), existing or not yet;
 * a session directory (``meta.json`` and/or ``events.ndjson``; ours or agent-strace's);
 * a directory of sessions (ours: ``.agentvigil/sessions``; agent-strace: ``.agent-traces``): the newest
-  (agent-strace's ``.active-session`` first, then ``meta.json`` ``started_at``, then mtime), or all of them
-  and every new one with ``--all``. An empty or not yet existing directory waits for its first session.
+  (agent-strace's ``.active-session`` first, then the newest whose recorded process is still running, then
+  by ``meta.json`` ``started_at``, then mtime), or all of them and every new one with ``--all``. An empty or
+  not yet existing directory waits for its first session.
 """
 
 from __future__ import annotations
@@ -95,7 +96,31 @@ def _start_key(source: SessionSource) -> tuple[float, str]:
     return started, source.session_id
 
 
+def is_live(source: SessionSource) -> bool:
+    """The session's recorded process is running (PID and start time verified)."""
+    ref = source.process()
+    return ref is not None and ref.alive()
+
+
+def choose_session(root: str) -> tuple[SessionSource | None, str]:
+    """The session ``watch`` follows by default, and why (for the announce line)."""
+    active = _active_session(root)
+    if active is not None:
+        return active, f"named by {STRACE_ACTIVE}"
+    sessions = list_sessions(root)
+    live = [s for s in sessions if is_live(s)]
+    if live:
+        return live[-1], f"the newest of {len(live)} live session(s)"
+    if sessions:
+        return sessions[-1], f"no live session: the newest of {len(sessions)} finished session(s)"
+    return None, "no session yet"
+
+
 def newest_session(root: str) -> SessionSource | None:
+    return choose_session(root)[0]
+
+
+def _active_session(root: str) -> SessionSource | None:
     active = os.path.join(root, STRACE_ACTIVE)
     try:
         with open(active, encoding="utf-8") as fh:
@@ -106,8 +131,7 @@ def newest_session(root: str) -> SessionSource | None:
             return source
     except OSError:
         pass
-    sessions = list_sessions(root)
-    return sessions[-1] if sessions else None
+    return None
 
 
 @dataclass
