@@ -148,7 +148,7 @@ def test_json_config(tmp_path):
 def test_payloads():
     notice = Notice("zombie", "bot", "warning", {"seconds_without_progress": 700}, "restart", 1_800_000_000.0)
     slack = slack_payload(notice)
-    assert slack["text"].startswith("[agentvigil] Agent bot is alive but has made no progress")
+    assert slack["text"].startswith(":warning: [agentvigil] *zombie* Agent bot is alive but has made no progress")
     [alert] = alertmanager_payload(notice, ttl=3600, host="h1")
     assert alert["labels"] == {"alertname": "AgentSupervisorZombie", "agent": "bot", "severity": "warning",
                                "source": "agentvigil-supervise", "instance": "h1"}

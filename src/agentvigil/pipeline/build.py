@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from typing import Iterable
+from typing import Callable, Iterable
 
 from ..detectors import DetectorContext, build_detectors
 from ..detectors.cost_baseline import CostBaselineDetector
@@ -30,11 +30,14 @@ def load_policy(settings: Settings) -> WatchConfig:
 
 def build_pipeline(settings: Settings, policy: WatchConfig | None = None, *, metrics: AgentMetrics | None = None,
                    before: Iterable[Sink] = (), after: Iterable[Sink] = (), started_at: float | None = None,
-                   scope_policy: object = None) -> tuple[Pipeline, DetectorContext]:
+                   scope_policy: object = None, health: object = None, clock: Callable[[], float] | None = None,
+                   ) -> tuple[Pipeline, DetectorContext]:
     """Detectors from the registry; sinks: ``before`` (spans: they stamp trace ids), Prometheus when
-    ``metrics`` is given, then ``after`` (recorder, subscribers, actions)."""
+    ``metrics`` is given, then ``after`` (recorder, subscribers, actions). ``health`` and ``clock``: supervise's
+    child-health thresholds and its clock (``DetectorContext``)."""
     policy = policy if policy is not None else load_policy(settings)
-    context = DetectorContext(settings, policy, started_at, scope_policy)  # type: ignore[arg-type]
+    context = DetectorContext(settings, policy, started_at, scope_policy,  # type: ignore[arg-type]
+                              health=health, clock=clock)
     detectors = build_detectors(context)
     sinks: list[Sink] = list(before)
     if metrics is not None:
