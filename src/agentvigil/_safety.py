@@ -3,20 +3,34 @@
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 log = logging.getLogger("agentvigil")
 _logged: set[str] = set()
 
 
-def internal_error(component: str, exc: BaseException | None = None) -> None:
-    """Count an internal failure in ``agentvigil_internal_errors_total{component}``; log the first one."""
+def internal_error(component: str, exc: BaseException | None = None, metrics: Any = None) -> None:
+    """Count an internal failure in ``agentvigil_internal_errors_total{component}``; log the first one.
+    ``metrics``: the ``AgentMetrics`` of the Monitor (or pipeline) it happened in, so a Monitor given its own
+    registry counts there; without one, the default registry's (code that has no Monitor)."""
     try:
-        from .metrics import default_metrics
+        if metrics is None:
+            from .metrics import default_metrics
 
-        default_metrics().internal_errors.labels(component).inc()
+            metrics = default_metrics()
+        metrics.internal_errors.labels(component).inc()
         if component not in _logged:
             _logged.add(component)
             log.warning("agentvigil: internal error in %s (further ones are only counted): %r", component, exc,
                         exc_info=exc is not None)
     except Exception:  # pragma: no cover - the last line of defence must not raise either
         pass
+
+
+def error_counter(metrics: Any) -> Any:
+    """``internal_error`` bound to ``metrics``: what a Monitor hands to its pipeline as ``on_error``."""
+
+    def count(component: str, exc: BaseException | None = None) -> None:
+        internal_error(component, exc, metrics)
+
+    return count
