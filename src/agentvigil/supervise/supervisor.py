@@ -227,7 +227,7 @@ class Supervisor:
         self._read_events(now)
         returncode = child.poll()
         if returncode is not None:
-            self._read_events(now)      # whatever it flushed on the way out
+            self._read_events(now, final=True)      # whatever it flushed on the way out
             self._on_exit(now, returncode)
             return
         if self.state == STOPPING:
@@ -245,9 +245,9 @@ class Supervisor:
                 and health.progressing(now):
             self._resolve()
 
-    def _read_events(self, now: float) -> None:
+    def _read_events(self, now: float, final: bool = False) -> None:
         tail = cast(SessionTail, self.tail)  # set by _start()
-        for event in tail.poll():
+        for event in tail.poll(final):
             if event.event_type == ev.DETECTION:   # recorded verdicts are re-derived
                 continue
             verdicts = self.pipeline.emit(event)
