@@ -11,9 +11,10 @@ _logged: set[str] = set()
 
 def internal_error(component: str, exc: BaseException | None = None, metrics: Any = None) -> None:
     """Count an internal failure in ``agentvigil_internal_errors_total{component}``; log the first one.
-    ``metrics``: the ``AgentMetrics`` of the Monitor (or pipeline) it happened in, so a Monitor given its own
-    registry counts there; without one, the default registry's (code that has no Monitor)."""
+    ``metrics``: the ``AgentMetrics`` (or the Monitor) it happened in, so a Monitor given its own registry
+    counts there; without one, the default registry's (code that has no Monitor)."""
     try:
+        metrics = getattr(metrics, "metrics", metrics)   # a Monitor: its AgentMetrics
         if metrics is None:
             from .metrics import default_metrics
 

@@ -151,7 +151,7 @@ class Monitor:
         after: list[Sink] = []
         if self.recorder is not None:
             after.append(_RecorderSink(self.recorder))
-        after.append(SubscriberSink(self._handlers, _global_handlers))
+        after.append(SubscriberSink(self._handlers, _global_handlers, self.metrics))
         pipeline, context = build_pipeline(self.settings, self.policy, metrics=self.metrics, before=before,
                                            after=after, started_at=_time(), on_error=error_counter(self.metrics))
         pipeline.add_sink(RunActionSink(self.policy, context.families, self.settings.loop_action))
