@@ -28,6 +28,7 @@ import logging
 import os
 import signal
 import threading
+import time
 import weakref
 from collections.abc import Iterable
 from types import FrameType
@@ -106,6 +107,7 @@ def _flush_all() -> None:
 
 
 _exiting = False
+EXIT_RETRIES = 100   # × 50 ms: how long the main thread gets to run its handler
 
 
 def _die(signum: int) -> None:
@@ -115,8 +117,17 @@ def _die(signum: int) -> None:
     global _exiting
     _flush_all()
     _exiting = True
-    if threading.current_thread() is threading.main_thread():
+    main = threading.main_thread()
+    if threading.current_thread() is main:
         signal.signal(signum, signal.SIG_DFL)
+    elif main.is_alive() and main.ident is not None:
+        # Aimed at the main thread, and repeated: a process-directed signal may land on this thread, and one
+        # that lands just before the main thread enters a blocking call (sleep, select) leaves it blocked with
+        # its Python handler not run. Each re-send interrupts the call; the handler then ends the process.
+        for _ in range(EXIT_RETRIES):
+            signal.pthread_kill(main.ident, signum)
+            time.sleep(0.05)
+        os._exit(128 + signum)   # the main thread never ran Python again: end anyway, flushed
     os.kill(os.getpid(), signum)
 
 
