@@ -115,7 +115,9 @@ def event_from_dict(data: Any) -> Event:
             unknown = True
             continue
         cls = value.__class__
-        if cls is NoneType or cls is check or (check is float and cls is int):
+        if cls is NoneType:
+            continue
+        if cls is check or (check is float and cls is int):
             if check is int and not 0 <= value <= _MAX_INT:
                 raise InvalidEvent("bad_field", f"{key} must be a non-negative integer, got {value!r}"[:200])
             if check is float and not _isfinite(value):

@@ -83,6 +83,8 @@ def _expected(lines: list[bytes]) -> tuple[int, int]:
     """(valid events, invalid non-blank lines) as the one codec judges them."""
     valid = invalid = 0
     for raw in lines:
+        if raw.startswith(b"\xef\xbb\xbf"):   # a BOM is not data: a BOM-only line is blank
+            raw = raw[3:]
         if not raw.strip():
             continue
         try:

@@ -71,6 +71,8 @@ class SessionTail:
     def _decode(self, lines: list[bytes]) -> list[Event]:
         out = []
         for line in lines:
+            if line.startswith(b"\xef\xbb\xbf"):   # as replay: a BOM is not data
+                line = line[3:]
             if not line.strip():
                 continue
             try:

@@ -214,11 +214,11 @@ class Watch:
         """``final``: unterminated lines handed over at the end; one that does not parse is ``truncated``."""
         judge = w.judge
         for raw in lines:
+            if raw.startswith(b"\xef\xbb\xbf"):   # as replay: a BOM is not data
+                raw = raw[3:]
             if not raw.strip():
                 continue
             judge.touch(now)
-            if raw.startswith(b"\xef\xbb\xbf"):
-                raw = raw[3:]
             try:
                 data = _loads(raw)
             except RecursionError:
