@@ -4,23 +4,27 @@ from __future__ import annotations
 
 import logging
 import threading
+from typing import Any
 
 log = logging.getLogger("agentvigil")
 _logged: set[str] = set()
-
-
 _inside = threading.local()
 
 
-def internal_error(component: str, exc: BaseException | None = None) -> None:
-    """Count an internal failure in ``agentvigil_internal_errors_total{component}``; log the first one."""
+def internal_error(component: str, exc: BaseException | None = None, metrics: Any = None) -> None:
+    """Count an internal failure in ``agentvigil_internal_errors_total{component}``; log the first one.
+    ``metrics``: the ``AgentMetrics`` (or the Monitor) it happened in, so a Monitor given its own registry
+    counts there; without one, the default registry's (code that has no Monitor)."""
     if getattr(_inside, "active", False):
         return   # a failure while counting a failure (e.g. building the metrics): do not recurse
     _inside.active = True
     try:
-        from .metrics import default_metrics
+        metrics = getattr(metrics, "metrics", metrics)   # a Monitor: its AgentMetrics
+        if metrics is None:
+            from .metrics import default_metrics
 
-        default_metrics().internal_errors.labels(component).inc()
+            metrics = default_metrics()
+        metrics.internal_errors.labels(component).inc()
         if component not in _logged and exc is not None:
             _logged.add(component)
             log.warning("agentvigil: internal error in %s (further ones are only counted): %r", component, exc,
@@ -29,6 +33,15 @@ def internal_error(component: str, exc: BaseException | None = None) -> None:
         pass
     finally:
         _inside.active = False
+
+
+def error_counter(metrics: Any) -> Any:
+    """``internal_error`` bound to ``metrics``: what a Monitor hands to its pipeline as ``on_error``."""
+
+    def count(component: str, exc: BaseException | None = None) -> None:
+        internal_error(component, exc, metrics)
+
+    return count
 
 
 def _count_invalid_setting() -> None:

@@ -10,7 +10,14 @@ practice asks for).
   default action ends the process. An idle process ends at once. A second signal ends it at once. This is what
   ``agentvigil supervise`` sets for its child: SIGTERM becomes "finish the current step, flush, exit".
 * ``AGENTVIGIL_KILL_FILE=path``: while the file exists, runs are killed (reason: the file's first line, else
-  ``kill_file``) and new runs refused; remove it to resume. Polled every 100 ms.
+  ``kill_file``) and new runs refused; remove it to resume. Polled every 100 ms. A first line
+  ``agent=<name>`` or ``run=<run id>`` scopes it, for processes where several Monitors share the process: only
+  that agent's runs (or that one run) are killed, and the agent's runs started while the file exists are
+  killed at their first boundary (within one poll); other agents carry on.
+
+Signal handlers only record the signal and wake the ``agentvigil-control`` thread (a byte on a pipe): killing
+runs, their rollbacks and flushing the recorders happen there, never inside the handler, which could
+otherwise deadlock on a lock the interrupted main thread holds.
 
 Both can also be set up by hand: ``install_kill_signal(...)``, ``watch_kill_file(path)``, or ``stop(reason)``.
 """
@@ -21,10 +28,13 @@ import logging
 import os
 import signal
 import threading
+import time
 import weakref
 from collections.abc import Iterable
 from types import FrameType
 from typing import TYPE_CHECKING
+
+from ._safety import internal_error
 
 if TYPE_CHECKING:
     from .monitor import Monitor
@@ -97,29 +107,83 @@ def _flush_all() -> None:
 
 
 _exiting = False
+EXIT_RETRIES = 100   # × 50 ms: how long the main thread gets to run its handler
 
 
 def _die(signum: int) -> None:
-    """Flush, then end the process with the signal's default action. Handlers can only be changed from the
-    main thread, so from any other thread we re-send the signal and let ``_on_signal`` finish the job."""
+    """Flush, then end the process with the signal's default action. Never called from a signal handler.
+    Handlers can only be changed from the main thread, so from any other thread we re-send the signal and let
+    ``_on_signal`` restore the default action."""
     global _exiting
     _flush_all()
     _exiting = True
-    if threading.current_thread() is threading.main_thread():
+    main = threading.main_thread()
+    if threading.current_thread() is main:
         signal.signal(signum, signal.SIG_DFL)
+    elif main.is_alive() and main.ident is not None:
+        # Aimed at the main thread, and repeated: a process-directed signal may land on this thread, and one
+        # that lands just before the main thread enters a blocking call (sleep, select) leaves it blocked with
+        # its Python handler not run. Each re-send interrupts the call; the handler then ends the process.
+        for _ in range(EXIT_RETRIES):
+            signal.pthread_kill(main.ident, signum)
+            time.sleep(0.05)
+        os._exit(128 + signum)   # the main thread never ran Python again: end anyway, flushed
     os.kill(os.getpid(), signum)
 
 
 def _on_signal(signum: int, frame: FrameType | None) -> None:
+    """Only sets flags and wakes the control thread: no lock, no I/O beyond one byte on a pipe."""
     global _signal_reason, _signal_number
     if _signal_reason is not None or _exiting:      # second signal, or our own exit: no more grace
-        _die(signum)
+        signal.signal(signum, signal.SIG_DFL)
+        os.kill(os.getpid(), signum)
         return
     _signal_number = signum
     _signal_reason = f"signal:{signal.Signals(signum).name}"
     _update()
-    if _kill_all(_signal_reason) == 0 and _active_runs() == 0:
-        _die(signum)
+    try:
+        os.write(_wake_w, b"s")
+    except OSError:   # pipe full: the control thread is awake anyway
+        pass
+
+
+_wake_r, _wake_w = -1, -1
+_control_thread: threading.Thread | None = None
+
+
+def _start_control_thread() -> None:
+    """The normal thread that acts on signals (started once, from ``install_kill_signal``)."""
+    global _wake_r, _wake_w, _control_thread
+    if _control_thread is not None:
+        return
+    _wake_r, _wake_w = os.pipe()
+    os.set_blocking(_wake_w, False)
+    _control_thread = threading.Thread(target=_control_loop, name="agentvigil-control", daemon=True)
+    _control_thread.start()
+
+
+def _control_loop() -> None:
+    while True:
+        try:
+            if not os.read(_wake_r, 64):
+                return
+        except InterruptedError:
+            continue
+        except OSError:
+            return
+        on_signal_thread()
+
+
+def on_signal_thread() -> None:
+    """What a kill signal does, on a normal thread: stop every run in flight; an idle process ends now."""
+    signum, reason = _signal_number, _signal_reason
+    if signum is None or reason is None:
+        return
+    try:
+        if _kill_all(reason) == 0 and _active_runs() == 0:
+            _die(signum)
+    except Exception as exc:   # the process still ends by run_ended() or a second signal
+        internal_error("control", exc)
 
 
 _exit_timer: threading.Timer | None = None
@@ -146,9 +210,12 @@ def install_kill_signal(names: Iterable[str] = ("TERM",)) -> bool:
         log.warning("agentvigil: AGENTVIGIL_KILL_SIGNAL needs the main thread; create the first Monitor there")
         return False
     try:
+        signums = []
         for name in names:
             name = name.upper()
-            signum = getattr(signal, name if name.startswith("SIG") else "SIG" + name)
+            signums.append(getattr(signal, name if name.startswith("SIG") else "SIG" + name))
+        _start_control_thread()
+        for signum in signums:
             signal.signal(signum, _on_signal)
         return True
     except (AttributeError, ValueError, OSError) as exc:
@@ -156,30 +223,70 @@ def install_kill_signal(names: Iterable[str] = ("TERM",)) -> bool:
         return False
 
 
+def parse_kill_file(first_line: str) -> tuple[str | None, str | None, str]:
+    """(scope, target, reason) of a kill file's first line: ``agent=<name>`` → ("agent", name),
+    ``run=<id>`` → ("run", id), anything else → (None, None): every run of the process."""
+    line = first_line.strip()
+    for scope in ("agent", "run"):
+        if line.startswith(scope + "="):
+            target = line[len(scope) + 1:].strip()
+            if target:
+                return scope, target, f"kill_file:{scope}={target}"[:64]
+    return None, None, (line or "kill_file")[:64]
+
+
+def kill_scoped(scope: str, target: str, reason: str) -> int:
+    """Kill the runs of one agent (``scope="agent"``) or one run (``"run"``), in every Monitor of this
+    process. Returns runs killed."""
+    killed = 0
+    for monitor in list(_monitors):
+        if scope == "agent":
+            if monitor.agent == target:
+                killed += monitor.kill_all(reason)
+            continue
+        with monitor._lock:
+            runs = [run for run in monitor._active if run.run_id == target]
+        for run in runs:
+            if not run.killed:
+                run.kill(reason)
+                killed += 1
+    return killed
+
+
 def watch_kill_file(path: str, interval: float = 0.1) -> threading.Thread:
-    """Poll for ``path``; while it exists, runs are killed and refused."""
+    """Poll for ``path``; while it exists, runs are killed (those it names, or all of them and new ones
+    refused)."""
 
     def poll() -> None:
         global _file_reason
         event = threading.Event()
+        scoped: tuple[str, str, str] | None = None
         while not event.wait(interval):
             try:
                 exists = os.path.exists(path)
-                if exists and _file_reason is None:
-                    reason = "kill_file"
+                if exists and _file_reason is None and scoped is None:
+                    first = ""
                     try:
                         with open(path, encoding="utf-8", errors="replace") as fh:
-                            reason = (fh.readline().strip() or reason)[:64]
+                            first = fh.readline(4096)
                     except OSError:
                         pass
-                    _file_reason = reason
-                    _update()
-                    _kill_all(reason)
-                elif not exists and _file_reason is not None:
-                    _file_reason = None
-                    _update()
+                    scope, target, reason = parse_kill_file(first)
+                    if scope is None or target is None:
+                        _file_reason = reason
+                        _update()
+                        _kill_all(reason)
+                    else:
+                        scoped = (scope, target, reason)
+                if exists and scoped is not None:
+                    kill_scoped(*scoped)     # runs of that agent started since the last poll too
+                elif not exists:
+                    scoped = None
+                    if _file_reason is not None:
+                        _file_reason = None
+                        _update()
             except Exception as exc:  # never let the watcher die silently
-                log.warning("agentvigil: kill-file watcher error: %r", exc)
+                internal_error("kill_file", exc)
 
     thread = threading.Thread(target=poll, name="agentvigil-kill-file", daemon=True)
     thread.start()

@@ -147,8 +147,9 @@ def _constructor(keys: frozenset[str]) -> Callable[[dict], Event]:
 def _checked(data: Any) -> Event:
     if data.__class__ is not dict:
         raise InvalidEvent("not_an_object", f"expected a JSON object, got {type(data).__name__}")
-    if data.get("event_type") not in EVENT_TYPES:
-        raise InvalidEvent("unknown_event_type", f"unknown or missing event_type: {data.get('event_type')!r}")
+    kind = data.get("event_type")
+    if kind.__class__ is not str or kind not in EVENT_TYPES:   # a list or an object is unhashable: no lookup
+        raise InvalidEvent("unknown_event_type", f"unknown or missing event_type: {kind!r}"[:200])
     ts = data.get("ts")
     if (ts.__class__ is not float and ts.__class__ is not int) or not _isfinite(ts):
         raise InvalidEvent("bad_field", f"ts must be a finite number, got {ts!r}"[:200])

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any, Callable
 from . import control
 from . import events as ev
 from ._context import current_run
-from ._safety import internal_error
+from ._safety import error_counter, internal_error
 from .events import Event
 from .exceptions import RunKilled
 from .metrics import metrics_for
@@ -121,7 +121,7 @@ class Monitor:
         try:
             self.prices = prices or PriceBook.from_env()
         except Exception as exc:
-            internal_error("pricing", exc)
+            internal_error("pricing", exc, self.metrics)
             self.prices = PriceBook()
         self.tracer = otel.build_tracer(tracer_provider, service_name=self.agent)
         self.recorder: Any = None
@@ -131,7 +131,7 @@ class Monitor:
 
                 self.recorder = Recorder(s.record_dir, self.agent, session_id)
             except Exception as exc:
-                internal_error("recorder", exc)
+                internal_error("recorder", exc, self.metrics)
         self._session_id = session_id
         self._lock = threading.Lock()   # bookkeeping only; never held across user code
         self._active: set[Run] = set()
@@ -151,9 +151,9 @@ class Monitor:
         after: list[Sink] = []
         if self.recorder is not None:
             after.append(_RecorderSink(self.recorder))
-        after.append(SubscriberSink(self._handlers, _global_handlers))
+        after.append(SubscriberSink(self._handlers, _global_handlers, self.metrics))
         pipeline, context = build_pipeline(self.settings, self.policy, metrics=self.metrics, before=before,
-                                           after=after, started_at=_time())
+                                           after=after, started_at=_time(), on_error=error_counter(self.metrics))
         pipeline.add_sink(RunActionSink(self.policy, context.families, self.settings.loop_action))
         return pipeline
 
@@ -222,7 +222,7 @@ class Monitor:
             event.session_id = recorder.session_id if recorder is not None else self._session_id
             return self.pipeline.emit(event)
         except Exception as exc:
-            internal_error("monitor", exc)
+            internal_error("monitor", exc, self.metrics)
             return []
 
     def _started(self, run: Run) -> None:
@@ -241,7 +241,7 @@ class Monitor:
                 cost = self.prices.cost(provider, model, inp, out, read, write)
             return cost
         except Exception as exc:
-            internal_error("pricing", exc)
+            internal_error("pricing", exc, self.metrics)
             return None
 
     def _tick(self) -> None:
@@ -252,7 +252,7 @@ class Monitor:
             self._emit(Event(ev.HEARTBEAT, now, status="busy" if self._active else "idle"))
             self.pipeline.tick(now)
         except Exception as exc:
-            internal_error("heartbeat", exc)
+            internal_error("heartbeat", exc, self.metrics)
 
     def _after_fork(self) -> None:
         """In a forked child: the recorder reopened as a new session; runs in flight belong to the parent."""

@@ -48,7 +48,7 @@ def read_events(path: str, stats: ReplayStats) -> Iterator[Event]:
         lineno = 0
         for raw in fh:
             lineno += 1
-            if lineno == 1 and raw.startswith(b"\xef\xbb\xbf"):
+            if raw.startswith(b"\xef\xbb\xbf"):   # a BOM (of the file, or of a concatenated one): not data
                 raw = raw[3:]
             if raw[:1] != b"{" and not raw.strip():   # a line starting with "{" is not blank: no copy to check
                 continue

@@ -134,7 +134,7 @@ class Run:
             m._emit(Event(ev.RUN_START, _time(), run_id=self.run_id, task_id=self.task_id,
                           correlation_id=self.correlation_id, detail=self.limits, scope=self))
         except Exception as exc:
-            internal_error("run", exc)
+            internal_error("run", exc, self.monitor)
 
     def end(self, error: BaseException | None = None, status: str | None = None) -> None:
         """Finish the run (idempotent). ``status`` defaults to ok, error or killed from ``error``."""
@@ -159,7 +159,7 @@ class Run:
                                 duration_ms=(perf_counter() - self._start) * 1000.0, cost_usd=self.cost,
                                 token_count=self.tokens, detail=detail))
         except Exception as exc:
-            internal_error("run", exc)
+            internal_error("run", exc, self.monitor)
         if control.stop_reason is not None:
             control.run_ended()
 
@@ -193,7 +193,7 @@ class Run:
                 current_run_var.reset(self._ctx_token)
                 self._ctx_token = None
         except Exception as exc:  # e.g. exited in another context than entered
-            internal_error("context", exc)
+            internal_error("context", exc, self.monitor)
 
     def activate(self) -> Any:
         """Make this run current in this context (for callback-style frameworks that cannot use ``with``).
@@ -216,7 +216,7 @@ class Run:
         try:
             self.monitor._emit(self._event(ev.KILL, reason=self._kill_reason))
         except Exception as exc:
-            internal_error("kill", exc)
+            internal_error("kill", exc, self.monitor)
 
     @property
     def killed(self) -> bool:
@@ -322,7 +322,7 @@ class Step(_Scope):
                 m._emit(Event(ev.STEP_START, _time(), run_id=run.run_id, task_id=run.task_id,
                               correlation_id=run.correlation_id, step_index=self.index, scope=self))
         except Exception as exc:
-            internal_error("step", exc)
+            internal_error("step", exc, self.run.monitor)
 
     def _finish(self, error: BaseException | None) -> None:
         self.end(error)
@@ -341,7 +341,7 @@ class Step(_Scope):
                                     status="ok" if error is None else "error", error_kind=kind,
                                     duration_ms=(perf_counter() - self._start) * 1000.0, scope=self))
         except Exception as exc:
-            internal_error("step", exc)
+            internal_error("step", exc, self.run.monitor)
 
 
 def _path_detail(paths: list[str] | str | None, access: str | None) -> dict | None:
@@ -390,7 +390,7 @@ class ToolCall(_Scope):
                 m._emit(Event(ev.TOOL_START, _time(), m.agent, None, run.run_id, run.task_id, run.correlation_id,
                               run.step_index, self.name, self.args_hash, detail=self.detail, scope=self))
         except Exception as exc:
-            internal_error("tool_call", exc)
+            internal_error("tool_call", exc, self.run.monitor)
         self._args = None  # do not keep user data alive longer than needed
         self._start = perf_counter()
 
@@ -442,7 +442,7 @@ class ToolCall(_Scope):
                           run.step_index, self.name, self.args_hash, self.result_hash, self.result_fingerprint,
                           status, kind, duration * 1000.0, detail=self.detail, scope=self))
         except Exception as exc:
-            internal_error("tool_call", exc)
+            internal_error("tool_call", exc, self.run.monitor)
 
 
 def _tokens(value: Any) -> int:
@@ -490,7 +490,7 @@ class LLMCall(_Scope):
             if m.pipeline.wants(ev.LLM_START):
                 m._emit(self._event(ev.LLM_START, self._wall_start, model=self.model))
         except Exception as exc:
-            internal_error("llm_call", exc)
+            internal_error("llm_call", exc, self.monitor)
 
     def _event(self, kind: str, ts: float, **fields: Any) -> Event:
         event = Event(kind, ts, provider=self.provider, scope=self, **fields)
@@ -506,7 +506,7 @@ class LLMCall(_Scope):
             inp, out = _tokens(input_tokens), _tokens(output_tokens)
             read, write = _tokens(cache_read_tokens), _tokens(cache_write_tokens)
         except (TypeError, ValueError, OverflowError) as exc:
-            internal_error("usage", exc)   # counted, and left out of the metrics
+            internal_error("usage", exc, self.monitor)   # counted, and left out of the metrics
             return
         # Inclusive input can never be smaller than its cached part: numbers like that are exclusive.
         if input_excludes_cache or read + write > inp:
@@ -530,7 +530,7 @@ class LLMCall(_Scope):
             try:
                 self._span.set_attributes(attributes)
             except Exception as exc:
-                internal_error("tracing", exc)
+                internal_error("tracing", exc, self.monitor)
 
     def _finish(self, error: BaseException | None) -> None:
         self.end(error)
@@ -565,7 +565,7 @@ class LLMCall(_Scope):
                                 cache_read_tokens=read, cache_write_tokens=write, token_count=inp + out,
                                 cost_usd=self.cost_usd))
         except Exception as exc:
-            internal_error("llm_call", exc)
+            internal_error("llm_call", exc, self.monitor)
 
 
 __all__ = ["LLMCall", "LoopDetected", "Run", "Step", "ToolCall"]

@@ -4,10 +4,15 @@
 
 * the file may not exist yet (read returns nothing until it does);
 * a line without its newline yet stays buffered until the rest arrives;
-* truncation in place (size below our offset) restarts at 0 and drops the partial buffer;
+* truncation in place restarts at 0 and drops the partial buffer. It is seen by size (below our offset) and
+  by the file's first bytes (kept from the first read): a file truncated and refilled past our offset while
+  we were not looking has the same inode and a larger size, but not the same beginning;
 * rotation (the path now names another inode, or is gone) keeps draining the old file for
   ``ROTATION_GRACE`` seconds (a writer may still hold it open), then follows the new file from 0. A final
   unterminated line of a rotated-away file is passed on as is: the decoder counts it as ``truncated``.
+
+``Tailer.rest()`` hands over what is still buffered (a final line without its newline) when the caller stops
+reading for good (``watch --no-follow``), so it is judged or counted, never silently dropped.
 
 ``Waker.wait(timeout)`` blocks until something changes in a watched directory: Linux inotify through ctypes
 (no dependency; wake-up in well under a millisecond), else an adaptive poll (1 ms after activity, backing off
@@ -25,11 +30,12 @@ import time
 from typing import cast
 
 ROTATION_GRACE = 2.0
+HEAD_BYTES = 64          # how much of the file's beginning identifies it across a truncate-and-refill
 _CHUNK = 1 << 20
 
 
 class Tailer:
-    __slots__ = ("_buf", "_fd", "_id", "_old", "_pos", "path", "rotations", "truncations")
+    __slots__ = ("_buf", "_fd", "_head", "_id", "_old", "_pos", "path", "rotations", "truncations")
 
     def __init__(self, path: str):
         self.path = path
@@ -37,6 +43,7 @@ class Tailer:
         self._id: tuple[int, int] | None = None
         self._pos = 0
         self._buf = b""
+        self._head = b""
         self._old: list[tuple[int, bytes, float]] = []   # (fd, partial buffer, deadline) of rotated files
         self.rotations = 0
         self.truncations = 0
@@ -56,6 +63,8 @@ class Tailer:
         if self._fd is None and not self._open():
             return lines
         fd = cast(int, self._fd)  # open at this point
+        if self._pos and self._rewritten(fd):
+            self._restart(fd)
         self._buf = self._drain(fd, self._buf, lines)
         try:
             st = os.stat(self.path)
@@ -64,15 +73,37 @@ class Tailer:
         if (st.st_dev, st.st_ino) != self._id:
             self.rotations += 1
             self._old.append((fd, self._buf, time.monotonic() + ROTATION_GRACE))
-            self._fd, self._buf, self._pos = None, b"", 0
+            self._fd, self._buf, self._pos, self._head = None, b"", 0, b""
             if self._open():
                 self._buf = self._drain(cast(int, self._fd), b"", lines)
         elif st.st_size < self._pos:
-            self.truncations += 1
-            os.lseek(fd, 0, os.SEEK_SET)
-            self._pos, self._buf = 0, b""
+            self._restart(fd)
             self._buf = self._drain(fd, b"", lines)
         return lines
+
+    def rest(self) -> list[bytes]:
+        """The buffered unterminated lines (of the current file and of rotated-away ones), handed over once:
+        the caller is done reading and judges them (or counts them as truncated)."""
+        out = [buf for _, buf, _ in self._old if buf]
+        self._old = [(fd, b"", deadline) for fd, _, deadline in self._old]
+        if self._buf:
+            out.append(self._buf)
+            self._buf = b""
+        return out
+
+    def _rewritten(self, fd: int) -> bool:
+        """The file no longer starts with the bytes we read at its start: it was truncated and refilled."""
+        if not self._head:
+            return False
+        try:
+            return os.pread(fd, len(self._head), 0) != self._head
+        except OSError:
+            return False
+
+    def _restart(self, fd: int) -> None:
+        self.truncations += 1
+        os.lseek(fd, 0, os.SEEK_SET)
+        self._pos, self._buf, self._head = 0, b"", b""
 
     def close(self) -> None:
         for fd, _, _ in self._old:
@@ -88,7 +119,7 @@ class Tailer:
         except OSError:
             return False
         st = os.fstat(fd)
-        self._fd, self._id, self._pos = fd, (st.st_dev, st.st_ino), 0
+        self._fd, self._id, self._pos, self._head = fd, (st.st_dev, st.st_ino), 0, b""
         return True
 
     def _drain(self, fd: int, buf: bytes, lines: list[bytes], count: bool = True) -> bytes:
@@ -97,6 +128,8 @@ class Tailer:
             if not chunk:
                 return buf
             if count:
+                if self._pos < HEAD_BYTES:
+                    self._head += chunk[:HEAD_BYTES - self._pos]
                 self._pos += len(chunk)
             data = buf + chunk if buf else chunk
             cut = data.rfind(b"\n")

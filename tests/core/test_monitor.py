@@ -243,8 +243,7 @@ def test_never_hurts_the_agent(make_monitor, sample, monkeypatch):
         run.llm_usage("openai", "gpt-4o-mini", input_tokens="lots")  # garbage usage
         monkeypatch.setattr(mon.prices, "cost", lambda *a: 1 / 0)    # pricing blows up
         run.llm_usage("openai", "gpt-4o-mini", input_tokens=10)
-    from agentvigil.metrics import default_metrics
-    errors = default_metrics().registry.get_sample_value
+    errors = mon.metrics.registry.get_sample_value   # counted in the registry the Monitor was given
     assert errors("agentvigil_internal_errors_total", {"component": "subscriber"}) >= 1
     assert errors("agentvigil_internal_errors_total", {"component": "pricing"}) >= 1
     assert sample("agent_runs_total", agent="a", status="ok") == 1

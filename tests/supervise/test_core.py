@@ -148,7 +148,7 @@ def test_json_config(tmp_path):
 def test_payloads():
     notice = Notice("zombie", "bot", "warning", {"seconds_without_progress": 700}, "restart", 1_800_000_000.0)
     slack = slack_payload(notice)
-    assert slack["text"].startswith("[agentvigil] Agent bot is alive but has made no progress")
+    assert slack["text"].startswith(":warning: [agentvigil] *zombie* Agent bot is alive but has made no progress")
     [alert] = alertmanager_payload(notice, ttl=3600, host="h1")
     assert alert["labels"] == {"alertname": "AgentSupervisorZombie", "agent": "bot", "severity": "warning",
                                "source": "agentvigil-supervise", "instance": "h1"}
@@ -224,3 +224,54 @@ def test_manual_progress_heartbeat_is_progress_and_keeps_the_run_busy():
     for t in range(120, 190, 2):   # the manual beats stop: now it is a zombie
         health.feed(hb("busy"), t)
     assert [f.kind for f in health.check(190)] == ["zombie"]
+
+
+# -- the same checks as pipeline detectors ---------------------------------------------------------------
+def _ev(kind, ts, **fields):
+    from agentvigil.events import Event
+
+    return Event(kind, ts, agent_id="bot", session_id=fields.pop("session_id", "s1"), **fields)
+
+
+def test_health_detectors_are_built_only_with_supervise_thresholds():
+    from agentvigil.pipeline.build import build_pipeline
+    from agentvigil.settings import Settings
+
+    plain, _ = build_pipeline(Settings.from_env())
+    assert plain.detector("liveness_lost") is None and plain.detector("cost_spike") is None   # in-process, replay
+    supervised, context = build_pipeline(Settings.from_env(), health=POLICY)
+    assert supervised.detector("liveness_lost").family == "liveness"
+    assert supervised.detector("cost_spike").family == "cost"              # one family with cost_over_baseline
+    assert context.families["zombie"] == "liveness"
+
+
+def test_zombie_and_liveness_verdicts_are_detection_events_through_the_pipeline():
+    from agentvigil.pipeline.build import build_pipeline
+    from agentvigil.settings import Settings
+
+    pipeline, _ = build_pipeline(Settings.from_env(), health=POLICY)   # no clock: event time (replay-like)
+    pipeline.emit(_ev("run_start", 1.0, run_id="r"))
+    for t in range(2, 63):
+        pipeline.emit(_ev("heartbeat", float(t), status="busy"))
+    [zombie] = pipeline.tick(63.0)
+    assert zombie.event_type == "detection" and zombie.detector == "zombie" and zombie.session_id == "s1"
+    assert zombie.detail["seconds_without_progress"] > 60 and zombie.reason.startswith("Zombie")
+    assert pipeline.tick(64.0) == []                                   # once per stall
+    [lost] = pipeline.tick(70.0)                                       # no heartbeat for 7 s > 5 s
+    assert lost.detector == "liveness_lost" and lost.detail["heartbeat_seen"] is True
+
+
+def test_cost_spike_verdict_from_events():
+    from agentvigil.detectors.cycle_cost import CycleCostDetector
+
+    detector = CycleCostDetector(10.0, 1.0, CycleBaseline(50, 3))
+    detector.feed(_ev("heartbeat", 0.0, status="busy"))
+    t = 0.0
+    for _ in range(4):
+        detector.feed(_ev("llm_call", t + 0.5, cost_usd=0.01))
+        assert detector.feed(_ev("heartbeat", t + 1, status="busy")) is None
+        t += 1
+    detector.feed(_ev("llm_call", t + 0.5, cost_usd=0.5))
+    detector.feed(_ev("heartbeat", t + 0.7, status="progress"))       # Monitor.heartbeat(): closes no cycle
+    [spike] = detector.feed(_ev("heartbeat", t + 1, status="busy"))
+    assert spike.detector == "cost_spike" and spike.detail["ratio"] > 10 and spike.run_id is None

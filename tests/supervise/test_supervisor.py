@@ -75,6 +75,9 @@ def test_silent_exit_is_restarted_in_service_mode(supervise):
     journal = run.journal()
     assert kinds(journal, "incident") == ["silent_exit", "silent_exit"]
     assert run.metric("agent_restarts_total", agent="child-agent", reason="silent_exit") == 1
+    # the exit verdict went through the pipeline: a detection in the journal, counted on the metric contract
+    assert [r["detector"] for r in journal if r["type"] == "detection"] == ["silent_exit", "silent_exit"]
+    assert run.metric("agent_detections_total", agent="child-agent", detector="silent_exit") == 2
 
 
 def test_clean_exit_after_ok_runs_is_done_in_job_mode(supervise):
@@ -116,6 +119,9 @@ def test_cost_spike_per_heartbeat_cycle(supervise, webhook):
                15, "cost spike")
     incident = [r for r in run.journal() if r["type"] == "incident" and r["kind"] == "cost_spike"][0]
     assert incident["detail"]["unit"] == "usd" and incident["detail"]["ratio"] > 10
+    verdict = [r for r in run.journal() if r["type"] == "detection" and r["detector"] == "cost_spike"][0]
+    assert verdict["detail"] == incident["detail"]           # the incident is the detector's verdict event
+    assert run.metric("agent_detections_total", agent="child-agent", detector="cost_spike") >= 1
     assert run.metric("agent_supervisor_cycle_cost_baseline_usd", agent="child-agent") > 0
     wait_until(lambda: [b for b in webhook.bodies if "cost" in b["text"]], 5, "webhook")
 

@@ -60,8 +60,11 @@ def test_webhook_slack_payload(receiver):
     sender.send(dict(RECORD, severity="critical"))
     assert r.event.wait(5)
     sender.close()
-    assert list(r.bodies[0]) == ["text"]
-    assert r.bodies[0]["text"].startswith(":rotating_light: *cost* CostWatcher") and "`s1`" in r.bodies[0]["text"]
+    body = r.bodies[0]
+    assert set(body) == {"text", "attachments"}            # Slack's incoming-webhook shape, one for watch and supervise
+    assert body["text"].startswith(":rotating_light: [agentvigil] *cost* CostWatcher") and "`s1`" in body["text"]
+    fields = {f["title"]: f["value"] for f in body["attachments"][0]["fields"]}
+    assert fields["kind"] == "cost" and fields["agent"] == "bot" and body["attachments"][0]["color"] == "danger"
     assert slack_payload(RECORD)["text"].startswith(":warning:")
 
 

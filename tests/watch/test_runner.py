@@ -206,3 +206,29 @@ def test_watch_kills_a_real_agent_that_loops(tmp_path):
         if child.poll() is None:
             child.kill()
         child.wait()
+
+
+def test_no_follow_judges_a_final_unterminated_line(tmp_path):
+    """A recorder killed mid-write leaves a last line without its newline: --no-follow judges it if it is a
+    whole event, and counts it as truncated if it is not."""
+    whole, cut = tmp_path / "whole", tmp_path / "cut"
+    for session in (whole, cut):
+        write_meta(session, pid=2 ** 22 - 1, start=1.0)
+    events = line("run_start", run_id="r") + "".join(
+        line("tool_end", run_id="r", tool_name="bash", args_hash="h", status="error") for _ in range(3))
+    append(whole / "events.ndjson", events + line("tool_end", run_id="r", tool_name="bash", args_hash="h",
+                                                  status="error").rstrip("\n"))
+    append(cut / "events.ndjson", events + '{"event_type":"tool_end","ts":1')
+    results = {}
+    for session in (whole, cut):
+        out = io.StringIO()
+        rc = Watch(resolve(str(session)), config_for("--max-retries", "4"), follow=False, json_out=True, out=out,
+                   status_every=0, use_inotify=False).run()
+        results[session.name] = (rc, records(out))
+    rc, recs = results["whole"]
+    assert rc == EXIT_BREACH and "retry" in [r["watcher"] for r in recs if r["type"] == "breach"]   # 4th failure
+    assert [r for r in recs if r["type"] == "end"][0]["events"] == 5
+    rc, recs = results["cut"]
+    end = [r for r in recs if r["type"] == "end"][0]
+    assert "retry" not in [r["watcher"] for r in recs if r["type"] == "breach"]
+    assert end["events"] == 4 and end["skipped"] == {"truncated": 1}

@@ -21,7 +21,9 @@ from .budget import BudgetDetector
 from .correlation import CORRELATED, CorrelationDetector
 from .cost_baseline import COST_OVER_BASELINE, CostBaselineDetector, CostPolicy
 from .cost_limit import CostLimitDetector
+from .cycle_cost import COST_SPIKE, CycleBaseline, CycleCostDetector
 from .duration import DurationDetector
+from .liveness import LIVENESS_LOST, ZOMBIE, LivenessDetector
 from .loops import LoopDetector
 from .retry import RetryDetector
 from .runaway import RunawayDetector, RunawayPolicy
@@ -40,6 +42,12 @@ class DetectorContext:
     started_at: float | None = None
     scope_policy: ScopePolicy | None = None
     families: dict[str, str] = field(default_factory=dict)   # verdict → family of what is built so far
+    # supervise only: the child's health thresholds (heartbeat_interval, liveness_timeout, startup_timeout,
+    # progress_timeout, cost_spike_factor, baseline_cycles, min_cycles), its clock and a baseline kept across
+    # restarts. None elsewhere: the liveness and cycle-cost detectors are then not built.
+    health: Any = None
+    clock: Callable[[], float] | None = None
+    cycle_baseline: CycleBaseline | None = None
 
     def param(self, spec: str, key: str) -> Any:
         return self.policy.watchers[spec].params[key]
@@ -75,6 +83,21 @@ def _duration(c: DetectorContext) -> DurationDetector:
     return DurationDetector(seconds, c.started_at)
 
 
+def _liveness(c: DetectorContext) -> LivenessDetector | None:
+    h = c.health
+    if h is None:
+        return None
+    return LivenessDetector(h.liveness_timeout, h.startup_timeout, h.progress_timeout, c.started_at, c.clock)
+
+
+def _cycle_cost(c: DetectorContext) -> CycleCostDetector | None:
+    h = c.health
+    if h is None or not h.cost_spike_factor:
+        return None
+    baseline = c.cycle_baseline or CycleBaseline(h.baseline_cycles, h.min_cycles)
+    return CycleCostDetector(h.cost_spike_factor, h.heartbeat_interval, baseline, c.clock)
+
+
 register("loops", "detectors", lambda c: LoopDetector(_loop_policy(c)), LOOP_DETECTORS)
 register(COST_OVER_BASELINE, "detectors", lambda c: CostBaselineDetector(_cost_policy(c)))
 register("breaker", "detectors", lambda c: BreakerDetector())
@@ -87,6 +110,8 @@ register("silence", "silence", lambda c: SilenceDetector(c.param("silence", "max
 register("budget", "budget", lambda c: BudgetDetector(c.param("budget", "max_tokens")))
 register("stuck", "stuck", lambda c: StuckDetector(StuckPolicy(**c.policy.watchers["stuck"].params)))
 register("runaway", "runaway", lambda c: RunawayDetector(RunawayPolicy(**c.policy.watchers["runaway"].params)))
+register(LIVENESS_LOST, "liveness", lambda c: _liveness(c), (LIVENESS_LOST, ZOMBIE))
+register(COST_SPIKE, "cost_spike", lambda c: _cycle_cost(c))
 # Correlation last: it judges the verdicts of all the others (the pipeline feeds it every detection).
 register(CORRELATED, "correlated", lambda c: CorrelationDetector(
     c.families, c.param("correlated", "window_seconds"), c.param("correlated", "min_watchers")))

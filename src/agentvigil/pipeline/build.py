@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import logging
-from typing import Iterable
+from typing import Callable, Iterable
 
+from .._safety import error_counter
 from ..detectors import DetectorContext, build_detectors
 from ..detectors.cost_baseline import CostBaselineDetector
 from ..metrics import AgentMetrics
@@ -30,15 +31,20 @@ def load_policy(settings: Settings) -> WatchConfig:
 
 def build_pipeline(settings: Settings, policy: WatchConfig | None = None, *, metrics: AgentMetrics | None = None,
                    before: Iterable[Sink] = (), after: Iterable[Sink] = (), started_at: float | None = None,
-                   scope_policy: object = None) -> tuple[Pipeline, DetectorContext]:
+                   scope_policy: object = None, health: object = None, clock: Callable[[], float] | None = None,
+                   on_error: Callable[[str, BaseException], None] | None = None) -> tuple[Pipeline, DetectorContext]:
     """Detectors from the registry; sinks: ``before`` (spans: they stamp trace ids), Prometheus when
-    ``metrics`` is given, then ``after`` (recorder, subscribers, actions)."""
+    ``metrics`` is given, then ``after`` (recorder, subscribers, actions). ``health`` and ``clock``: supervise's
+    child-health thresholds and its clock (``DetectorContext``)."""
     policy = policy if policy is not None else load_policy(settings)
-    context = DetectorContext(settings, policy, started_at, scope_policy)  # type: ignore[arg-type]
+    context = DetectorContext(settings, policy, started_at, scope_policy,  # type: ignore[arg-type]
+                              health=health, clock=clock)
     detectors = build_detectors(context)
     sinks: list[Sink] = list(before)
     if metrics is not None:
         cost = next((d for d in detectors if isinstance(d, CostBaselineDetector)), None)
         sinks.append(PrometheusSink(metrics, cost.baseline if cost is not None else None))
     sinks.extend(after)
-    return Pipeline(detectors, sinks), context
+    if on_error is None and metrics is not None:   # count failures in the registry we were given
+        on_error = error_counter(metrics)
+    return Pipeline(detectors, sinks, on_error), context

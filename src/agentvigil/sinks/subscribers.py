@@ -52,12 +52,12 @@ def _finished(tasks: set) -> Callable[[asyncio.Task], None]:
     return done
 
 
-def deliver(handlers: list[Handler], event: Event) -> None:
+def deliver(handlers: list[Handler], event: Event, metrics: object = None) -> None:
     for handler in tuple(handlers):
         try:
             handler(event)
         except Exception as exc:  # a broken subscriber must not break the agent or other subscribers
-            internal_error("subscriber", exc)
+            internal_error("subscriber", exc, metrics)
 
 
 def remove(handlers: list[Handler], handler: Handler) -> None:
@@ -69,12 +69,13 @@ def remove(handlers: list[Handler], handler: Handler) -> None:
 class SubscriberSink:
     consumes = DELIVERED
 
-    def __init__(self, handlers: list[Handler], global_handlers: list[Handler]):
+    def __init__(self, handlers: list[Handler], global_handlers: list[Handler], metrics: object = None):
         self.handlers = handlers
         self.global_handlers = global_handlers
+        self.metrics = metrics   # where a failing handler is counted (the Monitor's registry)
 
     def handle(self, event: Event) -> None:
         if self.handlers:
-            deliver(self.handlers, event)
+            deliver(self.handlers, event, self.metrics)
         if self.global_handlers:
-            deliver(self.global_handlers, event)
+            deliver(self.global_handlers, event, self.metrics)

@@ -1,8 +1,9 @@
 """Process supervision for agents (``agentvigil supervise``) and the daily report (``agentvigil report``).
 
-Decision core: ``policy`` (plain policy values and the option table), ``health`` (findings from events,
-exit classification). I/O: ``supervisor`` (the state machine and loop), ``tail``, ``notify``, ``server``,
-``sdnotify``, ``metrics``; ``report``. Docs: docs/supervise.md, docs/report.md.
+Decision core: ``policy`` (plain policy values and the option table), the child-health detectors
+(``agentvigil.detectors.liveness``, ``.cycle_cost``) and ``health`` (exit classification; ``ChildHealth`` for
+reading sessions). I/O: ``supervisor`` (the state machine and loop), ``tail``, ``notify`` (on
+``agentvigil.actions``), ``server``, ``sdnotify``, ``metrics``; ``report``. Docs: docs/supervise.md, docs/report.md.
 """
 
 from .health import ChildHealth, CycleBaseline, Finding, classify_exit

@@ -1,5 +1,5 @@
-"""The supervisor's own series. The child's health goes on the existing metric contract through
-``agentvigil.sinks.event_metrics.EventMetrics`` (the same events → metrics translation ``watch`` uses).
+"""The supervisor's own series. The child's health goes on the existing metric contract through the
+pipeline's Prometheus sink (the same events → metrics writer as in-process, ``replay`` and ``watch``).
 
 Counters keep counting across restarts of the child (the registry belongs to the supervisor), so
 ``increase()`` in Prometheus sees no reset when the agent restarts.

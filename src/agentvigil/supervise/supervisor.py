@@ -8,9 +8,12 @@ The state machine (one supervisor, one child at a time)::
     backoff ──cooldown over──▶ starting
     any ──SIGTERM/SIGINT to the supervisor──▶ stopping ──exit──▶ done
 
-Decisions come from plain policy objects and the pure health core (``health.py``: findings and exit
-classification; ``policy.RestartPolicy``: when to start again or give up). This module does the I/O: the
-process, the event tail, the journal, notifications, metrics and probes.
+Decisions come from verdicts: the child's events go through one pipeline (the same detectors as everywhere,
+plus the child-health detectors ``liveness_lost``/``zombie`` and ``cost_spike``, built from the policy's
+thresholds), and its exit is classified by the pure ``health.classify_exit`` and published as a detection
+event on the same pipeline (journal, ``agent_detections_total``, actions). The supervisor reacts to those
+verdict events with the restart policy (``policy.RestartPolicy``: when to start again or give up). This
+module does the I/O: the process, the event tail, the journal, notifications, metrics and probes.
 """
 
 from __future__ import annotations
@@ -28,12 +31,17 @@ from typing import Any, cast
 
 from prometheus_client import CollectorRegistry
 
+from .. import events as ev
+from ..detectors.cycle_cost import COST_SPIKE, CycleBaseline, CycleCostDetector
+from ..detectors.liveness import LIVENESS_LOST, ZOMBIE, Liveness, LivenessDetector
+from ..events import Event
 from ..metrics import metrics_for
+from ..pipeline import detection
 from ..pipeline.build import build_pipeline
 from ..replay import detection_record
 from ..settings import Settings
 from . import health as h
-from .health import ChildHealth, CycleBaseline, Finding, classify_exit
+from .health import EXIT_VERDICTS, Finding, classify_exit
 from .metrics import SupervisorMetrics
 from .notify import Notice, Notifier
 from .policy import SupervisePolicy
@@ -129,9 +137,18 @@ class Supervisor:
         self.record_dir = os.path.abspath(policy.record_dir)
         self.registry = registry if registry is not None else CollectorRegistry()
         self.metrics = SupervisorMetrics(self.registry, self.agent)
+        self.baseline = CycleBaseline(policy.baseline_cycles, policy.min_cycles)
         # One pipeline for the child's whole life (restarts included): the same detectors and metric writer
-        # as in-process, so /metrics here shows what the agent's own /metrics would.
-        self.pipeline, _ = build_pipeline(Settings.from_env(), metrics=metrics_for(self.registry))
+        # as in-process, so /metrics here shows what the agent's own /metrics would; plus the child-health
+        # detectors, judged on our monotonic clock at receipt.
+        self.pipeline, _ = build_pipeline(Settings.from_env(), metrics=metrics_for(self.registry),
+                                          health=policy.health, clock=time.monotonic)
+        # Always built when health thresholds are given.
+        self._liveness = cast(LivenessDetector, self.pipeline.detector(LIVENESS_LOST))
+        cycle = self.pipeline.detector(COST_SPIKE)
+        self._cycle = cycle if isinstance(cycle, CycleCostDetector) else None
+        if self._cycle is not None:
+            self._cycle.cycle.baseline = self.baseline
         self._metric_sink = next(s for s in self.pipeline.sinks if hasattr(s, "reset_runs"))
         self.notifier = Notifier(policy.webhook_url, policy.alertmanager_url, policy.alert_ttl)
         self.journal = Journal(self.record_dir, self.agent)
@@ -139,11 +156,9 @@ class Supervisor:
         stale_after = max(10 * policy.poll_interval, 5.0)
         self.server = (ProbeServer(self.registry, policy.addr, policy.port, stale_after=stale_after,
                                    web_config_file=policy.web_config_file or None) if serve else None)
-        self.baseline = CycleBaseline(policy.baseline_cycles, policy.min_cycles)
 
         self.state = STARTING
         self.child: Child | None = None
-        self.health: ChildHealth | None = None
         self.tail: SessionTail | None = None
         self.starts: list[float] = []          # monotonic times of every start
         self.restarts = 0
@@ -202,13 +217,17 @@ class Supervisor:
             self._restart(now)
         self._publish(now)
 
+    @property
+    def health(self) -> Liveness:
+        """What the child's events say about it (heartbeats, progress, runs)."""
+        return self._liveness.state
+
     def _watch_child(self, now: float) -> None:
-        # Set by _start() before the first tick and never cleared.
-        child, health = cast(Child, self.child), cast(ChildHealth, self.health)
+        child, health = cast(Child, self.child), self.health   # set by _start() before the first tick
         self._read_events(now)
         returncode = child.poll()
         if returncode is not None:
-            self._read_events(now)      # whatever it flushed on the way out
+            self._read_events(now, final=True)      # whatever it flushed on the way out
             self._on_exit(now, returncode)
             return
         if self.state == STOPPING:
@@ -220,24 +239,40 @@ class Supervisor:
             return
         if self.state == STARTING and health.last_heartbeat is not None:
             self._set_state(RUNNING)
-        for finding in health.check(now):
-            self._on_finding(now, finding)
+        for verdict in self._liveness.tick(now) or ():
+            self._on_verdict(now, verdict)
         if self.state == RUNNING and self.firing and health.last_progress is not None \
                 and health.progressing(now):
             self._resolve()
 
-    def _read_events(self, now: float) -> None:
-        tail, health = cast(SessionTail, self.tail), cast(ChildHealth, self.health)  # set by _start()
-        for event in tail.poll():
-            if event.event_type != "detection":   # recorded verdicts are re-derived
-                for verdict in self.pipeline.emit(event):
-                    self.journal.write("detection", **detection_record(verdict))
-            finding = health.feed(event.to_dict(), now)
-            if event.event_type == "heartbeat":
-                self.metrics.cycle_cost.labels(self.agent).set(health.last_cycle_cost)
+    def _read_events(self, now: float, final: bool = False) -> None:
+        tail = cast(SessionTail, self.tail)  # set by _start()
+        for event in tail.poll(final):
+            if event.event_type == ev.DETECTION:   # recorded verdicts are re-derived
+                continue
+            verdicts = self.pipeline.emit(event)
+            for verdict in verdicts:
+                self.journal.write("detection", **detection_record(verdict))
+            if event.event_type == ev.HEARTBEAT and self._cycle is not None:
+                self.metrics.cycle_cost.labels(self.agent).set(self._cycle.cycle.last_cycle_cost)
                 self.metrics.cycle_baseline.labels(self.agent).set(self.baseline.mean_cost)
-            if finding is not None and self.state in (STARTING, RUNNING):
-                self._on_finding(now, finding)
+            for verdict in verdicts:
+                self._on_verdict(now, verdict, journaled=True)
+
+    def _publish_verdict(self, verdict: Event) -> None:
+        """A verdict made here (tick, exit) goes through the pipeline like any other: correlation, metrics,
+        actions; the journal records it and what it led to."""
+        self.journal.write("detection", **detection_record(verdict))
+        for more in self.pipeline.emit(verdict):
+            self.journal.write("detection", **detection_record(more))
+
+    def _on_verdict(self, now: float, verdict: Event, journaled: bool = False) -> None:
+        """React to a child-health verdict with its policy action (restart | alert | ignore)."""
+        if not journaled:
+            self._publish_verdict(verdict)
+        kind = verdict.detector or ""
+        if kind in (LIVENESS_LOST, ZOMBIE, COST_SPIKE) and self.state in (STARTING, RUNNING):
+            self._on_finding(now, Finding(kind, dict(verdict.detail or {})))
 
     # -- transitions -------------------------------------------------------------------------------------
     def _start(self, now: float) -> None:
@@ -249,7 +284,9 @@ class Supervisor:
             env["AGENTVIGIL_AGENT"] = self.policy.agent
         self.child = Child(self.argv, env)       # StartError propagates on the first start
         self.starts.append(now)
-        self.health = ChildHealth(self.policy.health, now, self.baseline)
+        self._liveness.reset(now)
+        if self._cycle is not None:
+            self._cycle.reset()
         self.tail = SessionTail(self.record_dir, self.child.pid, self.child.spawned_at)
         self._metric_sink.reset_runs()
         self.stop_reason = None
@@ -285,9 +322,10 @@ class Supervisor:
             self.notifier.send(Notice(finding.kind, self.agent, "warning", finding.detail, action, time.time()))
 
     def _begin_stop(self, now: float, reason: str) -> None:
-        child, health = cast(Child, self.child), cast(ChildHealth, self.health)  # set by _start()
+        child = cast(Child, self.child)  # set by _start()
         self.stop_reason = reason
-        health.quiet = True               # the shutdown burst is not a cost spike
+        if self._cycle is not None:
+            self._cycle.cycle.quiet = True   # the shutdown burst is not a cost spike
         self.kill_at = now + self.policy.stop_grace
         child.signal(signal.SIGTERM)
         self.journal.write("stop", reason=reason, pid=child.pid, grace=self.policy.stop_grace)
@@ -298,6 +336,8 @@ class Supervisor:
         outcome = classify_exit(returncode, self.policy.mode, self.health, self.stop_reason is not None)
         self.journal.write("exit", pid=cast(Child, self.child).pid, kind=outcome.kind, sigkilled=self.sigkilled,
                            **outcome.detail)
+        if outcome.kind in EXIT_VERDICTS and not self._shutdown.is_set():
+            self._publish_verdict(self._exit_verdict(outcome))
         if self._shutdown.is_set() or outcome.kind == h.DONE:
             self.exit_code = EXIT_OK
             self._set_state(DONE)
@@ -306,6 +346,11 @@ class Supervisor:
             self._schedule_restart(now, self.stop_reason or "unknown")
             return
         self._after_failure(now, outcome)
+
+    def _exit_verdict(self, outcome: Finding) -> Event:
+        base = Event(ev.DETECTION, time.time(), agent_id=self.agent)
+        what = ", ".join(f"{k} {v}" for k, v in outcome.detail.items())
+        return detection(base, outcome.kind, dict(outcome.detail), f"ChildExit: {outcome.kind} ({what})")
 
     def _after_failure(self, now: float, outcome: Finding) -> None:
         self._incident(outcome, "restart")
@@ -361,9 +406,10 @@ class Supervisor:
             self.sd.status(status)
 
     def _publish(self, now: float) -> None:
-        live = self.health is not None and self.state in (STARTING, RUNNING) and self.health.live(now) \
-            and self.health.last_heartbeat is not None
-        progressing = live and self.health is not None and self.health.progressing(now)
+        health = self.health
+        live = self.child is not None and self.state in (STARTING, RUNNING) and health.live(now) \
+            and health.last_heartbeat is not None
+        progressing = live and health.progressing(now)
         if self.server is not None:
             self.server.probe = Probe(self.state, self.child.pid if self.child and self.child.returncode is None
                                       else None, live, progressing, self.restarts, self.last_incident, now)

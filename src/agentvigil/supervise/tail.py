@@ -30,12 +30,15 @@ class SessionTail:
     def skipped(self) -> int:
         return sum(self.skipped_by_reason.values())
 
-    def poll(self) -> list[Event]:
-        """New events of the child's sessions since the last poll, in file order per session."""
+    def poll(self, final: bool = False) -> list[Event]:
+        """New events of the child's sessions since the last poll, in file order per session. ``final``: the
+        child is gone; a last line without its newline is judged too (counted as ``truncated`` if broken)."""
         self._discover()
         events: list[Event] = []
         for tailer in self._followed.values():
             events.extend(self._read(tailer))
+            if final:
+                events.extend(self._decode(tailer.rest()))
         if len(self._followed) > 1:
             events.sort(key=lambda e: e.ts)
         return events
@@ -63,8 +66,13 @@ class SessionTail:
                 self._rejected.add(name)
 
     def _read(self, tailer: Tailer) -> list[Event]:
+        return self._decode(tailer.read())
+
+    def _decode(self, lines: list[bytes]) -> list[Event]:
         out = []
-        for line in tailer.read():
+        for line in lines:
+            if line.startswith(b"\xef\xbb\xbf"):   # as replay: a BOM is not data
+                line = line[3:]
             if not line.strip():
                 continue
             try:

@@ -7,7 +7,6 @@ is sent or the webhook POST queued on this thread, before the next line is looke
 
 from __future__ import annotations
 
-import json
 import os
 import sys
 import time
@@ -16,13 +15,13 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, TextIO
 
 from .. import events as ev
+from ..actions import FileLog, Killer, ProcessRef, Terminal, WebhookSender
 from ..codec import loads as _loads
 from ..detectors.scope import ScopePolicy
 from ..events import Event, InvalidEvent, event_from_dict
 from ..metrics import AgentMetrics
 from ..policy import WatchConfig
 from ..settings import Settings
-from .actions import FileLog, Killer, ProcessRef, WebhookSender
 from .core import Breach, SessionJudge
 from .sources import SessionSource, Target, list_sessions
 from .strace import StraceMapper, is_strace_record
@@ -56,27 +55,8 @@ class _Watched:
     announced: bool = False
 
 
-class Reporter:
-    """Human lines on stderr, or one JSON object per line on stdout with ``json_out``."""
-
-    def __init__(self, out: TextIO, json_out: bool, started: float, quiet: bool = False):
-        self.out = out
-        self.json_out = json_out
-        self.started = started
-        self.quiet = quiet
-
-    def _clock(self, now: float) -> str:
-        elapsed = max(0, int(now - self.started))
-        return f"+{elapsed // 60}:{elapsed % 60:02d}"
-
-    def emit(self, record: dict, text: str, now: float) -> None:
-        if self.json_out:
-            if "ts" not in record:
-                record = {"type": record.get("type"), "ts": now, **record}
-            self.out.write(json.dumps(record, separators=(",", ":"), default=str) + "\n")
-        elif not self.quiet or record.get("type") in ("breach", "action", "error"):
-            self.out.write(f"[watch] {self._clock(now)}  {text}\n")
-        self.out.flush()
+class Reporter(Terminal):
+    """Human lines on stderr, or one JSON object per line on stdout with ``json_out`` (the terminal action)."""
 
 
 class Watch:
@@ -209,6 +189,7 @@ class Watch:
             w.live = self._alive(w.proc)
             if was_live and not w.live and w.proc is not None:
                 self._handle_lines(w, w.tailer.read(), now)   # the last lines written before it died
+                self._handle_lines(w, w.tailer.rest(), now, final=True)
                 self._end(w, now, f"process {w.proc.pid} exited")
                 return
         if not w.ended:
@@ -229,21 +210,22 @@ class Watch:
                 return True
         return proc.alive()
 
-    def _handle_lines(self, w: _Watched, lines: list[bytes], now: float) -> None:
+    def _handle_lines(self, w: _Watched, lines: list[bytes], now: float, final: bool = False) -> None:
+        """``final``: unterminated lines handed over at the end; one that does not parse is ``truncated``."""
         judge = w.judge
         for raw in lines:
+            if raw.startswith(b"\xef\xbb\xbf"):   # as replay: a BOM is not data
+                raw = raw[3:]
             if not raw.strip():
                 continue
             judge.touch(now)
-            if raw.startswith(b"\xef\xbb\xbf"):
-                raw = raw[3:]
             try:
                 data = _loads(raw)
             except RecursionError:
                 w.skipped["too_deep"] += 1
                 continue
             except ValueError:
-                w.skipped["invalid_json"] += 1
+                w.skipped["truncated" if final else "invalid_json"] += 1
                 continue
             try:
                 batch: list[Event] | tuple[Event, ...]
@@ -337,6 +319,10 @@ class Watch:
 
     def _finish(self, interrupted: bool = False) -> int:
         now = time.time()
+        if not self.follow or interrupted:
+            for w in self.sessions.values():   # a last line without its newline is judged, not dropped
+                if not w.ended:
+                    self._handle_lines(w, w.tailer.rest(), now, final=True)
         self.killer.join(self.config.kill_grace + 1.0)
         for w in self.sessions.values():
             if not w.ended and (not self.follow or interrupted or self.timeout):
