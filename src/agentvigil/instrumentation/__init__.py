@@ -2,10 +2,9 @@
 event listeners. Each is an OpenTelemetry ``BaseInstrumentor`` (reversible, declares the SDK versions it
 supports, picked up by ``opentelemetry-instrument`` through the ``opentelemetry_instrumentor`` entry points).
 
-    import agentvigil
-    agentvigil.instrument()            # every supported SDK that is installed
-    ...
-    agentvigil.uninstrument()
+    >>> import agentvigil
+    >>> agentvigil.instrument()            # every supported SDK that is installed
+    >>> agentvigil.uninstrument()
 
 Nothing here imports an SDK: ``instrument()`` patches an SDK that is already imported at once, and one that is
 not when the application imports it (a post-import hook), so ``instrument()`` costs no SDK import.

@@ -110,7 +110,7 @@ def _jsonable(obj: Any) -> Any:
 def _resolve_call(provider: str, model: str, operation: str, monitor: Any) -> Any:
     """The core LLM call for an instrumented SDK call, not yet begun. An explicit monitor only applies to calls
     made outside any run; inside a run the run's monitor wins."""
-    import agentvigil
+    from agentvigil.instrumentation import _api as agentvigil
     from agentvigil.monitor import _resolve
 
     if monitor is not None and agentvigil.current_run() is not None:

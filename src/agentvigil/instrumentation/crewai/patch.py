@@ -53,7 +53,7 @@ class EventBridge:
             self._finish(obj, *early)
 
     def _close_obj(self, kind: str, event: Any, name: str, result: Any, error: Any) -> None:
-        import agentvigil
+        from agentvigil.instrumentation import _api as agentvigil
 
         key = _start_key(event)
         run = agentvigil.current_run()
@@ -84,7 +84,7 @@ class EventBridge:
     # -- handlers (called by CrewAI's event bus, never raise) -------------------------------------------------
     def on_task_started(self, source: Any, event: Any) -> None:
         try:
-            import agentvigil
+            from agentvigil.instrumentation import _api as agentvigil
 
             run = agentvigil.current_run()
             if run is None:
@@ -105,7 +105,7 @@ class EventBridge:
 
     def on_tool_started(self, source: Any, event: Any) -> None:
         try:
-            import agentvigil
+            from agentvigil.instrumentation import _api as agentvigil
 
             run = agentvigil.current_run()
             if run is None:
@@ -136,7 +136,7 @@ def kickoff_wrapper(monitor: Any, is_async: bool) -> Any:
     """``wrapt`` wrapper: run the kickoff inside an agentvigil run (unless one is already active)."""
 
     def _run_for(instance: Any) -> Any:
-        import agentvigil
+        from agentvigil.instrumentation import _api as agentvigil
 
         if agentvigil.current_run() is not None:
             return None
@@ -196,7 +196,7 @@ class CrewCallbacks:
         self.tasks = 0
 
     def _run_and_monitor(self) -> tuple[Any, Any]:
-        import agentvigil
+        from agentvigil.instrumentation import _api as agentvigil
 
         run = agentvigil.current_run()
         mon = run.monitor if run is not None else (self.monitor or agentvigil.default_monitor())

@@ -92,7 +92,7 @@ def _name(serialized: dict[str, Any] | None, kwargs: dict[str, Any], default: st
 
 def _start_llm(run: Any, monitor: Any, provider: str, model: str) -> Any:
     """Start a core LLM call attributed to ``run`` (or ``monitor`` outside any run)."""
-    import agentvigil
+    from agentvigil.instrumentation import _api as agentvigil
 
     if run is None:
         return agentvigil.start_llm_call(provider=provider, model=model, monitor=monitor)
@@ -179,7 +179,7 @@ class AgentVigilCallbackHandler(BaseCallbackHandler):
     def _monitor(self) -> Any:
         if self.monitor is not None:
             return self.monitor
-        import agentvigil
+        from agentvigil.instrumentation import _api as agentvigil
 
         return agentvigil.default_monitor()
 

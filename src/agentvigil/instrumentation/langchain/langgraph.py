@@ -38,7 +38,7 @@ def _open_step(name: str, monitor: Any) -> Any:
     if NODE_STEP.get() is not None:
         return None
     try:
-        import agentvigil
+        from agentvigil.instrumentation import _api as agentvigil
 
         run = agentvigil.current_run()
         if run is None:
