@@ -32,12 +32,24 @@ import time
 import weakref
 from collections.abc import Iterable
 from types import FrameType
-from typing import TYPE_CHECKING
+from typing import Any, Protocol
 
 from ._safety import internal_error
 
-if TYPE_CHECKING:
-    from .monitor import Monitor
+
+class Monitor(Protocol):
+    """What the kill switch needs of a Monitor (this module sits below it and does not import it)."""
+
+    agent: str
+    _lock: threading.Lock
+    _active: set[Any]
+
+    @property
+    def active_runs(self) -> int: ...
+
+    def kill_all(self, reason: str = ...) -> int: ...
+
+    def flush(self, timeout: float = ...) -> None: ...
 
 log = logging.getLogger("agentvigil")
 

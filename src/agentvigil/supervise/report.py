@@ -231,7 +231,9 @@ def query_prometheus(url: str, since: float, timeout: float = 10.0) -> dict:
 
 # -- rendering ---------------------------------------------------------------------------------------------
 def _fmt_time(ts: float) -> str:
-    return time.strftime("%Y-%m-%d %H:%M", time.localtime(ts))
+    from .report_html import fmt_time
+
+    return fmt_time(ts)
 
 
 def _pct(value: float | None) -> str:

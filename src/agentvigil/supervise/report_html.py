@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import html
 import os
+import time
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 
@@ -199,11 +200,10 @@ svg .a{font:10px sans-serif;fill:#555}"""
 
 def render_html(data: dict, timelines: dict[str, Timeline], rows: object, attention: object) -> str:
     """The page. ``rows(agent) -> [(key, value)]`` and ``attention(agent) -> [note]`` are the text report's."""
-    from .report import _fmt_time
 
     window = data["window"]
     x0, x1 = float(window["start"]), float(window["end"])
-    title = f"agentvigil report {_fmt_time(x0)} → {_fmt_time(x1)}"
+    title = f"agentvigil report {fmt_time(x0)} → {fmt_time(x1)}"
     out = ["<!DOCTYPE html>", '<html lang="en"><head><meta charset="utf-8">',
            f"<title>{html.escape(title)}</title><style>{CSS}</style></head><body>",
            f"<h1>{html.escape(title)}</h1>"]
@@ -242,3 +242,8 @@ def render_html(data: dict, timelines: dict[str, Timeline], rows: object, attent
         out.append(f"<p>{data['skipped_lines']} unreadable lines skipped.</p>")
     out.append("</body></html>")
     return "\n".join(out) + "\n"
+
+
+def fmt_time(ts: float) -> str:
+    """Local time as the reports print it."""
+    return time.strftime("%Y-%m-%d %H:%M", time.localtime(ts))
