@@ -13,6 +13,7 @@ the last finished run take the most recent write. See docs/fleet.md.
 
 from __future__ import annotations
 
+import re
 import threading
 from typing import Any
 
@@ -36,6 +37,7 @@ INTERNAL_COMPONENTS = ("monitor", "run", "step", "tool_call", "llm_call", "prici
 
 
 _CONTROL = dict.fromkeys(range(32), " ") | {127: " "}
+_SURROGATE = re.compile("[\ud800-\udfff]")
 
 
 def sanitize_label(value: str) -> str:
@@ -47,8 +49,8 @@ def sanitize_label(value: str) -> str:
         value = value[:MAX_LABEL_LENGTH]
     try:
         value.encode("utf-8")
-    except UnicodeEncodeError:
-        value = value.encode("utf-8", "replace").decode("utf-8")
+    except UnicodeEncodeError:   # lone surrogates: U+FFFD, as the recorder writes them
+        value = _SURROGATE.sub("\ufffd", value)
     if not value.isprintable():
         value = value.translate(_CONTROL)
     return value
