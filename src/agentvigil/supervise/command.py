@@ -64,26 +64,73 @@ def _cmd_supervise(args: argparse.Namespace) -> int:
     except ConfigError as exc:
         print(f"agentvigil supervise: {exc}", file=sys.stderr)
         return EXIT_USAGE
+    supervisors: list[Supervisor] = []
     try:
-        supervisor = Supervisor(argv, policy)
+        for index in range(policy.replicas):
+            replica = None if policy.replicas == 1 else index
+            own = policy if replica is None else policy.with_values(
+                {"port": policy.port + index if policy.port else 0})
+            supervisors.append(Supervisor(argv, own, replica=replica))
     except OSError as exc:
-        print(f"agentvigil supervise: cannot serve on {policy.addr}:{policy.port}: {exc}", file=sys.stderr)
+        print(f"agentvigil supervise: cannot serve on {policy.addr}: {exc}", file=sys.stderr)
+        _close(supervisors)
         return EXIT_USAGE
     except ValueError as exc:  # a bad web config, named by field
         print(f"agentvigil supervise: {exc}", file=sys.stderr)
+        _close(supervisors)
         return EXIT_USAGE
+    def stop_all(*_: Any) -> None:
+        for supervisor in supervisors:
+            supervisor.request_stop()
+
     if threading.current_thread() is threading.main_thread():
         for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
-            signal.signal(signum, lambda *_: supervisor.request_stop())
-    print(f"agentvigil supervise: {supervisor.agent}: /metrics /healthz /readyz on "
-          f"{supervisor.server.scheme if supervisor.server else 'http'}://{policy.addr}:{supervisor.port}",
-          file=sys.stderr, flush=True)
+            signal.signal(signum, stop_all)
+    for s in supervisors:
+        which = "" if s.replica is None else f" (replica {s.replica})"
+        print(f"agentvigil supervise: {s.agent}{which}: /metrics /healthz /readyz on "
+              f"{s.server.scheme if s.server else 'http'}://{policy.addr}:{s.port}", file=sys.stderr, flush=True)
     try:
-        return supervisor.run()
+        if len(supervisors) == 1:
+            return supervisors[0].run()
+        return _run_replicas(supervisors)
     except StartError as exc:
         print(f"agentvigil supervise: {exc}", file=sys.stderr)
         return EXIT_USAGE
     finally:
+        _close(supervisors)
+
+
+def _run_replicas(supervisors: list[Any]) -> int:
+    """Each replica on its own thread, with the same policy; the worst exit code wins. A replica that cannot
+    start at all stops the others (a usage problem, the same for every copy)."""
+    from .supervisor import StartError
+
+    codes: dict[int, int] = {}
+    failed: list[BaseException] = []
+
+    def run(index: int, supervisor: Any) -> None:
+        try:
+            codes[index] = supervisor.run()
+        except StartError as exc:
+            failed.append(exc)
+            for other in supervisors:
+                other.request_stop()
+
+    threads = [threading.Thread(target=run, args=(i, s), name=f"agentvigil-replica-{i}", daemon=True)
+               for i, s in enumerate(supervisors)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        while thread.is_alive():
+            thread.join(0.2)   # short joins: the main thread keeps taking signals
+    if failed:
+        raise failed[0]
+    return max(codes.values(), default=EXIT_ERROR)
+
+
+def _close(supervisors: list[Any]) -> None:
+    for supervisor in supervisors:
         supervisor.close()
 
 

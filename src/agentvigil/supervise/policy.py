@@ -115,6 +115,8 @@ OPTIONS: tuple[Option, ...] = (
     Option("record_dir", _text, ".agentvigil/sessions", "where the child records its sessions and the "
            "supervisor its journal (.agentvigil/sessions)", "DIR"),
     Option("port", _port, 9465, "/metrics, /healthz, /readyz on 127.0.0.1 (9465; 0 = any free port)", "P"),
+    Option("replicas", _positive_int, 1, "run N copies of CMD, each supervised alone with this policy: its own "
+           "child, restarts, journal, and probes on port, port+1, ... (1)", "N"),
     Option("addr", _text, "127.0.0.1", "address to bind (127.0.0.1)", "ADDR"),
     Option("web_config_file", _text, "", "TLS and basic auth for the endpoints: a node_exporter web-config "
            "YAML file (default $AGENTVIGIL_WEB_CONFIG_FILE; docs/metrics-server.md)", "FILE"),
@@ -194,6 +196,7 @@ class SupervisePolicy:
     mode: str = "service"
     record_dir: str = ".agentvigil/sessions"
     port: int = 9465
+    replicas: int = 1
     addr: str = "127.0.0.1"
     web_config_file: str = ""
     poll_interval: float = 0.2

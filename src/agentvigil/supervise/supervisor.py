@@ -110,10 +110,11 @@ class Child:
 class Journal:
     """The supervisor's own NDJSON log (``<record_dir>/supervisor-<agent>.ndjson``), read by ``report``."""
 
-    def __init__(self, directory: str, agent: str):
+    def __init__(self, directory: str, agent: str, replica: int | None = None):
         os.makedirs(directory, exist_ok=True)
         slug = re.sub(r"[^A-Za-z0-9_.-]+", "-", agent)[:60].strip("-") or "agent"
-        self.path = os.path.join(directory, f"{JOURNAL_PREFIX}{slug}.ndjson")
+        suffix = "" if replica is None else f"-{replica}"
+        self.path = os.path.join(directory, f"{JOURNAL_PREFIX}{slug}{suffix}.ndjson")
         self.agent = agent
 
     def write(self, record_type: str, /, **fields: Any) -> None:
@@ -127,7 +128,7 @@ class Journal:
 
 class Supervisor:
     def __init__(self, argv: list[str], policy: SupervisePolicy, registry: CollectorRegistry | None = None,
-                 environ: dict[str, str] | None = None, serve: bool = True):
+                 environ: dict[str, str] | None = None, serve: bool = True, replica: int | None = None):
         if not argv:
             raise ValueError("no command to supervise")
         self.argv = list(argv)
@@ -151,7 +152,8 @@ class Supervisor:
             self._cycle.cycle.baseline = self.baseline
         self._metric_sink = next(s for s in self.pipeline.sinks if hasattr(s, "reset_runs"))
         self.notifier = Notifier(policy.webhook_url, policy.alertmanager_url, policy.alert_ttl)
-        self.journal = Journal(self.record_dir, self.agent)
+        self.replica = replica   # index among --replicas copies (None: the only one)
+        self.journal = Journal(self.record_dir, self.agent, replica)
         self.sd = SdNotify(self.environ) if policy.watchdog else SdNotify({})
         stale_after = max(10 * policy.poll_interval, 5.0)
         self.server = (ProbeServer(self.registry, policy.addr, policy.port, stale_after=stale_after,
@@ -280,6 +282,8 @@ class Supervisor:
         env["AGENTVIGIL_RECORD_DIR"] = self.record_dir
         env["AGENTVIGIL_HEARTBEAT_INTERVAL"] = f"{self.policy.heartbeat_interval:g}"
         env["AGENTVIGIL_KILL_SIGNAL"] = "TERM"
+        if self.replica is not None:
+            env["AGENTVIGIL_REPLICA"] = str(self.replica)
         if self.policy.agent:
             env["AGENTVIGIL_AGENT"] = self.policy.agent
         self.child = Child(self.argv, env)       # StartError propagates on the first start
