@@ -135,15 +135,16 @@ def parse_positive_float(raw: str) -> float:
     return value
 
 
-_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d*)?|\.\d+)\s*(ms|s|m|h|d)?\s*$")
 
 
 _UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, None: 1.0}
 
 
-def parse_duration(raw: object, allow_zero: bool = False) -> float:
+def parse_duration(raw: object, allow_zero: bool = False, maximum: float = MAX_SECONDS) -> float:
     """The one duration parser: ``500ms``, ``30s``, ``10m``, ``1.5h``, ``2d``, or a number of seconds.
-    Finite, at most a year, greater than 0 (or 0 itself with ``allow_zero``, meaning "off")."""
+    Finite, at most ``maximum`` (a year: what a timer may wait), greater than 0 (or 0 itself with
+    ``allow_zero``, meaning "off")."""
     if isinstance(raw, bool):
         raise ValueError("expected a duration like 30s, 10m or 1h")
     if isinstance(raw, (int, float)):
@@ -153,9 +154,8 @@ def parse_duration(raw: object, allow_zero: bool = False) -> float:
         if not match:
             raise ValueError(f"expected a duration like 30s, 10m or 1h, got {raw!r}")
         value = float(match.group(1)) * _UNITS[match.group(2)]
-    if not math.isfinite(value) or value > MAX_SECONDS or value < 0 or (value == 0 and not allow_zero):
-        raise ValueError("must be greater than 0 and at most a year" if not allow_zero
-                         else "must be between 0 and a year")
+    if not math.isfinite(value) or value > maximum or value < 0 or (value == 0 and not allow_zero):
+        raise ValueError(f"must be {'at least 0' if allow_zero else 'greater than 0'} and at most {maximum:g}s")
     return value
 
 

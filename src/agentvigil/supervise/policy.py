@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import json
 import os
-import re
 from dataclasses import dataclass, fields, replace
 from typing import Any, Callable
+
+from ..settings import parse_duration as _parse_duration
 
 EXIT_ACTIONS = ("restart", "alert", "ignore")
 MODES = ("service", "job")
@@ -22,24 +23,13 @@ class ConfigError(ValueError):
 
 
 # -- value parsers --------------------------------------------------------------------------------------
-_DURATION = re.compile(r"^\s*(\d+(?:\.\d*)?|\.\d+)\s*(ms|s|m|h|d)?\s*$")
-_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, None: 1.0}
-
-
 def parse_duration(value: Any) -> float:
-    """Seconds from ``300``, ``"300"``, ``"1.5s"``, ``"5m"``, ``"2h"``, ``"1d"``, ``"100ms"``."""
-    if isinstance(value, bool):
-        raise ValueError("expected a duration such as 30s, 5m or 1h")
-    if isinstance(value, (int, float)):
-        seconds = float(value)
-    else:
-        match = _DURATION.match(str(value))
-        if not match:
-            raise ValueError(f"expected a duration such as 30s, 5m or 1h, got {value!r}")
-        seconds = float(match.group(1)) * _UNITS[match.group(2)]
-    if seconds < 0:
-        raise ValueError("a duration cannot be negative")
-    return seconds
+    """Seconds from ``300``, ``"300"``, ``"1.5s"``, ``"5m"``, ``"2h"``, ``"1d"``, ``"100ms"``; 0 means off.
+    The one duration parser (``agentvigil.settings.parse_duration``)."""
+    return _parse_duration(value, allow_zero=True, maximum=_REPORT_WINDOW_MAX)
+
+
+_REPORT_WINDOW_MAX = 86_400.0 * 365 * 100   # report windows may reach far back; still finite
 
 
 def _positive_int(value: Any) -> int:
