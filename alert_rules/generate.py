@@ -295,7 +295,7 @@ class Builder:
             self.group("agentvigil-cost", self.cost_alerts()),
             self.group("agentvigil-cache", self.cache_alerts()),
             self.group("agentvigil-breaker", self.breaker_alerts()),
-            self.group("agentvigil-budget", self.budget_alerts()),
+            self.group("agentvigil-budget", self.budget_alerts() + self.run_limit_alerts()),
             self.group("agentvigil-loops", self.loop_alerts()),
             self.group("agentvigil-tools", self.tool_alerts()),
             self.group("agentvigil-liveness", self.liveness_alerts() + self.replica_alerts()),
@@ -433,6 +433,24 @@ class Builder:
                 At the rate of the last {w['budget_forecast']}, token budget {{{{ $labels.budget }}}}
                 ({{{{ $labels.instance }}}}) will be exhausted within {forecast['horizon']} (forecast
                 utilization {{{{ $value | humanizePercentage }}}}). Runs that need more tokens will then be refused.
+                """,
+            ),
+        ]
+
+    def run_limit_alerts(self) -> list[dict]:
+        limit = self.a("AgentRunLimitReached")
+        return [
+            self.alert(
+                "AgentRunLimitReached",
+                f"""
+                sum by (job, agent) (increase(agent_detections_total{self.s('detector="run_limit"')}[{limit['window']}]))
+                >= {limit['min_runs']}
+                """,
+                "Runs of an agent were stopped by their own step, time or cost limit.",
+                f"""
+                {{{{ $value | humanize }}}} runs of agent {{{{ $labels.agent }}}} reached a limit they declared
+                (max_steps, max_seconds or max_cost_usd) in the last {limit['window']} and were stopped with
+                RunLimitExceeded.
                 """,
             ),
         ]
@@ -775,6 +793,7 @@ PROFILES: dict[str, dict] = {
             "AgentCircuitBreakerFlapping": {"for": "0s"},
             "AgentBudgetUtilizationHigh": {"for": "5s"},
             "AgentBudgetExhaustionForecast": {"for": "5s"},
+            "AgentRunLimitReached": {"for": "0s", "window": "1m"},
             "AgentLoopDetected": {"for": "5s"},
             "AgentToolAuthErrors": {"for": "0s"},
             "AgentToolRateLimited": {"for": "10s"},

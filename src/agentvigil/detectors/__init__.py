@@ -24,6 +24,7 @@ from .cost_limit import CostLimitDetector
 from .duration import DurationDetector
 from .loops import LoopDetector
 from .retry import RetryDetector
+from .run_limit import RunLimitDetector
 from .runaway import RunawayDetector, RunawayPolicy
 from .scope import ScopeDetector, ScopePolicy
 from .sequence import SequenceDetector
@@ -87,6 +88,8 @@ register("silence", "silence", lambda c: SilenceDetector(c.param("silence", "max
 register("budget", "budget", lambda c: BudgetDetector(c.param("budget", "max_tokens")))
 register("stuck", "stuck", lambda c: StuckDetector(StuckPolicy(**c.policy.watchers["stuck"].params)))
 register("runaway", "runaway", lambda c: RunawayDetector(RunawayPolicy(**c.policy.watchers["runaway"].params)))
+# The run's own declared limits: always on (asking for a limit is the opt-in).
+register("run_limit", "run_limit", lambda c: RunLimitDetector())
 # Correlation last: it judges the verdicts of all the others (the pipeline feeds it every detection).
 register(CORRELATED, "correlated", lambda c: CorrelationDetector(
     c.families, c.param("correlated", "window_seconds"), c.param("correlated", "min_watchers")))

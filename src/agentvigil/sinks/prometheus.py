@@ -276,9 +276,10 @@ class PrometheusSink:
         committed = committed if _count(committed) else 0
         reserved = reserved if _count(reserved) else 0
         m = self.metrics
-        m.budget_limit.labels(label).set(limit)
-        m.budget_tokens.labels(label, "reserved").set(reserved)
-        m.budget_tokens.labels(label, "committed").set(committed)
+        if detail.get("unit") != "usd":   # a CostBudget's amounts are not tokens: utilisation only
+            m.budget_limit.labels(label).set(limit)
+            m.budget_tokens.labels(label, "reserved").set(reserved)
+            m.budget_tokens.labels(label, "committed").set(committed)
         m.budget_utilization.labels(label).set((committed + reserved) / limit)
 
 
