@@ -35,8 +35,9 @@ from .signals.cost import ModelPrice, PriceBook
 
 __all__ = [
     "IRREVERSIBLE", "READ", "RollbackRegistry", "WRITE",
-    "BudgetExceeded", "CircuitBreaker", "CostBudget", "CircuitOpenError", "Event", "GuardError", "LoopDetected", "ModelPrice",
-    "Monitor", "PriceBook", "Reservation", "Run", "RunKilled", "RunLimitExceeded", "TokenBudget", "__version__", "current_run",
+    "BudgetExceeded", "CircuitBreaker", "CircuitOpenError", "CostBudget", "Event", "GuardError", "LoopDetected",
+    "ModelPrice", "Monitor", "PriceBook", "Reservation", "Run", "RunKilled", "RunLimitExceeded", "TokenBudget",
+    "__version__", "current_run",
     "default_monitor", "instrument", "llm_call", "result_fingerprint",
     "start_llm_call", "start_metrics_server", "subscribe",
     "uninstrument",
