@@ -29,6 +29,7 @@ from .exceptions import (
 )
 from .exposition import start_metrics_server
 from .fingerprint import result_fingerprint
+from .metrics import declare_labels
 from .monitor import Monitor, Run, default_monitor, llm_call, start_llm_call, subscribe
 from .rollback import IRREVERSIBLE, READ, WRITE, RollbackRegistry
 from .signals.cost import ModelPrice, PriceBook
@@ -37,7 +38,7 @@ __all__ = [
     "IRREVERSIBLE", "READ", "RollbackRegistry", "WRITE",
     "BudgetExceeded", "CircuitBreaker", "CircuitOpenError", "CostBudget", "Event", "GuardError", "LoopDetected",
     "ModelPrice", "Monitor", "PriceBook", "Reservation", "Run", "RunKilled", "RunLimitExceeded", "TokenBudget",
-    "__version__", "current_run",
+    "__version__", "current_run", "declare_labels",
     "default_monitor", "instrument", "llm_call", "result_fingerprint",
     "start_llm_call", "start_metrics_server", "subscribe",
     "uninstrument",

@@ -98,8 +98,9 @@ class Run:
     """One run of an agent (one task). Steps, tool calls and LLM calls happen inside it."""
 
     def __init__(self, monitor: Monitor, task_id: str | None, correlation_id: str | None, managed: bool,
-                 limits: dict | None = None):
+                 limits: dict | None = None, labels: dict[str, str] | None = None):
         self.monitor = monitor
+        self.labels = labels or None   # custom label values (declared set), on run_start for the metric sink
         self.limits = limits   # {"max_cost_usd", "max_steps", "max_seconds"}: on run_start, judged by run_limit
         self.run_id = uuid.uuid4().hex[:16]
         self.task_id = task_id
@@ -136,8 +137,11 @@ class Run:
             self._deadline = self._start + limits["max_seconds"]
         try:
             m._started(self)
+            detail = self.limits
+            if self.labels:
+                detail = {**(detail or {}), "labels": self.labels}
             m._emit(Event(ev.RUN_START, _time(), run_id=self.run_id, task_id=self.task_id,
-                          correlation_id=self.correlation_id, detail=self.limits, scope=self))
+                          correlation_id=self.correlation_id, detail=detail, scope=self))
         except Exception as exc:
             internal_error("run", exc)
 
