@@ -194,9 +194,10 @@ class AgentMetrics:
                 for name in ("agent", "tool", "provider", "model", "breaker", "budget", "reason", "detector", *x)}
         self.cap = caps
         self._lock = threading.Lock()
-        self._agents: dict[str, AgentSeries] = {}
-        self._tools: dict[tuple[str, str], ToolSeries] = {}
-        self._models: dict[tuple[str, str, str], ModelSeries] = {}
+        # keys: the names, plus the custom label values when labels are declared
+        self._agents: dict[Any, AgentSeries] = {}
+        self._tools: dict[tuple, ToolSeries] = {}
+        self._models: dict[tuple, ModelSeries] = {}
 
     def extra_values(self, values: dict | None) -> tuple[str, ...]:
         """The custom label values of ``values`` in declared order, each capped like every label ("" when
@@ -210,7 +211,7 @@ class AgentMetrics:
     # Bound-series lookups: a dict hit on the hot path, creation (and capping) once per key. ``extra``: the
     # custom label values (extra_values), part of the key only when labels are declared.
     def agent(self, agent: str, extra: tuple[str, ...] = ()) -> "AgentSeries":
-        key = (agent, extra) if extra else agent
+        key: Any = (agent, extra) if extra else agent
         series = self._agents.get(key)
         if series is None:
             with self._lock:
@@ -220,7 +221,7 @@ class AgentMetrics:
         return series
 
     def tool(self, agent: str, tool: str, extra: tuple[str, ...] = ()) -> "ToolSeries":
-        key = (agent, tool, extra) if extra else (agent, tool)
+        key: tuple = (agent, tool, extra) if extra else (agent, tool)
         series = self._tools.get(key)
         if series is None:
             agent_label = self.agent(agent).agent  # before taking the (non-reentrant) lock
@@ -231,7 +232,7 @@ class AgentMetrics:
         return series
 
     def model(self, agent: str, provider: str, model: str, extra: tuple[str, ...] = ()) -> "ModelSeries":
-        key = (agent, provider, model, extra) if extra else (agent, provider, model)
+        key: tuple = (agent, provider, model, extra) if extra else (agent, provider, model)
         series = self._models.get(key)
         if series is None:
             agent_label = self.agent(agent).agent

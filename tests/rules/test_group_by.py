@@ -5,7 +5,6 @@ from __future__ import annotations
 import shutil
 
 import yaml
-
 from rules_support import ALERT_RULES, binary, generate_rules, run
 
 GROUPED_TEST = ALERT_RULES / "tests" / "grouped" / "tenant-test.yaml"
@@ -55,10 +54,10 @@ def test_dashboards_gain_a_variable_and_matcher_per_label(tmp_path):
     import sys
 
     import promql_parser
-
     from rules_support import ROOT, dashboard_targets, substitute
 
-    result = run([sys.executable, str(ROOT / "grafana" / "generate.py"), "--group-by", "tenant", "--out", str(tmp_path)])
+    generator = str(ROOT / "grafana" / "generate.py")
+    result = run([sys.executable, generator, "--group-by", "tenant", "--out", str(tmp_path)])
     assert result.returncode == 0, result.stderr
     for path in sorted(tmp_path.glob("*.json")):
         dash = json.loads(path.read_text())

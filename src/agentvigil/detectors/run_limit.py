@@ -52,9 +52,10 @@ class RunLimitDetector:
                     if len(self._timed) > MAX_OPEN_RUNS:   # runs that never end: oldest first, as PerRun
                         self._timed.pop(next(iter(self._timed)))
             return None
-        state = self._runs.peek(event)
-        if state is None:
+        found = self._runs.peek(event)
+        if found is None:
             return None
+        state = found
         if kind == ev.RUN_END:
             self._runs.pop(event)
             self._timed.pop(id(state), None)
