@@ -96,6 +96,13 @@ class Builder:
         self.sel = config["selector"].strip()
         for name, value in self.w.items():
             seconds(value)  # validate early
+        # Custom labels (agentvigil.declare_labels) kept in the per-agent cost, tool and cache rules and alerts.
+        group_by = config.get("group_by") or []
+        for label in group_by:
+            if not re.match(r"^[a-zA-Z_][a-zA-Z0-9_]*$", str(label)) or label in ("job", "agent", "tool", "kind",
+                                                                                 "provider", "model"):
+                raise ValueError(f"group_by: {label!r} is not a custom label name")
+        self.g = "".join(f", {label}" for label in group_by)
 
     # -- helpers ------------------------------------------------------------------------------------
 
@@ -194,7 +201,7 @@ class Builder:
         cache_read = s('type="cache_read"')
         rules = [
             {"record": self.cost_short,
-             "expr": f"sum by (job, agent) (rate(agent_cost_usd_total{s()}[{w['cost_short']}]))"},
+             "expr": f"sum by (job, agent{self.g}) (rate(agent_cost_usd_total{s()}[{w['cost_short']}]))"},
             # The long-term average is the average of the recorded short-window rate over the cost_long window
             # that ends where the current short window starts (offset), so a spike does not raise its own
             # baseline. Not rate() over the long window: rate() divides by the whole window, so an agent
@@ -211,23 +218,23 @@ class Builder:
                  sum by (job, agent) (rate(agent_runs_total{s()}[{w['loops']}]))
                  """)},
             {"record": self.tool_calls_rate,
-             "expr": f"sum by (job, agent, tool) (rate(agent_tool_calls_total{s()}[{rate}]))"},
+             "expr": f"sum by (job, agent, tool{self.g}) (rate(agent_tool_calls_total{s()}[{rate}]))"},
             {"record": self.tool_error_ratio,
              "expr": dedent(f"""
-                 sum by (job, agent, tool) (rate(agent_tool_calls_total{s('status="error"')}[{rate}]))
+                 sum by (job, agent, tool{self.g}) (rate(agent_tool_calls_total{s('status="error"')}[{rate}]))
                  /
-                 sum by (job, agent, tool) (rate(agent_tool_calls_total{s()}[{rate}]))
+                 sum by (job, agent, tool{self.g}) (rate(agent_tool_calls_total{s()}[{rate}]))
                  """)},
             {"record": self.tool_errors_rate,
-             "expr": f"sum by (job, agent, tool, kind) (rate(agent_tool_errors_total{s()}[{rate}]))"},
+             "expr": f"sum by (job, agent, tool, kind{self.g}) (rate(agent_tool_errors_total{s()}[{rate}]))"},
             {"record": self.cache_ratio,
              "expr": dedent(f"""
-                 sum by (job, agent, provider, model) (rate(agent_tokens_total{s('type="cache_read"')}[{rate}]))
+                 sum by (job, agent, provider, model{self.g}) (rate(agent_tokens_total{s('type="cache_read"')}[{rate}]))
                  /
-                 sum by (job, agent, provider, model) (rate(agent_tokens_total{s('type="input"')}[{rate}]))
+                 sum by (job, agent, provider, model{self.g}) (rate(agent_tokens_total{s('type="input"')}[{rate}]))
                  """)},
             {"record": self.cache_in_use,
-             "expr": "sum by (job, agent, provider, model) "
+             "expr": f"sum by (job, agent, provider, model{self.g}) "
                      f"(increase(agent_tokens_total{cache_read}[{w['cache_in_use']}]))"},
         ]
         rules += self.replica_recording_rules()
@@ -295,7 +302,7 @@ class Builder:
             self.group("agentvigil-cost", self.cost_alerts()),
             self.group("agentvigil-cache", self.cache_alerts()),
             self.group("agentvigil-breaker", self.breaker_alerts()),
-            self.group("agentvigil-budget", self.budget_alerts()),
+            self.group("agentvigil-budget", self.budget_alerts() + self.run_limit_alerts()),
             self.group("agentvigil-loops", self.loop_alerts()),
             self.group("agentvigil-tools", self.tool_alerts()),
             self.group("agentvigil-liveness", self.liveness_alerts() + self.replica_alerts()),
@@ -346,9 +353,9 @@ class Builder:
                 /
                 ({self.cost_long} > 0)
                 > {spike['factor']}
-                and on (job, agent)
+                and on (job, agent{self.g})
                 {self.cost_short} * 3600 > {spike['min_cost_per_hour_usd']}
-                and on (job, agent)
+                and on (job, agent{self.g})
                 {self.cost_short} offset {self.settled}
                 """,
                 "An agent spends much faster than its long-term average.",
@@ -367,7 +374,7 @@ class Builder:
                 "AgentCacheHitRatioLow",
                 f"""
                 {self.cache_ratio} < {cache['min_ratio']}
-                and on (job, agent, provider, model)
+                and on (job, agent, provider, model{self.g})
                 {self.cache_in_use} > 0
                 """,
                 "Prompt-cache hit ratio is low for an agent that uses prompt caching.",
@@ -437,6 +444,24 @@ class Builder:
             ),
         ]
 
+    def run_limit_alerts(self) -> list[dict]:
+        limit = self.a("AgentRunLimitReached")
+        return [
+            self.alert(
+                "AgentRunLimitReached",
+                f"""
+                sum by (job, agent) (increase(agent_detections_total{self.s('detector="run_limit"')}[{limit['window']}]))
+                >= {limit['min_runs']}
+                """,
+                "Runs of an agent were stopped by their own step, time or cost limit.",
+                f"""
+                {{{{ $value | humanize }}}} runs of agent {{{{ $labels.agent }}}} reached a limit they declared
+                (max_steps, max_seconds or max_cost_usd) in the last {limit['window']} and were stopped with
+                RunLimitExceeded.
+                """,
+            ),
+        ]
+
     def loop_alerts(self) -> list[dict]:
         loop = self.a("AgentLoopDetected")
         return [
@@ -468,7 +493,7 @@ class Builder:
             self.alert(
                 "AgentToolRateLimited",
                 f"""
-                sum by (job, agent, tool) ({self.tool_errors_rate}{{kind=~"{limit_kinds}"}})
+                sum by (job, agent, tool{self.g}) ({self.tool_errors_rate}{{kind=~"{limit_kinds}"}})
                 /
                 ({self.tool_calls_rate} > 0)
                 > {limited['max_ratio']}
@@ -775,6 +800,7 @@ PROFILES: dict[str, dict] = {
             "AgentCircuitBreakerFlapping": {"for": "0s"},
             "AgentBudgetUtilizationHigh": {"for": "5s"},
             "AgentBudgetExhaustionForecast": {"for": "5s"},
+            "AgentRunLimitReached": {"for": "0s", "window": "1m"},
             "AgentLoopDetected": {"for": "5s"},
             "AgentToolAuthErrors": {"for": "0s"},
             "AgentToolRateLimited": {"for": "10s"},

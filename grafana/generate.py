@@ -3,6 +3,7 @@
 
     python grafana/generate.py           # rewrite the checked-in dashboards
     python grafana/generate.py --check   # exit 1 if they are stale
+    python grafana/generate.py --group-by tenant --out DIR   # plus a variable per custom label
 
 Two dashboards, linked both ways and tagged "agentvigil":
   agentvigil-fleet  Fleet overview: every agent at a glance.
@@ -30,6 +31,9 @@ AGENT_UID = "agentvigil-agent"
 J = 'job=~"$job"'
 JA = 'job=~"$job", agent=~"$agent"'
 RI = "$__rate_interval"
+# Custom labels (agentvigil.declare_labels; alert_rules/config.yaml group_by) given with --group-by: one
+# variable each, matched as `tenant=~"$tenant|"` so families without the label (histograms, gauges) still show.
+GROUP_BY: list[str] = []
 
 
 # --- panel building blocks ----------------------------------------------------------------------------
@@ -208,7 +212,13 @@ def variables(agent_multi: bool) -> dict:
         agent["current"] = {"text": ["All"], "value": ["$__all"]}
     else:
         agent["current"] = {"text": "", "value": ""}
-    return {"list": [datasource, job, agent]}
+    custom = [{"type": "query", "name": label, "label": label, "datasource": DS,
+               "query": f'label_values(agent_runs_total{{job=~"$job"}}, {label})',
+               "definition": f'label_values(agent_runs_total{{job=~"$job"}}, {label})',
+               "refresh": 2, "sort": 1, "multi": True, "includeAll": True, "allValue": ".*",
+               "current": {"text": ["All"], "value": ["$__all"]}, "options": [], "hide": 0, "regex": ""}
+              for label in GROUP_BY]
+    return {"list": [datasource, job, agent, *custom]}
 
 
 def annotations() -> dict:
@@ -467,7 +477,15 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", type=Path, default=OUT)
     parser.add_argument("--check", action="store_true", help="exit 1 if the files in --out are stale")
+    parser.add_argument("--group-by", action="append", default=[], metavar="LABEL",
+                        help="a custom label (agentvigil.declare_labels) to filter by: a variable and a matcher")
     args = parser.parse_args(argv)
+    global JA
+    for label in args.group_by:
+        if not label.isidentifier() or label in ("job", "agent", "datasource"):
+            parser.error(f"--group-by: {label!r} is not a custom label name")
+        GROUP_BY.append(label)
+        JA += f', {label}=~"${label}|"'
     outputs = generate()
     stale = [n for n, text in outputs.items() if not (args.out / n).exists() or (args.out / n).read_text() != text]
     if args.check:

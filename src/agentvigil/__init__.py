@@ -17,7 +17,7 @@ Quick start::
 from ._context import current_run
 from ._version import __version__
 from .breaker import CircuitBreaker
-from .budget import Reservation, TokenBudget
+from .budget import CostBudget, Reservation, TokenBudget
 from .events import Event
 from .exceptions import (
     BudgetExceeded,
@@ -25,17 +25,20 @@ from .exceptions import (
     GuardError,
     LoopDetected,
     RunKilled,
+    RunLimitExceeded,
 )
 from .exposition import start_metrics_server
 from .fingerprint import result_fingerprint
+from .metrics import declare_labels
 from .monitor import Monitor, Run, default_monitor, llm_call, start_llm_call, subscribe
 from .rollback import IRREVERSIBLE, READ, WRITE, RollbackRegistry
 from .signals.cost import ModelPrice, PriceBook
 
 __all__ = [
     "IRREVERSIBLE", "READ", "RollbackRegistry", "WRITE",
-    "BudgetExceeded", "CircuitBreaker", "CircuitOpenError", "Event", "GuardError", "LoopDetected", "ModelPrice",
-    "Monitor", "PriceBook", "Reservation", "Run", "RunKilled", "TokenBudget", "__version__", "current_run",
+    "BudgetExceeded", "CircuitBreaker", "CircuitOpenError", "CostBudget", "Event", "GuardError", "LoopDetected",
+    "ModelPrice", "Monitor", "PriceBook", "Reservation", "Run", "RunKilled", "RunLimitExceeded", "TokenBudget",
+    "__version__", "current_run", "declare_labels",
     "default_monitor", "instrument", "llm_call", "result_fingerprint",
     "start_llm_call", "start_metrics_server", "subscribe",
     "uninstrument",

@@ -44,7 +44,7 @@ class Reservation:
             tokens = self.tokens
             if actual is not None:
                 try:
-                    tokens = _whole_tokens(actual, "actual")
+                    tokens = self.budget._units(actual, "actual")
                 except ValueError as exc:  # bad usage data from a provider: charge what was reserved
                     internal_error("budget", exc)
             self.budget._settle(self.tokens, tokens, self.rid)
@@ -71,11 +71,13 @@ class Reservation:
 
 
 class TokenBudget:
+    unit = "tokens"
+
     def __init__(self, name: str, limit: int, *, monitor: Any = None, registry: Any = None, backend: Any = None):
-        if _whole_tokens(limit, "limit") <= 0:
-            raise ValueError(f"TokenBudget limit must be positive, got {limit!r}")
+        if self._units(limit, "limit") <= 0:
+            raise ValueError(f"{type(self).__name__} limit must be positive, got {limit!r}")
         self.name = name
-        self.limit = int(limit)
+        self.limit = self._units(limit, "limit")
         self._monitor = monitor
         self._lock = threading.Lock()
         self.committed = 0
@@ -104,7 +106,7 @@ class TokenBudget:
 
         Raises ValueError if ``tokens`` is not a finite number >= 0: that is a bug at the call site, and
         guessing an amount would either block the agent or let it spend unchecked."""
-        tokens = _whole_tokens(tokens, "tokens")
+        tokens = self._units(tokens, "tokens")
         if self._backend is not None:
             return self._reserve_shared(tokens)
         with self._lock:
@@ -118,7 +120,7 @@ class TokenBudget:
                 refused = False
         if refused:
             self._exceeded_event(tokens, committed, reserved, "reserve")
-            raise BudgetExceeded(self.name, tokens, max(available, 0))
+            raise self._refusal(tokens, max(available, 0))
         self._update_gauges(committed, reserved)
         return Reservation(self, tokens)
 
@@ -127,7 +129,7 @@ class TokenBudget:
         self.committed, self.reserved = decision.committed, decision.reserved
         if not decision.granted:
             self._exceeded_event(tokens, decision.committed, decision.reserved, "reserve")
-            raise BudgetExceeded(self.name, tokens, max(self.limit - decision.committed - decision.reserved, 0))
+            raise self._refusal(tokens, max(self.limit - decision.committed - decision.reserved, 0))
         self._update_gauges(decision.committed, decision.reserved)
         return Reservation(self, tokens, decision.rid)
 
@@ -163,15 +165,26 @@ class TokenBudget:
         if actual and committed > self.limit >= before:
             self._exceeded_event(actual, committed, reserved_now, "commit")
 
+    # -- units: whole tokens here; CostBudget counts micro-dollars so the same (integer) backends serve both
+    @staticmethod
+    def _units(value: Any, name: str) -> int:
+        return _whole_tokens(value, name)
+
+    def _refusal(self, requested: int, available: int) -> BudgetExceeded:
+        return BudgetExceeded(self.name, requested, available)
+
+    def _detail(self, committed: int, reserved: int, **extra: Any) -> dict:
+        return {"limit": self.limit, "committed": committed, "reserved": reserved, **extra}
+
     def _update_gauges(self, committed: int, reserved: int, outside_run: bool = False) -> None:
         """Guards only build events: ``guard_state`` carries what the budget gauges show."""
         self._emit(ev.Event(ev.GUARD_STATE, time.time(), name=self.name,
-                            detail={"guard": "budget", "limit": self.limit, "committed": committed,
-                                    "reserved": reserved}), outside_run)
+                            detail=self._detail(committed, reserved, guard="budget")), outside_run)
 
     def _exceeded_event(self, tokens: int, committed: int, reserved: int, how: str) -> None:
-        self._emit(ev.Event(ev.BUDGET_EXCEEDED, time.time(), name=self.name, token_count=tokens, reason=how,
-                            detail={"limit": self.limit, "committed": committed, "reserved": reserved}))
+        self._emit(ev.Event(ev.BUDGET_EXCEEDED, time.time(), name=self.name,
+                            token_count=tokens if self.unit == "tokens" else None, reason=how,
+                            detail=self._detail(committed, reserved)))
 
     def _emit(self, event: ev.Event, outside_run: bool = False) -> None:
         try:
@@ -181,6 +194,53 @@ class TokenBudget:
 
     def __repr__(self) -> str:
         return f"TokenBudget({self.name!r}, committed={self.committed}, reserved={self.reserved}, limit={self.limit})"
+
+
+MICRO = 1_000_000
+
+
+class CostBudget(TokenBudget):
+    """A budget in US dollars: ``CostBudget("daily", usd_limit=50.0)``; ``reserve(usd)`` before a call,
+    ``commit(actual_usd)`` after (e.g. ``call.cost_usd``). Same semantics, thread safety and shared
+    ``backend=`` as TokenBudget; amounts are kept in whole micro-dollars so the counters stay exact integers.
+    ``committed``/``reserved``/``limit`` are in micro-dollars; ``*_usd`` give dollars. Its events carry
+    ``detail.unit="usd"``: it is counted in ``agent_budget_exceeded_total`` and
+    ``agent_budget_utilization_ratio`` and left out of the token gauges."""
+
+    unit = "usd"
+
+    def __init__(self, name: str, usd_limit: float, *, monitor: Any = None, registry: Any = None,
+                 backend: Any = None):
+        super().__init__(name, usd_limit, monitor=monitor, registry=registry, backend=backend)  # type: ignore[arg-type]
+
+    @staticmethod
+    def _units(value: Any, name: str) -> int:
+        real = isinstance(value, numbers.Real) and not isinstance(value, bool)
+        if not real or not math.isfinite(float(value)) or value < 0:
+            raise ValueError(f"{name} must be a finite amount of USD >= 0, got {value!r}")
+        return int(round(float(value) * MICRO))
+
+    @property
+    def limit_usd(self) -> float:
+        return self.limit / MICRO
+
+    @property
+    def spent_usd(self) -> float:
+        return self.committed / MICRO
+
+    @property
+    def remaining_usd(self) -> float:
+        return self.remaining / MICRO
+
+    def _refusal(self, requested: int, available: int) -> BudgetExceeded:
+        return BudgetExceeded(self.name, requested / MICRO, available / MICRO, unit="usd")
+
+    def _detail(self, committed: int, reserved: int, **extra: Any) -> dict:
+        return {"limit": self.limit, "committed": committed, "reserved": reserved, "unit": "usd", **extra}
+
+    def __repr__(self) -> str:
+        return (f"CostBudget({self.name!r}, spent_usd={self.spent_usd:.6f}, reserved_usd={self.reserved / MICRO:.6f}, "
+                f"usd_limit={self.limit_usd:.6f})")
 
 
 def _whole_tokens(value: Any, name: str) -> int:

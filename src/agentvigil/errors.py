@@ -1,7 +1,8 @@
 """A fixed, bounded taxonomy of error kinds, and classifiers that map exceptions and HTTP statuses onto it.
 
 Classification works on class names (the whole MRO) and status attributes, so no SDK is imported:
-``openai.RateLimitError``, ``anthropic.RateLimitError`` and ``httpx.ReadTimeout`` are recognised by name.
+``openai.RateLimitError``, ``anthropic.RateLimitError`` and ``httpx.ReadTimeout`` are recognised by name, and
+botocore's ``ClientError`` by its AWS error code (``ThrottlingException`` is a rate limit).
 The kind is used as a Prometheus label value, so it must stay inside ``ERROR_KINDS``.
 """
 
@@ -70,10 +71,39 @@ _BY_CLASS_NAME = {
     "NetworkError": NETWORK,
     "TransportError": NETWORK,
     "ProtocolError": NETWORK,
+    # botocore (AWS): transport errors by class; service errors are ClientError, classified by code below
+    "ReadTimeoutError": TIMEOUT,
+    "ConnectTimeoutError": TIMEOUT,
+    "EndpointConnectionError": NETWORK,
+    "ConnectionClosedError": NETWORK,
+    "NoCredentialsError": AUTH,
+    "PartialCredentialsError": AUTH,
+}
+
+# AWS error codes (botocore ClientError.response["Error"]["Code"]; also the class names of boto3's modelled
+# exceptions, e.g. client.exceptions.ThrottlingException). Bedrock, S3, DynamoDB, STS and the common ones.
+_AWS_CODES = {
+    **dict.fromkeys(("ThrottlingException", "Throttling", "ThrottledException", "TooManyRequestsException",
+                     "RequestLimitExceeded", "ProvisionedThroughputExceededException", "SlowDown",
+                     "RequestThrottled", "RequestThrottledException", "LimitExceededException",
+                     "ServiceQuotaExceededException"), RATE_LIMIT),
+    **dict.fromkeys(("AccessDeniedException", "AccessDenied", "UnrecognizedClientException",
+                     "InvalidSignatureException", "SignatureDoesNotMatch", "ExpiredTokenException",
+                     "ExpiredToken", "InvalidClientTokenId", "NotAuthorized", "MissingAuthenticationToken",
+                     "AuthFailure", "UnauthorizedOperation"), AUTH),
+    **dict.fromkeys(("ValidationException", "ValidationError", "InvalidParameterValue", "InvalidParameterException",
+                     "InvalidParameterCombination", "MissingParameter", "SerializationException",
+                     "InvalidRequestException", "BadRequestException", "MalformedPolicyDocument"), INVALID_REQUEST),
+    **dict.fromkeys(("ResourceNotFoundException", "NoSuchKey", "NoSuchBucket", "NotFoundException",
+                     "NoSuchEntity"), NOT_FOUND),
+    **dict.fromkeys(("RequestTimeout", "RequestTimeoutException", "ModelTimeoutException"), TIMEOUT),
+    **dict.fromkeys(("InternalServerException", "InternalServerError", "InternalFailure", "InternalError",
+                     "ServiceUnavailableException", "ServiceUnavailable", "ServiceException",
+                     "ModelErrorException", "ModelNotReadyException", "ModelStreamErrorException"), SERVER_ERROR),
 }
 
 _CONTEXT_MARKERS = ("context_length_exceeded", "maximum context length", "context window", "prompt is too long",
-                    "too many tokens")
+                    "too many tokens", "input is too long")
 _FILTER_MARKERS = ("content_filter", "content management policy", "content_policy", "safety system")
 
 
@@ -110,6 +140,25 @@ def _status_of(exc: BaseException) -> int | None:
     return None
 
 
+def _aws_kind(exc: BaseException) -> str | None:
+    """botocore's ClientError carries ``response = {"Error": {"Code": ...}, "ResponseMetadata":
+    {"HTTPStatusCode": ...}}`` (a dict): the code first, then that status."""
+    response = getattr(exc, "response", None)
+    if not isinstance(response, dict):
+        return None
+    error = response.get("Error")
+    code = error.get("Code") if isinstance(error, dict) else None
+    if isinstance(code, str):
+        kind = _AWS_CODES.get(code) or _AWS_CODES.get(code.rpartition(".")[2])
+        if kind is not None:
+            return kind
+    meta = response.get("ResponseMetadata")
+    status = meta.get("HTTPStatusCode") if isinstance(meta, dict) else None
+    if isinstance(status, int) and 100 <= status < 600:
+        return classify_status(status)
+    return None
+
+
 def _message_kind(exc: BaseException) -> str | None:
     try:
         text = str(exc).lower()
@@ -140,6 +189,9 @@ def classify_exception(exc: BaseException | None, *, default: str = UNKNOWN) -> 
             kind = _BY_CLASS_NAME.get(cls.__name__)
             if kind is not None:
                 return kind
+        kind = _AWS_CODES.get(type(exc).__name__) or _aws_kind(exc)
+        if kind is not None:
+            return kind
         status = _status_of(exc)
         if status is not None:
             return classify_status(status)

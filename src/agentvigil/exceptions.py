@@ -19,10 +19,14 @@ class CircuitOpenError(GuardError):
 
 
 class BudgetExceeded(GuardError):
-    """Reserving would take the token budget over its limit: the call was not made."""
+    """Reserving would take the budget (tokens, or dollars for a CostBudget) over its limit: the call was not
+    made."""
 
-    def __init__(self, budget: str, requested: int, available: int):
-        super().__init__(f"token budget {budget!r} exceeded: requested {requested}, available {available}")
+    def __init__(self, budget: str, requested: float, available: float, unit: str = "tokens"):
+        kind = "cost" if unit == "usd" else "token"
+        super().__init__(f"{kind} budget {budget!r} exceeded: requested {requested}, available {available}"
+                         + (" USD" if unit == "usd" else ""))
+        self.unit = unit
         self.budget = budget
         self.requested = requested
         self.available = available
@@ -44,3 +48,15 @@ class RunKilled(GuardError):
     def __init__(self, reason: str):
         super().__init__(f"run killed: {reason}")
         self.reason = reason
+
+
+class RunLimitExceeded(GuardError):
+    """The run reached one of its own limits (``Monitor.run(max_steps=, max_seconds=, max_cost_usd=)``);
+    raised at its next step, tool-call or LLM-call boundary. ``limit`` names it, ``value`` is what was used
+    and ``threshold`` what was allowed."""
+
+    def __init__(self, limit: str, value: float, threshold: float):
+        super().__init__(f"run limit {limit} reached: {value:g} (limit {threshold:g})")
+        self.limit = limit
+        self.value = value
+        self.threshold = threshold

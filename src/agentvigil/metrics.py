@@ -98,10 +98,12 @@ class AgentMetrics:
             max_label_values = env_int("AGENTVIGIL_MAX_LABEL_VALUES", DEFAULT_MAX_LABEL_VALUES)
         self.registry = registry
         r = registry
+        # Custom labels (declare_labels / AGENTVIGIL_LABELS), appended to the per-run families only.
+        self.extra_labels = x = declared_labels(freeze=True)
         # -- runs and steps
         self.runs = Counter("agent_runs", "Agent runs finished, by final status (ok, error, killed).",
-                            ["agent", "status"], registry=r)
-        self.steps = Counter("agent_steps", "Agent steps completed.", ["agent"], registry=r)
+                            ["agent", "status", *x], registry=r)
+        self.steps = Counter("agent_steps", "Agent steps completed.", ["agent", *x], registry=r)
         self.run_duration = Histogram("agent_run_duration_seconds", "Wall-clock duration of finished runs.",
                                       ["agent"], buckets=RUN_DURATION_BUCKETS, registry=r)
         self.run_cost = Histogram("agent_run_cost_usd", "Cost of finished runs in USD (priced calls only).",
@@ -121,20 +123,20 @@ class AgentMetrics:
         # -- tools
         self.tool_calls = Counter("agent_tool_calls", "Tool calls finished, by status (ok, error; rejected: "
                                   "an action that could not be parsed or executed).",
-                                  ["agent", "tool", "status"], registry=r)
+                                  ["agent", "tool", "status", *x], registry=r)
         self.tool_errors = Counter("agent_tool_errors", "Tool call errors by error kind.",
-                                   ["agent", "tool", "kind"], registry=r)
+                                   ["agent", "tool", "kind", *x], registry=r)
         self.tool_duration = Histogram("agent_tool_call_duration_seconds", "Tool call duration.",
                                        ["agent", "tool"], buckets=TOOL_DURATION_BUCKETS, registry=r)
         # -- LLM calls
         self.llm_calls = Counter("agent_llm_calls", "LLM calls finished, by status (ok, error).",
-                                 ["agent", "provider", "model", "status"], registry=r)
+                                 ["agent", "provider", "model", "status", *x], registry=r)
         self.llm_errors = Counter("agent_llm_errors", "LLM call errors by error kind.",
-                                  ["agent", "provider", "model", "kind"], registry=r)
+                                  ["agent", "provider", "model", "kind", *x], registry=r)
         self.tokens = Counter("agent_tokens", "Tokens by type: input (inclusive of cached), output, cache_read, "
-                              "cache_write.", ["agent", "provider", "model", "type"], registry=r)
-        self.cost = Counter("agent_cost_usd", "Cost of priced LLM calls in USD.", ["agent", "provider", "model"],
-                            registry=r)
+                              "cache_write.", ["agent", "provider", "model", "type", *x], registry=r)
+        self.cost = Counter("agent_cost_usd", "Cost of priced LLM calls in USD.",
+                            ["agent", "provider", "model", *x], registry=r)
         self.unpriced = Counter("agent_llm_calls_unpriced", "LLM calls whose model has no known price; their "
                                 "cost is missing from agent_cost_usd_total.", ["agent", "provider", "model"],
                                 registry=r)
@@ -190,42 +192,54 @@ class AgentMetrics:
             pass
 
         caps = {name: LabelCap(name, max_label_values, self.label_overflow)
-                for name in ("agent", "tool", "provider", "model", "breaker", "budget", "reason", "detector")}
+                for name in ("agent", "tool", "provider", "model", "breaker", "budget", "reason", "detector", *x)}
         self.cap = caps
         self._lock = threading.Lock()
-        self._agents: dict[str, AgentSeries] = {}
-        self._tools: dict[tuple[str, str], ToolSeries] = {}
-        self._models: dict[tuple[str, str, str], ModelSeries] = {}
+        # keys: the names, plus the custom label values when labels are declared
+        self._agents: dict[Any, AgentSeries] = {}
+        self._tools: dict[tuple, ToolSeries] = {}
+        self._models: dict[tuple, ModelSeries] = {}
 
-    # Bound-series lookups: a dict hit on the hot path, creation (and capping) once per key.
-    def agent(self, agent: str) -> "AgentSeries":
-        series = self._agents.get(agent)
+    def extra_values(self, values: dict | None) -> tuple[str, ...]:
+        """The custom label values of ``values`` in declared order, each capped like every label ("" when
+        unset, which Prometheus shows as no label). () when no labels are declared."""
+        names = self.extra_labels
+        if not names:
+            return ()
+        values = values or {}
+        return tuple(self.cap[n](str(values[n])) if values.get(n) not in (None, "") else "" for n in names)
+
+    # Bound-series lookups: a dict hit on the hot path, creation (and capping) once per key. ``extra``: the
+    # custom label values (extra_values), part of the key only when labels are declared.
+    def agent(self, agent: str, extra: tuple[str, ...] = ()) -> "AgentSeries":
+        key: Any = (agent, extra) if extra else agent
+        series = self._agents.get(key)
         if series is None:
             with self._lock:
-                series = self._agents.get(agent) or AgentSeries(self, self.cap["agent"](agent))
+                series = self._agents.get(key) or AgentSeries(self, self.cap["agent"](agent), extra)
                 if len(self._agents) < 10_000:  # past that, names resolve (to __overflow__) uncached
-                    self._agents[agent] = series
+                    self._agents[key] = series
         return series
 
-    def tool(self, agent: str, tool: str) -> "ToolSeries":
-        key = (agent, tool)
+    def tool(self, agent: str, tool: str, extra: tuple[str, ...] = ()) -> "ToolSeries":
+        key: tuple = (agent, tool, extra) if extra else (agent, tool)
         series = self._tools.get(key)
         if series is None:
             agent_label = self.agent(agent).agent  # before taking the (non-reentrant) lock
             with self._lock:
-                series = self._tools.get(key) or ToolSeries(self, agent_label, self.cap["tool"](tool))
+                series = self._tools.get(key) or ToolSeries(self, agent_label, self.cap["tool"](tool), extra)
                 if len(self._tools) < 50_000:  # an overflowing tool name still resolves, just uncached
                     self._tools[key] = series
         return series
 
-    def model(self, agent: str, provider: str, model: str) -> "ModelSeries":
-        key = (agent, provider, model)
+    def model(self, agent: str, provider: str, model: str, extra: tuple[str, ...] = ()) -> "ModelSeries":
+        key: tuple = (agent, provider, model, extra) if extra else (agent, provider, model)
         series = self._models.get(key)
         if series is None:
             agent_label = self.agent(agent).agent
             with self._lock:
                 series = self._models.get(key) or ModelSeries(
-                    self, agent_label, self.cap["provider"](provider), self.cap["model"](model))
+                    self, agent_label, self.cap["provider"](provider), self.cap["model"](model), extra)
                 if len(self._models) < 50_000:
                     self._models[key] = series
         return series
@@ -238,13 +252,14 @@ class AgentSeries:
                  "run_steps", "active_runs", "active_run_cost", "last_run_cost", "cost_baseline", "heartbeat",
                  "progress", "loop", "cost_spikes", "metrics", "_detections")
 
-    def __init__(self, m: AgentMetrics, agent: str):
+    def __init__(self, m: AgentMetrics, agent: str, extra: tuple[str, ...] = ()):
         self.metrics = m
         self.agent = agent
-        self.steps = m.steps.labels(agent)
-        self.runs_ok = m.runs.labels(agent, "ok")
-        self.runs_error = m.runs.labels(agent, "error")
-        self.runs_killed = m.runs.labels(agent, "killed")
+        x = extra or ("",) * len(m.extra_labels)
+        self.steps = m.steps.labels(agent, *x)
+        self.runs_ok = m.runs.labels(agent, "ok", *x)
+        self.runs_error = m.runs.labels(agent, "error", *x)
+        self.runs_killed = m.runs.labels(agent, "killed", *x)
         self.run_duration = m.run_duration.labels(agent)
         self.run_cost = m.run_cost.labels(agent)
         self.run_steps = m.run_steps.labels(agent)
@@ -269,12 +284,13 @@ class AgentSeries:
 
 
 class ToolSeries:
-    __slots__ = ("ok", "error", "duration", "errors", "agent", "tool", "metrics", "_rejected")
+    __slots__ = ("ok", "error", "duration", "errors", "agent", "tool", "metrics", "_rejected", "extra")
 
-    def __init__(self, m: AgentMetrics, agent: str, tool: str):
+    def __init__(self, m: AgentMetrics, agent: str, tool: str, extra: tuple[str, ...] = ()):
         self.metrics, self.agent, self.tool = m, agent, tool
-        self.ok = m.tool_calls.labels(agent, tool, "ok")
-        self.error = m.tool_calls.labels(agent, tool, "error")
+        self.extra = x = extra or ("",) * len(m.extra_labels)
+        self.ok = m.tool_calls.labels(agent, tool, "ok", *x)
+        self.error = m.tool_calls.labels(agent, tool, "error", *x)
         self.duration = m.tool_duration.labels(agent, tool)
         self.errors: dict[str, Any] = {}
         self._rejected: Any = None
@@ -282,31 +298,32 @@ class ToolSeries:
     @property
     def rejected(self) -> Any:
         if self._rejected is None:  # created on first use: most tools never see a rejected action
-            self._rejected = self.metrics.tool_calls.labels(self.agent, self.tool, "rejected")
+            self._rejected = self.metrics.tool_calls.labels(self.agent, self.tool, "rejected", *self.extra)
         return self._rejected
 
     def error_kind(self, kind: str) -> Any:
         """The agent_tool_errors_total child of a kind (the caller passes a kind of the taxonomy)."""
         child = self.errors.get(kind)
         if child is None:
-            child = self.errors[kind] = self.metrics.tool_errors.labels(self.agent, self.tool, kind)
+            child = self.errors[kind] = self.metrics.tool_errors.labels(self.agent, self.tool, kind, *self.extra)
         return child
 
 
 class ModelSeries:
     __slots__ = ("ok", "error", "input", "output", "cache_read", "cache_write", "cost", "unpriced", "duration",
-                 "cache_ratio", "errors", "labels", "metrics")
+                 "cache_ratio", "errors", "labels", "metrics", "extra")
 
-    def __init__(self, m: AgentMetrics, agent: str, provider: str, model: str):
+    def __init__(self, m: AgentMetrics, agent: str, provider: str, model: str, extra: tuple[str, ...] = ()):
         self.metrics = m
-        self.labels = (agent, provider, model)
-        self.ok = m.llm_calls.labels(agent, provider, model, "ok")
-        self.error = m.llm_calls.labels(agent, provider, model, "error")
-        self.input = m.tokens.labels(agent, provider, model, "input")
-        self.output = m.tokens.labels(agent, provider, model, "output")
-        self.cache_read = m.tokens.labels(agent, provider, model, "cache_read")
-        self.cache_write = m.tokens.labels(agent, provider, model, "cache_write")
-        self.cost = m.cost.labels(agent, provider, model)
+        self.labels = (agent, provider, model)   # of the families without custom labels (and the cache window)
+        self.extra = x = extra or ("",) * len(m.extra_labels)
+        self.ok = m.llm_calls.labels(agent, provider, model, "ok", *x)
+        self.error = m.llm_calls.labels(agent, provider, model, "error", *x)
+        self.input = m.tokens.labels(agent, provider, model, "input", *x)
+        self.output = m.tokens.labels(agent, provider, model, "output", *x)
+        self.cache_read = m.tokens.labels(agent, provider, model, "cache_read", *x)
+        self.cache_write = m.tokens.labels(agent, provider, model, "cache_write", *x)
+        self.cost = m.cost.labels(agent, provider, model, *x)
         self.unpriced = m.unpriced.labels(agent, provider, model)
         self.duration = m.llm_duration.labels(agent, provider, model)
         self.cache_ratio: Any = None  # created on the first call with input tokens
@@ -315,13 +332,76 @@ class ModelSeries:
     def error_kind(self, kind: str) -> Any:
         child = self.errors.get(kind)
         if child is None:
-            child = self.errors[kind] = self.metrics.llm_errors.labels(*self.labels, kind)
+            child = self.errors[kind] = self.metrics.llm_errors.labels(*self.labels, kind, *self.extra)
         return child
 
     def cache_ratio_child(self) -> Any:
         if self.cache_ratio is None:
             self.cache_ratio = self.metrics.cache_ratio.labels(*self.labels)
         return self.cache_ratio
+
+
+# -- custom labels ----------------------------------------------------------------------------------------
+# Prometheus wants one label set per family, so the set is declared once per process, before the first
+# metrics are created; values come per Monitor and per run (docs/metrics.md#custom-labels).
+_LABEL_NAME = re.compile(r"^[a-zA-Z_][a-zA-Z0-9_]*$")
+RESERVED_LABELS = frozenset({"agent", "tool", "status", "kind", "provider", "model", "type", "detector", "reason",
+                             "breaker", "budget", "state", "to", "component", "label", "sink", "version", "le",
+                             "quantile", "job", "instance"})
+MAX_CUSTOM_LABELS = 5
+_declared: tuple[str, ...] | None = None   # None: AGENTVIGIL_LABELS not read yet
+_frozen = False                            # metrics exist with the declared set
+
+
+def _check_labels(names: tuple[str, ...], where: str) -> tuple[str, ...]:
+    out: list[str] = []
+    for name in names:
+        name = str(name).strip()
+        if not name:
+            continue
+        if not _LABEL_NAME.match(name) or name.startswith("__") or name in RESERVED_LABELS:
+            raise ValueError(f"{where}: {name!r} is not a usable label name (letters, digits and _, not "
+                             f"starting with __, none of {', '.join(sorted(RESERVED_LABELS))})")
+        if name not in out:
+            out.append(name)
+    if len(out) > MAX_CUSTOM_LABELS:
+        raise ValueError(f"{where}: at most {MAX_CUSTOM_LABELS} custom labels, got {len(out)}")
+    return tuple(out)
+
+
+def declare_labels(*names: str) -> tuple[str, ...]:
+    """Declare the custom labels (e.g. ``declare_labels("tenant", "env")``) carried by the per-run series
+    (runs, steps, tool calls and errors, LLM calls and errors, tokens, cost). Call once, before the first
+    Monitor; the same set again is a no-op. Raises ValueError for a bad name, or for a different set once
+    metrics exist (their label set is fixed). Overrides ``AGENTVIGIL_LABELS``."""
+    global _declared
+    checked = _check_labels(tuple(names), "declare_labels")
+    with _default_lock:
+        if _frozen and checked != _declared:
+            raise ValueError(f"declare_labels: metrics already exist with labels {list(_declared or ())}; "
+                             "declare custom labels before the first Monitor")
+        _declared = checked
+    return checked
+
+
+def declared_labels(freeze: bool = False) -> tuple[str, ...]:
+    """The declared custom labels (from declare_labels, else ``AGENTVIGIL_LABELS``, comma-separated). A bad
+    ``AGENTVIGIL_LABELS`` is logged, counted and ignored: configuration never crashes the agent."""
+    global _declared, _frozen
+    if _declared is None:
+        from .settings import env_str
+
+        raw = env_str("AGENTVIGIL_LABELS") or ""
+        try:
+            _declared = _check_labels(tuple(raw.split(",")), "AGENTVIGIL_LABELS")
+        except ValueError as exc:
+            from ._safety import internal_error
+
+            _declared = ()
+            internal_error("monitor", exc)
+    if freeze:
+        _frozen = True
+    return _declared
 
 
 _default: AgentMetrics | None = None
@@ -339,6 +419,7 @@ def metrics_for(registry: CollectorRegistry | None = None) -> AgentMetrics:
         # Read before the lock: an invalid value is counted through internal_error, which needs the
         # default metrics, which would wait on this very lock.
         cap = env_int("AGENTVIGIL_MAX_LABEL_VALUES", DEFAULT_MAX_LABEL_VALUES)
+        declared_labels()   # likewise: a bad AGENTVIGIL_LABELS is counted
         with _default_lock:
             found = _by_registry.get(id(registry))
             if found is None or found.registry is not registry:

@@ -114,10 +114,11 @@ class Monitor:
 
     def __init__(self, agent: str, *, registry: CollectorRegistry | None = None, tracer_provider: Any = None,
                  prices: PriceBook | None = None, session_id: str | None = None, heartbeat: bool = True,
-                 **options: Any):
+                 labels: dict[str, str] | None = None, **options: Any):
         self.agent = str(agent)
         self.settings = s = Settings.from_env(**options)
         self.metrics = metrics_for(registry)
+        self.labels = _custom_labels(labels, self.metrics.extra_labels, {})
         try:
             self.prices = prices or PriceBook.from_env()
         except Exception as exc:
@@ -139,7 +140,9 @@ class Monitor:
         self._closed = False
         self.policy = load_policy(s)
         self.pipeline = self._build_pipeline()
-        self._emit(Event(ev.HEARTBEAT, _time(), status="idle"))   # liveness and progress start now
+        # liveness and progress start now; the custom labels ride on it for readers of the recording
+        self._emit(Event(ev.HEARTBEAT, _time(), status="idle",
+                         detail={"labels": self.labels} if self.labels else None))
         if heartbeat:
             _ticker.add(self)
         control.register(self)
@@ -165,18 +168,25 @@ class Monitor:
 
     # -- public API --------------------------------------------------------------------------------------
     def run(self, task_id: str | None = None, *, correlation_id: str | None = None,
-            max_cost_usd: float | None = None, max_steps: int | None = None) -> Run:
-        """A run of the agent (one task). Use as ``with`` or ``async with``. ``max_cost_usd``/``max_steps``
-        are the run's own limits, recorded on ``run_start`` so the runaway detector can project against them."""
-        return Run(self, task_id, correlation_id, managed=True, limits=_limits(max_cost_usd, max_steps))
+            max_cost_usd: float | None = None, max_steps: int | None = None,
+            max_seconds: float | None = None, labels: dict[str, str] | None = None) -> Run:
+        """A run of the agent (one task). Use as ``with`` or ``async with``. ``max_cost_usd``/``max_steps``/
+        ``max_seconds`` are the run's own limits (docs/limits.md): recorded on ``run_start`` (the runaway
+        detector projects against them) and enforced: once one is reached the run raises
+        ``RunLimitExceeded`` at its next step, tool-call or LLM-call boundary."""
+        return Run(self, task_id, correlation_id, managed=True, limits=_limits(max_cost_usd, max_steps, max_seconds),
+                   labels=_custom_labels(labels, self.metrics.extra_labels, self.labels))
 
     def start_run(self, task_id: str | None = None, *, correlation_id: str | None = None,
-                  max_cost_usd: float | None = None, max_steps: int | None = None) -> Run:
+                  max_cost_usd: float | None = None, max_steps: int | None = None,
+                  max_seconds: float | None = None, labels: dict[str, str] | None = None) -> Run:
         """Start a run by hand (callback-style frameworks); finish it with ``run.end()``. Raises RunKilled
         while a kill signal or kill file is in force."""
         if control.stop_reason is not None:
             raise RunKilled(control.stop_reason)
-        run = Run(self, task_id, correlation_id, managed=False, limits=_limits(max_cost_usd, max_steps))
+        run = Run(self, task_id, correlation_id, managed=False,
+                  limits=_limits(max_cost_usd, max_steps, max_seconds),
+                  labels=_custom_labels(labels, self.metrics.extra_labels, self.labels))
         run._begin()
         return run
 
@@ -318,7 +328,29 @@ __all__ = ["LLMCall", "Monitor", "Run", "Step", "ToolCall", "default_monitor", "
            "subscribe"]
 
 
-def _limits(max_cost_usd: float | None, max_steps: int | None) -> dict | None:
-    limits = {k: v for k, v in (("max_cost_usd", max_cost_usd), ("max_steps", max_steps))
-              if isinstance(v, (int, float)) and not isinstance(v, bool) and v > 0}
+def _limits(max_cost_usd: float | None, max_steps: int | None, max_seconds: float | None = None) -> dict | None:
+    """The limits that are set: positive finite numbers (anything else is no limit, never an error raised
+    into the agent)."""
+    limits = {k: v for k, v in (("max_cost_usd", max_cost_usd), ("max_steps", max_steps),
+                                ("max_seconds", max_seconds))
+              if isinstance(v, (int, float)) and not isinstance(v, bool) and 0 < v < float("inf")}
     return limits or None
+
+
+def _custom_labels(given: dict[str, str] | None, declared: tuple[str, ...], base: dict[str, str]) -> dict[str, str]:
+    """``base`` (the Monitor's values) updated with ``given``, keeping the declared labels only; an
+    undeclared one is counted and dropped, never raised (a label set is fixed per process)."""
+    if not given:
+        return base
+    out = dict(base)
+    try:
+        for key, value in given.items():
+            if key in declared:
+                out[key] = str(value)
+            else:
+                internal_error("monitor", ValueError(
+                    f"label {key!r} is not declared (declared: {list(declared)}); use agentvigil.declare_labels "
+                    "or AGENTVIGIL_LABELS before the first Monitor"))
+    except Exception as exc:   # not a mapping
+        internal_error("monitor", exc)
+    return out

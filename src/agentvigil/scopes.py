@@ -98,9 +98,10 @@ class Run:
     """One run of an agent (one task). Steps, tool calls and LLM calls happen inside it."""
 
     def __init__(self, monitor: Monitor, task_id: str | None, correlation_id: str | None, managed: bool,
-                 limits: dict | None = None):
+                 limits: dict | None = None, labels: dict[str, str] | None = None):
         self.monitor = monitor
-        self.limits = limits   # {"max_cost_usd", "max_steps"} as given: recorded for the runaway projection
+        self.labels = labels or None   # custom label values (declared set), on run_start for the metric sink
+        self.limits = limits   # {"max_cost_usd", "max_steps", "max_seconds"}: on run_start, judged by run_limit
         self.run_id = uuid.uuid4().hex[:16]
         self.task_id = task_id
         self.correlation_id = correlation_id
@@ -111,7 +112,9 @@ class Run:
         self.unpriced_calls = 0
         self.status: str | None = None
         self._managed = managed
-        self._pending: GuardError | None = None   # raised at the next boundary (loop guard)
+        self._pending: GuardError | None = None   # raised at the next boundary (loop guard, run limits)
+        # perf_counter() past which the clock is asked to judge max_seconds (None: no time limit, or asked)
+        self._deadline: float | None = None
         self._kill_reason: str | None = None
         self._span: Any = None
         self._current_step_span: Any = None
@@ -129,10 +132,16 @@ class Run:
     def _begin(self) -> None:
         m = self.monitor
         self._start = perf_counter()
+        limits = self.limits
+        if limits and "max_seconds" in limits:
+            self._deadline = self._start + limits["max_seconds"]
         try:
             m._started(self)
+            detail = self.limits
+            if self.labels:
+                detail = {**(detail or {}), "labels": self.labels}
             m._emit(Event(ev.RUN_START, _time(), run_id=self.run_id, task_id=self.task_id,
-                          correlation_id=self.correlation_id, detail=self.limits, scope=self))
+                          correlation_id=self.correlation_id, detail=detail, scope=self))
         except Exception as exc:
             internal_error("run", exc, self.monitor)
 
@@ -230,6 +239,12 @@ class Run:
         if control.stop_reason is not None:
             self.kill(control.stop_reason)
             raise RunKilled(control.stop_reason)
+        if self._deadline is not None and perf_counter() >= self._deadline:
+            self._deadline = None   # once: the run_limit detector judges the clock and sets _pending
+            try:
+                self.monitor.pipeline.tick(_time())
+            except Exception as exc:
+                internal_error("run", exc)
         pending = self._pending
         if pending is not None:
             self._pending = None
@@ -380,7 +395,8 @@ class ToolCall(_Scope):
     def _begin(self, check: bool = True) -> None:
         run = self.run
         # run.check(), called only when something is pending (this runs on every tool call)
-        if check and (run._kill_reason is not None or control.stop_reason is not None or run._pending is not None):
+        if check and (run._kill_reason is not None or control.stop_reason is not None or run._pending is not None
+                      or run._deadline is not None):
             run.check()
         try:
             args = self._args

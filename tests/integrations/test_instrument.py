@@ -12,7 +12,7 @@ import pytest
 
 from agentvigil.instrumentation import _env, instrument, instrumented, uninstrument
 
-SDKS = [m for m in ("openai", "anthropic", "langchain_core") if __import__("importlib").util.find_spec(m)]
+SDKS = [m for m in ("openai", "anthropic", "langchain_core", "mcp") if __import__("importlib").util.find_spec(m)]
 
 
 @pytest.fixture(autouse=True)
@@ -39,12 +39,16 @@ def _wrapped_targets():
         from langchain_core.callbacks import BaseCallbackManager
 
         found["langchain"] = isinstance(BaseCallbackManager.__dict__["__init__"], proxy)
+    if "mcp" in SDKS:
+        from mcp.client.session import ClientSession
+
+        found["mcp"] = isinstance(ClientSession.__dict__["call_tool"], proxy)
     return found
 
 
 def test_instrument_everything_installed_then_undo(monitor):
     done = instrument(monitor=monitor)
-    expected = {"openai": "openai", "anthropic": "anthropic", "langchain_core": "langchain"}
+    expected = {"openai": "openai", "anthropic": "anthropic", "langchain_core": "langchain", "mcp": "mcp"}
     assert set(done) == {expected[m] for m in SDKS}
     assert set(instrumented()) == set(done)
     assert all(_wrapped_targets().values())

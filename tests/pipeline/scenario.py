@@ -73,6 +73,13 @@ def scenario(record_dir: str, registry: CollectorRegistry) -> agentvigil.Monitor
                 pass
     except agentvigil.RunKilled:
         pass
+    try:
+        with mon.run(task_id="limited", max_steps=2) as run:   # stopped by its own step limit
+            for _ in range(5):
+                with run.step():
+                    pass
+    except agentvigil.RunLimitExceeded:
+        pass
     mon.heartbeat()
     with mon.run(task_id="last") as run:     # a job that ends well (supervise's job mode: done)
         with run.step():

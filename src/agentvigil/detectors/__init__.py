@@ -26,6 +26,7 @@ from .duration import DurationDetector
 from .liveness import LIVENESS_LOST, ZOMBIE, LivenessDetector
 from .loops import LoopDetector
 from .retry import RetryDetector
+from .run_limit import RunLimitDetector
 from .runaway import RunawayDetector, RunawayPolicy
 from .scope import ScopeDetector, ScopePolicy
 from .sequence import SequenceDetector
@@ -112,6 +113,8 @@ register("stuck", "stuck", lambda c: StuckDetector(StuckPolicy(**c.policy.watche
 register("runaway", "runaway", lambda c: RunawayDetector(RunawayPolicy(**c.policy.watchers["runaway"].params)))
 register(LIVENESS_LOST, "liveness", lambda c: _liveness(c), (LIVENESS_LOST, ZOMBIE))
 register(COST_SPIKE, "cost_spike", lambda c: _cycle_cost(c))
+# The run's own declared limits: always on (asking for a limit is the opt-in).
+register("run_limit", "run_limit", lambda c: RunLimitDetector())
 # Correlation last: it judges the verdicts of all the others (the pipeline feeds it every detection).
 register(CORRELATED, "correlated", lambda c: CorrelationDetector(
     c.families, c.param("correlated", "window_seconds"), c.param("correlated", "min_watchers")))

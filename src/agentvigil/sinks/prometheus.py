@@ -62,7 +62,9 @@ class PrometheusSink:
         self.metrics = metrics
         self.baseline = baseline
         self._lock = threading.Lock()
-        self._open: dict[tuple, list] = {}          # (session, run) -> [agent, cost]
+        self._open: dict[tuple, list] = {}          # (session, run) -> [agent, cost, custom label values]
+        self._labelled = bool(metrics.extra_labels)  # custom labels declared: look up each event's values
+        self._agent_extra: dict[str, tuple[str, ...]] = {}   # agent -> its Monitor's label values
         self._top: dict[str, float] = {}            # agent -> highest in-flight cost
         self._windows: dict[tuple[str, str, str], _CacheWindow] = {}
         m = metrics
@@ -83,9 +85,9 @@ class PrometheusSink:
         with self._lock:
             gone = list(self._open.values())
             self._open.clear()
-            agents = {agent for agent, _ in gone} | set(self._top)
+            agents = {run[0] for run in gone} | set(self._top)
             self._top.clear()
-        for agent, _ in gone:
+        for agent, *_ in gone:
             self.metrics.agent(agent).active_runs.dec()
         for agent in agents:
             self.metrics.agent(agent).active_run_cost.set(0.0)
@@ -100,15 +102,29 @@ class PrometheusSink:
         return self._handlers.get(event_type)
 
     # -- runs, steps, heartbeats -----------------------------------------------------------------------------
+    def _extra(self, event: Event) -> tuple[str, ...]:
+        """The custom label values of the event's run (else of its agent's Monitor): a dict hit."""
+        run = self._open.get((event.session_id, event.run_id))
+        if run is not None:
+            return run[2]
+        return self._agent_extra.get(event.agent_id or "unknown", ())
+
+    def _labels_of(self, event: Event) -> tuple[str, ...]:
+        detail = event.detail
+        labels = detail.get("labels") if detail else None
+        extra = self.metrics.extra_values(labels if isinstance(labels, dict) else None)
+        return extra if any(extra) else ()
+
     def _run_start(self, event: Event) -> None:
         agent = event.agent_id or "unknown"
         key = (event.session_id, event.run_id)
+        extra = self._labels_of(event) if self._labelled else ()
         with self._lock:
             if key in self._open:
                 return
             if len(self._open) >= 100_000:      # runs that never ended: forget the oldest
                 self._open.pop(next(iter(self._open)))
-            self._open[key] = [agent, 0.0]
+            self._open[key] = [agent, 0.0, extra or self._agent_extra.get(agent, ())]
         self.metrics.agent(agent).active_runs.inc()
 
     def _run_end(self, event: Event) -> None:
@@ -119,6 +135,10 @@ class PrometheusSink:
         if run is not None:
             series.active_runs.dec()
             self._recompute_top(agent, run[1])
+        if self._labelled:
+            extra = run[2] if run is not None else self._agent_extra.get(agent, ())
+            if extra:
+                series = self.metrics.agent(agent, extra)
         status = event.status if event.status in _RUN_STATUSES else "error"
         (series.runs_ok if status == "ok" else series.runs_killed if status == "killed" else series.runs_error).inc()
         cost = event.cost_usd or 0.0
@@ -134,11 +154,15 @@ class PrometheusSink:
             series.cost_baseline.set(self.baseline(event.agent_id) or 0.0)
 
     def _step_end(self, event: Event) -> None:
-        series = self.metrics.agent(event.agent_id or "unknown")
+        series = self.metrics.agent(event.agent_id or "unknown", self._extra(event) if self._labelled else ())
         series.steps.inc()
         series.progress.set(event.ts)
 
     def _heartbeat(self, event: Event) -> None:
+        if self._labelled and event.detail:   # a Monitor's first heartbeat carries its labels
+            extra = self._labels_of(event)
+            if extra and len(self._agent_extra) < 10_000:
+                self._agent_extra[event.agent_id or "unknown"] = extra
         series = self.metrics.agent(event.agent_id or "unknown")
         if event.status != "progress":
             series.heartbeat.set(event.ts)
@@ -148,7 +172,10 @@ class PrometheusSink:
     # -- tools and LLM calls ---------------------------------------------------------------------------------
     def _tool_end(self, event: Event) -> None:
         agent, tool = event.agent_id or "unknown", event.tool_name or "unknown"
-        series = self._tools.get((agent, tool)) or self.metrics.tool(agent, tool)
+        if self._labelled:
+            series = self.metrics.tool(agent, tool, self._extra(event))
+        else:
+            series = self._tools.get((agent, tool)) or self.metrics.tool(agent, tool)
         status = event.status
         if status == "ok":
             series.ok.inc()
@@ -169,7 +196,8 @@ class PrometheusSink:
 
     def _llm_call(self, event: Event) -> None:
         agent = event.agent_id or "unknown"
-        series = self.metrics.model(agent, event.provider or "unknown", event.model or "unknown")
+        series = self.metrics.model(agent, event.provider or "unknown", event.model or "unknown",
+                                    self._extra(event) if self._labelled else ())
         if event.status == "error":
             series.error.inc()
             kind = event.error_kind
@@ -226,7 +254,7 @@ class PrometheusSink:
         with self._lock:
             if ended_cost < self._top.get(agent, 0.0):
                 return
-            top = max((cost for a, cost in self._open.values() if a == agent), default=0.0)
+            top = max((run[1] for run in self._open.values() if run[0] == agent), default=0.0)
             self._top[agent] = top
         self.metrics.agent(agent).active_run_cost.set(top)
 
@@ -276,9 +304,10 @@ class PrometheusSink:
         committed = committed if _count(committed) else 0
         reserved = reserved if _count(reserved) else 0
         m = self.metrics
-        m.budget_limit.labels(label).set(limit)
-        m.budget_tokens.labels(label, "reserved").set(reserved)
-        m.budget_tokens.labels(label, "committed").set(committed)
+        if detail.get("unit") != "usd":   # a CostBudget's amounts are not tokens: utilisation only
+            m.budget_limit.labels(label).set(limit)
+            m.budget_tokens.labels(label, "reserved").set(reserved)
+            m.budget_tokens.labels(label, "committed").set(committed)
         m.budget_utilization.labels(label).set((committed + reserved) / limit)
 
 

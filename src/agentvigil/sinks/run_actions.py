@@ -9,7 +9,7 @@ from typing import Any
 
 from .. import events as ev
 from ..events import Event
-from ..exceptions import LoopDetected
+from ..exceptions import LoopDetected, RunLimitExceeded
 from ..policy import WatchConfig
 
 
@@ -37,6 +37,13 @@ class RunActionSink:
         return found
 
     def handle(self, event: Event) -> None:
+        if event.detector == "run_limit":   # the run asked for its limits: always enforced
+            run_ = _run_of(event.scope)
+            detail = event.detail or {}
+            if run_ is not None and not isinstance(run_._pending, RunLimitExceeded):
+                run_._pending = RunLimitExceeded(str(detail.get("limit")), float(detail.get("value") or 0.0),
+                                                 float(detail.get("threshold") or 0.0))
+            return
         actions = self.actions_for(event.detector or "")
         if "kill" not in actions and "raise" not in actions:
             return

@@ -1,0 +1,126 @@
+"""MCP client calls as tool calls of the current run: ``ClientSession.call_tool(name, arguments)`` is
+``run.tool_call(name, arguments)`` (span, tool metrics, loop verdicts, error kinds, result fingerprint), and
+``list_tools`` is a tool call named ``tools/list`` (a name no MCP tool can take). Outside a run the call
+goes through untouched.
+
+A result with ``is_error`` set is a failed call of kind ``tool_error`` (the server reports tool failures in
+the result, not as a JSON-RPC error); a JSON-RPC error (``McpError``/``MCPError``) is classified by its code.
+The guard exceptions (RunKilled, LoopDetected, RunLimitExceeded) are raised before the request is sent.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+from agentvigil._context import current_run
+from agentvigil._safety import internal_error
+from agentvigil.errors import (
+    INVALID_REQUEST,
+    NETWORK,
+    NOT_FOUND,
+    SERVER_ERROR,
+    TIMEOUT,
+    TOOL_ERROR,
+    classify_exception,
+)
+
+LIST_TOOLS = "tools/list"
+
+# JSON-RPC / MCP error codes (the SDK's ErrorData.code)
+_BY_CODE = {
+    -32700: INVALID_REQUEST,   # parse error
+    -32600: INVALID_REQUEST,   # invalid request
+    -32601: NOT_FOUND,         # method not found
+    -32602: INVALID_REQUEST,   # invalid params (also: unknown tool, in some servers)
+    -32603: SERVER_ERROR,      # internal error
+    -32000: NETWORK,           # connection closed
+    -32001: TIMEOUT,           # request timeout
+    -32002: NOT_FOUND,         # resource not found
+}
+
+
+def error_kind(exc: BaseException) -> str:
+    """The kind of an exception raised by a client call: an MCP error by its code, else by the taxonomy."""
+    error = getattr(exc, "error", None)
+    code = getattr(error, "code", None)
+    if isinstance(code, int) and not isinstance(code, bool):
+        return _BY_CODE.get(code, SERVER_ERROR if -32099 <= code <= -32000 else TOOL_ERROR)
+    return classify_exception(exc, default=TOOL_ERROR)
+
+
+def _field(result: Any, snake: str, camel: str) -> Any:
+    value = getattr(result, snake, None)
+    return getattr(result, camel, None) if value is None else value
+
+
+def result_payload(result: Any) -> Any:
+    """What is hashed and fingerprinted: the text of the content blocks and the structured content, so that
+    two identical answers compare equal whatever object ids or metadata the SDK attaches."""
+    parts: list[Any] = []
+    for block in _field(result, "content", "content") or ():
+        text = getattr(block, "text", None)
+        if text is not None:
+            parts.append(str(text))
+        else:   # images, audio, resources: their type and data, not the SDK object
+            data = getattr(block, "data", None) or getattr(getattr(block, "resource", None), "uri", None)
+            parts.append(f"{getattr(block, 'type', 'block')}:{data}")
+    structured = _field(result, "structured_content", "structuredContent")
+    if structured is not None:
+        return {"content": parts, "structured": structured}
+    return "\n".join(parts) if parts else None
+
+
+def _tool_names(result: Any) -> list[str]:
+    return sorted(str(getattr(tool, "name", "")) for tool in getattr(result, "tools", None) or ())
+
+
+def call_tool_wrapper(wrapped: Callable[..., Any], instance: Any, args: tuple, kwargs: dict) -> Any:
+    return _call_tool(wrapped, args, kwargs)
+
+
+async def _call_tool(wrapped: Callable[..., Any], args: tuple, kwargs: dict) -> Any:
+    run = current_run()
+    if run is None:
+        return await wrapped(*args, **kwargs)
+    name = args[0] if args else kwargs.get("name")
+    arguments = args[1] if len(args) > 1 else kwargs.get("arguments")
+    with run.tool_call(str(name), arguments) as call:   # raises a pending guard exception, before the request
+        try:
+            result = await wrapped(*args, **kwargs)
+        except Exception as exc:
+            call.error_kind = error_kind(exc)
+            raise
+        _finish(call, result)
+        return result
+
+
+def list_tools_wrapper(wrapped: Callable[..., Any], instance: Any, args: tuple, kwargs: dict) -> Any:
+    return _list_tools(wrapped, args, kwargs)
+
+
+async def _list_tools(wrapped: Callable[..., Any], args: tuple, kwargs: dict) -> Any:
+    run = current_run()
+    if run is None:
+        return await wrapped(*args, **kwargs)
+    params = args[0] if args else kwargs.get("params") or kwargs.get("cursor")
+    cursor = getattr(params, "cursor", params)
+    with run.tool_call(LIST_TOOLS, None if cursor is None else {"cursor": str(cursor)}) as call:
+        try:
+            result = await wrapped(*args, **kwargs)
+        except Exception as exc:
+            call.error_kind = error_kind(exc)
+            raise
+        try:
+            call.set_result(_tool_names(result))
+        except Exception as exc:
+            internal_error("instrumentation", exc)
+        return result
+
+
+def _finish(call: Any, result: Any) -> None:
+    try:
+        call.set_result(result_payload(result))
+        if _field(result, "is_error", "isError"):
+            call.error_kind = TOOL_ERROR
+    except Exception as exc:   # an SDK shape we do not know: the call is still counted
+        internal_error("instrumentation", exc)
