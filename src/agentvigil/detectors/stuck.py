@@ -81,7 +81,7 @@ def _entropy(counts: dict, n: int) -> float:
     if n < 2:
         return 1.0
     log_n = math.log(n)
-    return max(0.0, (log_n - sum(_CLOGC[c] for c in counts.values()) / n) / log_n)
+    return max(0.0, (log_n - sum(map(_CLOGC.__getitem__, counts.values())) / n) / log_n)
 
 
 class StuckDetector:
@@ -138,14 +138,15 @@ class StuckDetector:
 
         fp = _fp(event.result_fingerprint)
         if fp is not None:
-            best = 0.0
-            for other in s.fps:
-                sim = 1.0 - (fp ^ other).bit_count() / 64.0
-                if sim > best:
-                    best = sim
-            # unrelated fingerprints sit near 0.5 similarity: map [0.5, similar] onto novelty [1, 0]
-            novelty = min(1.0, max(0.0, (p.similar - best) / (p.similar - 0.5))) if s.fps else 1.0
-            s.fps.append(fp)
+            fps = s.fps
+            if fps:
+                # the most similar recent result: the fewest differing bits (an identical one is the usual case)
+                best = 1.0 if fp in fps else 1.0 - min(map(int.bit_count, map(fp.__xor__, fps))) / 64.0
+                # unrelated fingerprints sit near 0.5 similarity: map [0.5, similar] onto novelty [1, 0]
+                novelty = min(1.0, max(0.0, (p.similar - best) / (p.similar - 0.5)))
+            else:
+                novelty = 1.0
+            fps.append(fp)
         elif empty or event.result_hash is None:
             novelty = 0.5   # nothing to judge by: neither progress nor repetition
         else:
