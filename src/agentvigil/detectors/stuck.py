@@ -75,13 +75,24 @@ def _fp(value: str | None) -> int | None:
 _CLOGC = tuple(c * math.log(c) if c else 0.0 for c in range(1025))
 
 
+_ENTROPY: dict[tuple[int, ...], float] = {}   # the counts, in order -> their entropy (bounded, cleared when full)
+
+
 def _entropy(counts: dict, n: int) -> float:
     """Shannon entropy of the window's actions, normalised to [0, 1] by the window's length:
-    H = log n − Σ c·log c / n."""
+    H = log n − Σ c·log c / n. A window holds few distinct count patterns: each is computed once (keyed by the
+    counts in order, so the float sum is the same one)."""
     if n < 2:
         return 1.0
-    log_n = math.log(n)
-    return max(0.0, (log_n - sum(map(_CLOGC.__getitem__, counts.values())) / n) / log_n)
+    key = tuple(counts.values())
+    h = _ENTROPY.get(key)
+    if h is None:
+        log_n = math.log(n)
+        h = max(0.0, (log_n - sum(map(_CLOGC.__getitem__, key)) / n) / log_n)
+        if len(_ENTROPY) >= 4096:
+            _ENTROPY.clear()
+        _ENTROPY[key] = h
+    return h
 
 
 class StuckDetector:
@@ -92,6 +103,9 @@ class StuckDetector:
     def __init__(self, policy: StuckPolicy | None = None):
         self.policy = policy or StuckPolicy()
         self._runs: PerRun[_Run] = PerRun(lambda: _Run(self.policy.window))
+        p = self.policy   # the per-event divisors, computed once (the same floats)
+        self._streak_div = max(1.0, p.identical_calls - 1.0)
+        self._errors_div = max(1.0, p.same_errors - 1.0)
 
     def feed(self, event: Event) -> list[Event] | None:
         if event.event_type == ev.RUN_END:
@@ -165,8 +179,8 @@ class StuckDetector:
         repetition = 1.0 - s.novelty
         if repetition >= p.off_score:   # entropy can only lower it: skip the O(window) count otherwise
             repetition *= 0.6 + 0.4 * (1.0 - _entropy(counts, len(actions)))
-        streak = min(1.0, (s.streak - 1.0) / max(1.0, p.identical_calls - 1.0))
-        errors = min(1.0, (s.errors - 1.0) / max(1.0, p.same_errors - 1.0))
+        streak = min(1.0, (s.streak - 1.0) / self._streak_div)
+        errors = min(1.0, (s.errors - 1.0) / self._errors_div)
         return max(repetition, streak, errors)
 
     def tick(self, now: float) -> None:
