@@ -134,7 +134,8 @@ class StuckDetector:
     def _score(self, s: _Run, event: Event) -> float:
         p = self.policy
         s.steps += 1
-        empty = event.result_fingerprint == EMPTY
+        result_fp = event.result_fingerprint
+        empty = result_fp == EMPTY
         weight = p.empty_weight if empty else 1.0
         action = (event.tool_name, event.args_hash)
         s.streak = s.streak + weight if action == s.last_action else weight
@@ -150,7 +151,7 @@ class StuckDetector:
         actions.append(action)
         counts[action] = counts.get(action, 0) + 1
 
-        fp = _fp(event.result_fingerprint)
+        fp = None if result_fp is None or empty else _fp(result_fp)   # a recording without fingerprints: no call
         if fp is not None:
             fps = s.fps
             if fps:
