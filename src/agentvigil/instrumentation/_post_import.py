@@ -44,6 +44,7 @@ class _Finder:
         if fullname not in _hooks or fullname in self._busy:
             return None
         self._busy.add(fullname)  # the import lock of `fullname` is held: no other thread is here for it
+        spec: Any = None
         try:
             for finder in sys.meta_path:
                 if finder is self or not hasattr(finder, "find_spec"):
