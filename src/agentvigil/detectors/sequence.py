@@ -42,7 +42,6 @@ class SequenceDetector:
         self.max_repeats = max_repeats
         self.longest = max(longest or 2 * sequence_length, sequence_length)
         self._lengths = range(sequence_length, self.longest + 1)
-        self._zeros = [0] * (self.longest + 1)
         self._runs: PerRun[_History] = PerRun(lambda: _History(self.longest * self.max_repeats, self.longest),
                                               limit=1000)
 
@@ -55,11 +54,7 @@ class SequenceDetector:
         state = self._runs.get(event)
         calls, matches = state.calls, state.matches
         call = (event.tool_name or "?", event.args_hash or (command_of(event.detail) if event.detail else None))
-        seen = call in calls   # one C-level scan: a call not in the history matches no earlier call
         calls.append(call)
-        if not seen:
-            matches[:] = self._zeros
-            return None
         size = len(calls)
         n = self.max_repeats
         fire = 0
