@@ -23,7 +23,6 @@ from . import events as ev
 from ._safety import internal_error
 from .errors import PROVIDER_KINDS, classify_exception
 from .exceptions import CircuitOpenError, GuardError
-from .pipeline.routing import publish_guard
 
 CLOSED = "closed"
 OPEN = "open"
@@ -204,6 +203,9 @@ class CircuitBreaker:
     def _emit(self, event: ev.Event, outside_run: bool = False) -> None:
         """Guards only build events; the pipeline writes the metrics and tells the subscribers."""
         try:
+            # imported on first publish: routing brings in prometheus_client, which a guard may never need
+            from .pipeline.routing import publish_guard
+
             publish_guard(event, self._monitor, self._registry, outside_run)
         except Exception as exc:
             internal_error("breaker", exc)

@@ -19,7 +19,6 @@ from typing import Any
 from . import events as ev
 from ._safety import internal_error
 from .exceptions import BudgetExceeded
-from .pipeline.routing import publish_guard
 
 
 class Reservation:
@@ -188,6 +187,9 @@ class TokenBudget:
 
     def _emit(self, event: ev.Event, outside_run: bool = False) -> None:
         try:
+            # imported on first publish: routing brings in prometheus_client, which a guard may never need
+            from .pipeline.routing import publish_guard
+
             publish_guard(event, self._monitor, self._registry, outside_run)
         except Exception as exc:
             internal_error("budget", exc)

@@ -27,6 +27,10 @@ _MASKS = (
     (re.compile(r"\b\d{1,3}(?:\.\d{1,3}){3}(?::\d+)?\b"), " <ip> "),
     (re.compile(r"\d+(?:\.\d+)?"), " <n> "),
 )
+# What each mask cannot match without (a digit; a substring): a mask is skipped when the text lacks it, which
+# is exact, since the replacements hold neither digits nor any of these substrings.
+_NEEDS = ((True, "-"), (True, ":"), (False, "-"), (True, "0x"), (True, ""), (True, "."), (True, ""))
+_DIGIT = re.compile(r"\d")
 _TOKEN = re.compile(r"<[a-z]+>|\w+|[^\w\s]")
 
 
@@ -35,8 +39,10 @@ def normalise(text: str) -> list[str]:
     if len(text) > HEAD_CHARS + TAIL_CHARS:
         text = text[:HEAD_CHARS] + "\n" + text[-TAIL_CHARS:]
     text = text.lower()
-    for pattern, repl in _MASKS:
-        text = pattern.sub(repl, text)
+    digits = _DIGIT.search(text) is not None
+    for (pattern, repl), (digit, needle) in zip(_MASKS, _NEEDS, strict=True):
+        if (digits or not digit) and needle in text:
+            text = pattern.sub(repl, text)
     return _TOKEN.findall(text)
 
 
@@ -51,17 +57,21 @@ def _text(value: Any) -> str:
         return str(value)
 
 
-# Bit-sliced SimHash: each 64-bit shingle hash is spread into 64 lanes of 16 bits (one per bit), so summing
-# the spread ints counts, per bit, how many shingles set it — one big-int add per shingle.
-_LANE = 16
-_SPREAD = tuple(sum(((b >> i) & 1) << (_LANE * i) for i in range(8)) for b in range(256))
+# SimHash: bit i of the fingerprint is set when more than half of the shingle hashes set it. The per-bit counts
+# are kept bit-sliced (plane j holds bit j of all 64 counters, a ripple-carry add per hash, ~2 steps on
+# average), and the majority is a bit-sliced compare with the threshold: no per-bit Python loop.
+_HASHES: dict[str, int] = {}   # shingle -> its 64-bit hash (results repeat; bounded, cleared when full)
+_HASHES_MAX = 16_384
 
 
-def _spread(h: int) -> int:
-    out = 0
-    for j in range(8):
-        out |= _SPREAD[(h >> (8 * j)) & 0xFF] << (_LANE * 8 * j)
-    return out
+def _hash(shingle: str) -> int:
+    h = _HASHES.get(shingle)
+    if h is None:
+        h = int.from_bytes(blake2b(shingle.encode("utf-8"), digest_size=8).digest(), "little")
+        if len(_HASHES) >= _HASHES_MAX:
+            _HASHES.clear()
+        _HASHES[shingle] = h
+    return h
 
 
 def simhash(tokens: list[str]) -> int:
@@ -73,16 +83,32 @@ def simhash(tokens: list[str]) -> int:
         shingles = {f"{a} {b} {c}" for a, b, c in zip(tokens, tokens[1:], tokens[2:], strict=False)}
     if len(shingles) > MAX_SHINGLES:
         shingles = set(sorted(shingles)[:MAX_SHINGLES])
-    total = 0
+    n = len(shingles)
+    if n == 1:
+        return _hash(next(iter(shingles)))
+    planes: list[int] = []
     for s in shingles:
-        total += _spread(int.from_bytes(blake2b(s.encode("utf-8"), digest_size=8).digest(), "little"))
-    half = len(shingles)
-    out = 0
-    mask = (1 << _LANE) - 1
-    for i in range(64):
-        if 2 * ((total >> (_LANE * i)) & mask) > half:
-            out |= 1 << i
-    return out
+        carry = _hash(s)
+        j = 0
+        while carry:
+            if j == len(planes):
+                planes.append(carry)
+                break
+            plane = planes[j]
+            planes[j] = plane ^ carry
+            carry &= plane
+            j += 1
+    # counter >= threshold, from the most significant plane down (threshold < 2 ** len(planes) as n >= 2)
+    threshold = n // 2 + 1
+    greater, equal = 0, (1 << 64) - 1
+    for j in range(max(len(planes), threshold.bit_length()) - 1, -1, -1):
+        plane = planes[j] if j < len(planes) else 0
+        if (threshold >> j) & 1:
+            equal &= plane
+        else:
+            greater |= equal & plane
+            equal &= ~plane
+    return greater | equal
 
 
 def result_fingerprint(value: Any) -> str | None:

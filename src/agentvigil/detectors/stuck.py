@@ -75,13 +75,24 @@ def _fp(value: str | None) -> int | None:
 _CLOGC = tuple(c * math.log(c) if c else 0.0 for c in range(1025))
 
 
+_ENTROPY: dict[tuple[int, ...], float] = {}   # the counts, in order -> their entropy (bounded, cleared when full)
+
+
 def _entropy(counts: dict, n: int) -> float:
     """Shannon entropy of the window's actions, normalised to [0, 1] by the window's length:
-    H = log n − Σ c·log c / n."""
+    H = log n − Σ c·log c / n. A window holds few distinct count patterns: each is computed once (keyed by the
+    counts in order, so the float sum is the same one)."""
     if n < 2:
         return 1.0
-    log_n = math.log(n)
-    return max(0.0, (log_n - sum(_CLOGC[c] for c in counts.values()) / n) / log_n)
+    key = tuple(counts.values())
+    h = _ENTROPY.get(key)
+    if h is None:
+        log_n = math.log(n)
+        h = max(0.0, (log_n - sum(map(_CLOGC.__getitem__, key)) / n) / log_n)
+        if len(_ENTROPY) >= 4096:
+            _ENTROPY.clear()
+        _ENTROPY[key] = h
+    return h
 
 
 class StuckDetector:
@@ -92,6 +103,9 @@ class StuckDetector:
     def __init__(self, policy: StuckPolicy | None = None):
         self.policy = policy or StuckPolicy()
         self._runs: PerRun[_Run] = PerRun(lambda: _Run(self.policy.window))
+        p = self.policy   # the per-event divisors, computed once (the same floats)
+        self._streak_div = max(1.0, p.identical_calls - 1.0)
+        self._errors_div = max(1.0, p.same_errors - 1.0)
 
     def feed(self, event: Event) -> list[Event] | None:
         if event.event_type == ev.RUN_END:
@@ -120,7 +134,8 @@ class StuckDetector:
     def _score(self, s: _Run, event: Event) -> float:
         p = self.policy
         s.steps += 1
-        empty = event.result_fingerprint == EMPTY
+        result_fp = event.result_fingerprint
+        empty = result_fp == EMPTY
         weight = p.empty_weight if empty else 1.0
         action = (event.tool_name, event.args_hash)
         s.streak = s.streak + weight if action == s.last_action else weight
@@ -136,16 +151,17 @@ class StuckDetector:
         actions.append(action)
         counts[action] = counts.get(action, 0) + 1
 
-        fp = _fp(event.result_fingerprint)
+        fp = None if result_fp is None or empty else _fp(result_fp)   # a recording without fingerprints: no call
         if fp is not None:
-            best = 0.0
-            for other in s.fps:
-                sim = 1.0 - (fp ^ other).bit_count() / 64.0
-                if sim > best:
-                    best = sim
-            # unrelated fingerprints sit near 0.5 similarity: map [0.5, similar] onto novelty [1, 0]
-            novelty = min(1.0, max(0.0, (p.similar - best) / (p.similar - 0.5))) if s.fps else 1.0
-            s.fps.append(fp)
+            fps = s.fps
+            if fps:
+                # the most similar recent result: the fewest differing bits (an identical one is the usual case)
+                best = 1.0 if fp in fps else 1.0 - min(map(int.bit_count, map(fp.__xor__, fps))) / 64.0
+                # unrelated fingerprints sit near 0.5 similarity: map [0.5, similar] onto novelty [1, 0]
+                novelty = min(1.0, max(0.0, (p.similar - best) / (p.similar - 0.5)))
+            else:
+                novelty = 1.0
+            fps.append(fp)
         elif empty or event.result_hash is None:
             novelty = 0.5   # nothing to judge by: neither progress nor repetition
         else:
@@ -164,8 +180,8 @@ class StuckDetector:
         repetition = 1.0 - s.novelty
         if repetition >= p.off_score:   # entropy can only lower it: skip the O(window) count otherwise
             repetition *= 0.6 + 0.4 * (1.0 - _entropy(counts, len(actions)))
-        streak = min(1.0, (s.streak - 1.0) / max(1.0, p.identical_calls - 1.0))
-        errors = min(1.0, (s.errors - 1.0) / max(1.0, p.same_errors - 1.0))
+        streak = min(1.0, (s.streak - 1.0) / self._streak_div)
+        errors = min(1.0, (s.errors - 1.0) / self._errors_div)
         return max(repetition, streak, errors)
 
     def tick(self, now: float) -> None:

@@ -80,7 +80,7 @@ def _on_import(name: str) -> Any:
 
 
 def _defer(name: str, module: str, kwargs: dict[str, Any]) -> None:
-    from wrapt import register_post_import_hook
+    from ._post_import import register_post_import_hook
 
     with _lock:
         _pending[name] = kwargs

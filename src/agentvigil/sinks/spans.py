@@ -9,6 +9,7 @@ the span are written on the event (``trace_id``/``span_id``) for exemplars and t
 from __future__ import annotations
 
 import json
+import os
 from typing import Any
 
 from .. import events as ev
@@ -18,6 +19,18 @@ from . import otel as attr
 
 _trace: Any = None
 _status: Any = None
+
+
+_current: Any = None   # opentelemetry.context.get_current, imported on first use
+
+
+def _get_current() -> Any:
+    global _current
+    if _current is None:
+        from opentelemetry.context import get_current
+
+        _current = get_current
+    return _current()
 
 
 def _api() -> tuple[Any, Any]:
@@ -31,11 +44,20 @@ def _api() -> tuple[Any, Any]:
     return _trace, _status
 
 
-def _ids(span: Any, event: Event) -> None:
+def _format_ids(span: Any) -> tuple[str | None, str | None]:
     ctx = span.get_span_context()
     if ctx.is_valid and ctx.trace_flags.sampled:
-        event.trace_id = format(ctx.trace_id, "032x")
-        event.span_id = format(ctx.span_id, "016x")
+        return format(ctx.trace_id, "032x"), format(ctx.span_id, "016x")
+    return None, None
+
+
+def _ids(span: Any, event: Event) -> None:
+    trace_id, span_id = _format_ids(span)
+    if trace_id is not None:
+        event.trace_id, event.span_id = trace_id, span_id
+
+
+MAX_OPEN_IDS = 4096   # ids of the spans we opened and have not ended yet (bounded: a scope never ended)
 
 
 class SpanSink:
@@ -45,13 +67,19 @@ class SpanSink:
     def __init__(self, tracer: Any, capture_content: bool = False):
         self.tracer = tracer
         self.capture_content = capture_content
+        # span -> its formatted ids, from start to end: formatted once per span, not at both ends
+        self._open_ids: dict[Any, tuple[str | None, str | None]] = {}
+        # (parent span, current context, the context made from both): contexts are immutable, so consecutive
+        # tool calls of one step share it instead of building it per call
+        self._parent_ctx: tuple[Any, Any, Any] = (None, None, None)
 
     def handle(self, event: Event) -> None:
         scope = event.scope
         if scope is None:
             return   # recorded events: no live scope to hang a span on
         kind = event.event_type
-        if getattr(scope, "external_span", False):   # an SDK integration owns this model span
+        # only model calls can have a span an SDK integration owns
+        if (kind == ev.LLM_START or kind == ev.LLM_CALL) and getattr(scope, "external_span", False):
             if kind == ev.LLM_START:
                 _agent_provider(scope)
             if scope._span is not None:
@@ -72,7 +100,7 @@ class SpanSink:
         elif kind == ev.TOOL_END or kind == ev.STEP_END:
             span = scope._span
             if span is not None:
-                _ids(span, event)
+                self._end_ids(span, event)
                 if kind == ev.STEP_END:
                     scope.run._current_step_span = scope._prev_span
                 if kind == ev.TOOL_END and self.capture_content:
@@ -96,7 +124,8 @@ class SpanSink:
             if span is None:  # recorded after the fact: back-date the span
                 _agent_provider(scope)
                 span = self.tracer.start_span(f"{scope.operation} {scope.model}",
-                                              context=_context(_parent_of(scope)), attributes=_llm_attributes(scope),
+                                              context=self._context(_parent_of(scope)),
+                                              attributes=_llm_attributes(scope),
                                               start_time=int(scope._wall_start * 1e9), kind=_client())
                 scope._span = span
             response = (event.detail or {}).get("response_model")
@@ -111,7 +140,7 @@ class SpanSink:
                 span.set_attribute(attr.USAGE_CACHE_CREATION, event.cache_write_tokens)
             if event.cost_usd is not None:
                 span.set_attribute(attr.COST_USD, event.cost_usd)
-            _ids(span, event)
+            self._end_ids(span, event)
             self._end(span, event)
         elif kind == ev.RUN_START:
             a = {attr.OPERATION_NAME: "invoke_agent", attr.AGENT_NAME: event.agent_id or "unknown",
@@ -127,16 +156,40 @@ class SpanSink:
             if span is not None:
                 span.set_attribute(attr.RUN_STATUS, event.status or "ok")
                 span.set_attribute(attr.COST_USD, event.cost_usd or 0.0)
-                _ids(span, event)
+                self._end_ids(span, event)
                 self._end(span, event)
 
     def _open(self, scope: Any, event: Event, name: str, parent: Any, attributes: dict, kind: Any = None) -> None:
         if kind is None:
-            span = self.tracer.start_span(name, context=_context(parent), attributes=attributes)
+            span = self.tracer.start_span(name, context=self._context(parent), attributes=attributes)
         else:
-            span = self.tracer.start_span(name, context=_context(parent), attributes=attributes, kind=kind)
+            span = self.tracer.start_span(name, context=self._context(parent), attributes=attributes, kind=kind)
         scope._span = span
-        _ids(span, event)
+        ids = _format_ids(span)
+        if ids[0] is not None:
+            event.trace_id, event.span_id = ids
+        open_ids = self._open_ids
+        if len(open_ids) >= MAX_OPEN_IDS:
+            open_ids.clear()
+        open_ids[span] = ids
+
+    def _end_ids(self, span: Any, event: Event) -> None:
+        ids = self._open_ids.pop(span, None)
+        if ids is None:
+            _ids(span, event)
+        elif ids[0] is not None:
+            event.trace_id, event.span_id = ids
+
+    def _context(self, parent: Any) -> Any:
+        if parent is None:
+            return None
+        last, current, ctx = self._parent_ctx
+        now = (_current or _get_current)()
+        if last is not parent or current is not now:
+            trace, _ = _api()
+            ctx = trace.set_span_in_context(parent, now)
+            self._parent_ctx = (parent, now, ctx)
+        return ctx
 
     @staticmethod
     def _end(span: Any, event: Event) -> None:
@@ -174,13 +227,6 @@ def _parent_of(scope: Any) -> Any:
     return run._parent_span() if run is not None else None
 
 
-def _context(parent: Any) -> Any:
-    if parent is None:
-        return None
-    trace, _ = _api()
-    return trace.set_span_in_context(parent)
-
-
 def _llm_attributes(scope: Any) -> dict:
     a = {attr.OPERATION_NAME: scope.operation, attr.PROVIDER_NAME: scope.provider,
          attr.REQUEST_MODEL: scope.model, attr.AGENT_NAME: scope.monitor.agent}
@@ -190,8 +236,6 @@ def _llm_attributes(scope: Any) -> dict:
 
 
 def _latest() -> bool:
-    import os
-
     return "gen_ai_latest_experimental" in os.environ.get("OTEL_SEMCONV_STABILITY_OPT_IN", "")
 
 

@@ -6,13 +6,15 @@ loop runs at subscribe time; its calls are scheduled on that loop (thread-safe),
 
 from __future__ import annotations
 
-import asyncio
 import inspect
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 from .. import events as ev
 from .._safety import internal_error
 from ..events import Event
+
+if TYPE_CHECKING:
+    import asyncio
 
 Handler = Callable[[Event], Any]
 GLOBAL_HANDLERS: list[Handler] = []   # agentvigil.subscribe(): every Monitor's and every guard's events
@@ -25,6 +27,8 @@ def prepare(handler: Handler) -> Handler:
         raise TypeError(f"subscribe() needs a callable, got {type(handler).__name__}")
     if not inspect.iscoroutinefunction(handler):
         return handler
+    import asyncio  # only async subscribers need it (~14 ms to import)
+
     try:
         loop = asyncio.get_running_loop()
     except RuntimeError:
