@@ -389,16 +389,14 @@ def declared_labels(freeze: bool = False) -> tuple[str, ...]:
     ``AGENTVIGIL_LABELS`` is logged, counted and ignored: configuration never crashes the agent."""
     global _declared, _frozen
     if _declared is None:
-        from .settings import env_str
+        from .settings import env_str, report_invalid
 
         raw = env_str("AGENTVIGIL_LABELS") or ""
         try:
             _declared = _check_labels(tuple(raw.split(",")), "AGENTVIGIL_LABELS")
         except ValueError as exc:
-            from ._safety import internal_error
-
             _declared = ()
-            internal_error("monitor", exc)
+            report_invalid("AGENTVIGIL_LABELS", raw, str(exc), ())
     if freeze:
         _frozen = True
     return _declared

@@ -11,7 +11,7 @@ import math
 import time
 import uuid
 from time import perf_counter
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from . import control
 from . import events as ev
@@ -26,9 +26,27 @@ from .fingerprint import result_fingerprint
 if TYPE_CHECKING:
     from types import TracebackType
 
-    from .monitor import Monitor
+    from .pipeline import Pipeline
+    from .settings import Settings
 
 _time = time.time
+
+
+class Monitor(Protocol):
+    """What a scope needs of its Monitor (``monitor.py`` builds on this module; it is not imported here)."""
+
+    agent: str
+    settings: Settings
+    pipeline: Pipeline
+
+    def _emit(self, event: Event) -> list[Event]: ...
+
+    def _started(self, run: Run) -> None: ...
+
+    def _ended(self, run: Run) -> None: ...
+
+    def _price(self, provider: str, model: str, response_model: str | None, inp: int, out: int, read: int,
+               write: int) -> float | None: ...
 
 
 _otel: Any = None   # (context.attach, context.detach, trace.set_span_in_context), imported on first use

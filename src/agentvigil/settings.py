@@ -112,6 +112,11 @@ def _invalid(name: str, raw: object, why: str, default: object) -> object:
     return _INVALID
 
 
+def report_invalid(name: str, raw: object, why: str, default: object) -> None:
+    """For settings read elsewhere (e.g. ``AGENTVIGIL_LABELS``): logged once, counted, the default used."""
+    _invalid(name, raw, why, default)
+
+
 def parse_bool(raw: str) -> bool:
     lowered = raw.strip().lower()
     if lowered in ("1", "true", "yes", "on"):
