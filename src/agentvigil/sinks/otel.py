@@ -60,15 +60,19 @@ class _CountingExporter:
 
     def __init__(self, inner):
         self._inner = inner
+        self.in_flight = 0   # spans of the export under way: lost too if the process ends before it returns
 
     def export(self, spans):
         from opentelemetry.sdk.trace.export import SpanExportResult
 
+        self.in_flight = len(spans)
         try:
             result = self._inner.export(spans)
         except Exception as exc:
             internal_error("otlp_export", exc)
             result = SpanExportResult.FAILURE
+        finally:
+            self.in_flight = 0
         if result != SpanExportResult.SUCCESS:
             from ..metrics import default_metrics
 
@@ -174,13 +178,21 @@ def _build_own_provider(service_name: str) -> TracerProvider | None:
     if not os.environ.get("OTEL_SERVICE_NAME"):
         attrs["service.name"] = service_name
     provider = TracerProvider(resource=Resource.create(attrs), shutdown_on_exit=False)
-    provider.add_span_processor(_counting_batch_processor(_CountingExporter(exporter)))
+    counting = _CountingExporter(exporter)
+    processor = _counting_batch_processor(counting)
+    provider.add_span_processor(processor)
 
     def _shutdown():
         # Flush what we can in 2 s, in a daemon thread: a dead collector must not block exit.
         t = threading.Thread(target=lambda: (provider.force_flush(2000), provider.shutdown()), daemon=True)
         t.start()
         t.join(3.0)
+        if t.is_alive():   # the collector never answered: the queue and the export under way die with us
+            try:
+                queue = processor._queue()
+                _count_otlp_drops((len(queue) if queue is not None else 0) + counting.in_flight)
+            except Exception as exc:
+                internal_error("otlp_export", exc)
 
     atexit.register(_shutdown)
     return provider
