@@ -14,4 +14,4 @@ fi
 "$VENV/bin/pip" install -q prometheus-client "genai-prices>=0.0.30" opentelemetry-sdk opentelemetry-exporter-otlp \
   opentelemetry-instrumentation wrapt pytest
 export CREWAI_DISABLE_TELEMETRY=true CREWAI_TRACING_ENABLED=false OTEL_SDK_DISABLED=false
-exec "$VENV/bin/python" -m pytest tests/integrations/test_crewai.py -m crewai -q -p no:cacheprovider "$@"
+exec "$VENV/bin/python" -m pytest tests/integrations/test_crewai.py tests/conformance/test_crewai.py -m crewai -q -p no:cacheprovider "$@"
