@@ -61,6 +61,23 @@ def otel():
 
 
 @pytest.fixture
+def logs():
+    """A LoggerProvider with an in-memory exporter (``logs.provider``), for the older-mode events."""
+    from opentelemetry.sdk._logs import LoggerProvider
+    from opentelemetry.sdk._logs.export import SimpleLogRecordProcessor
+
+    try:
+        from opentelemetry.sdk._logs.export import InMemoryLogRecordExporter as Exporter
+    except ImportError:  # older SDKs
+        from opentelemetry.sdk._logs.export import InMemoryLogExporter as Exporter
+    exporter = Exporter()
+    provider = LoggerProvider()
+    provider.add_log_record_processor(SimpleLogRecordProcessor(exporter))
+    exporter.provider = provider
+    return exporter
+
+
+@pytest.fixture
 def monitor():
     # no tracer of its own: the model spans must come from instrument(tracer_provider=...)
     mon = agentvigil.Monitor("conformance", registry=CollectorRegistry(), heartbeat=False)

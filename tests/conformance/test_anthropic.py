@@ -18,12 +18,14 @@ MSGS = [{"role": "user", "content": "hi"}]
 
 
 @pytest.fixture
-def instrument(otel, monitor):
+def instrument(otel, monitor, monkeypatch):
     inst = AnthropicInstrumentor()
 
-    def go(capture=False):
+    def go(capture=False, latest=False, **kw):
+        if latest:
+            monkeypatch.setenv("OTEL_SEMCONV_STABILITY_OPT_IN", "gen_ai_latest_experimental")
         inst.instrument(tracer_provider=otel.tracer_provider, meter_provider=otel.meter_provider, monitor=monitor,
-                        capture_content=capture)
+                        capture_content=capture, **kw)
 
     yield go
     if inst.is_instrumented_by_opentelemetry:
@@ -79,3 +81,94 @@ def test_token_metrics(instrument, client, otel, fake):
     client.messages.create(model=MODEL, max_tokens=10, messages=MSGS)
     tokens = {p.attributes["gen_ai.token.type"]: p.sum for p in otel.points("gen_ai.client.token.usage")}
     assert tokens == {"input": 20, "output": 3}
+
+
+# -- the older events (default stability mode, a LoggerProvider given) ----------------------------------------
+
+def _records(logs):
+    return [r.log_record for r in logs.get_finished_logs()]
+
+
+def test_default_mode_emits_the_older_events_without_content(instrument, client, otel, fake, logs):
+    instrument(logger_provider=logs.provider)
+    fake.enqueue(Reply(text="hello"))
+    client.messages.create(model=MODEL, max_tokens=10, messages=MSGS, system="be brief")
+    records = _records(logs)
+    assert [r.event_name for r in records] == ["gen_ai.system.message", "gen_ai.user.message", "gen_ai.choice"]
+    assert records[0].body is None and records[1].body is None          # no content unless captured
+    assert records[2].body == {"index": 0, "finish_reason": "stop", "message": {"role": "assistant"}}
+    assert all(r.attributes["gen_ai.system"] == "anthropic" for r in records)
+    (span,) = otel.model_spans()
+    assert all(r.span_id == span.context.span_id and r.trace_id == span.context.trace_id for r in records)
+
+
+def test_default_mode_events_carry_content_when_captured(instrument, client, fake, logs):
+    instrument(capture=True, logger_provider=logs.provider)
+    fake.enqueue(Reply(text="hello"))
+    client.messages.create(model=MODEL, max_tokens=10, messages=MSGS, system="be brief")
+    records = _records(logs)
+    assert records[0].body == {"content": "be brief"}
+    assert records[1].body == {"content": "hi"}
+    assert records[2].body == {"index": 0, "finish_reason": "stop",
+                               "message": {"role": "assistant", "content": "hello"}}
+
+
+def test_choice_event_carries_tool_call_ids_and_names_always_arguments_when_captured(instrument, client, fake,
+                                                                                     logs):
+    instrument(logger_provider=logs.provider)
+    fake.enqueue(Reply(tool_calls=[{"name": "search", "arguments": {"q": "x"}}]))
+    client.messages.create(model=MODEL, max_tokens=10, messages=MSGS)
+    choice = _records(logs)[-1].body
+    assert choice["finish_reason"] == "tool_calls"
+    (call,) = choice["message"]["tool_calls"]
+    assert call["id"] and call["type"] == "function" and call["function"] == {"name": "search"}
+
+
+def test_streamed_tool_use_in_the_choice_event(instrument, client, fake, logs):
+    instrument(capture=True, logger_provider=logs.provider)
+    fake.enqueue(Reply(text="", tool_calls=[{"name": "search", "arguments": {"q": "cats"}}]))
+    list(client.messages.create(model=MODEL, max_tokens=10, messages=MSGS, stream=True))
+    records = _records(logs)
+    assert [r.event_name for r in records] == ["gen_ai.user.message", "gen_ai.choice"]
+    (call,) = records[-1].body["message"]["tool_calls"]
+    assert call["id"] and call["function"] == {"name": "search", "arguments": {"q": "cats"}}
+
+
+def test_streamed_tool_use_without_capture_keeps_id_and_name(instrument, client, fake, logs):
+    instrument(logger_provider=logs.provider)
+    fake.enqueue(Reply(text="", tool_calls=[{"name": "search", "arguments": {"q": "cats"}}]))
+    list(client.messages.create(model=MODEL, max_tokens=10, messages=MSGS, stream=True))
+    (call,) = _records(logs)[-1].body["message"]["tool_calls"]
+    assert call["id"] and call["function"] == {"name": "search"}
+
+
+def test_stream_helper_emits_the_events(instrument, client, fake, logs):
+    instrument(capture=True, logger_provider=logs.provider)
+    fake.enqueue(Reply(text="hello"))
+    with client.messages.stream(model=MODEL, max_tokens=10, messages=MSGS) as stream:
+        stream.get_final_message()
+    records = _records(logs)
+    assert [r.event_name for r in records] == ["gen_ai.user.message", "gen_ai.choice"]
+    assert records[-1].body["message"]["content"] == "hello"
+
+
+def test_tool_use_and_tool_result_turns_become_assistant_and_tool_events(instrument, client, logs):
+    instrument(capture=True, logger_provider=logs.provider)
+    messages = [
+        {"role": "user", "content": "find cats"},
+        {"role": "assistant", "content": [{"type": "tool_use", "id": "tu_1", "name": "search", "input": {"q": "c"}}]},
+        {"role": "user", "content": [{"type": "tool_result", "tool_use_id": "tu_1", "content": "3 cats"}]},
+    ]
+    client.messages.create(model=MODEL, max_tokens=10, messages=messages)
+    records = _records(logs)
+    assert [r.event_name for r in records] == ["gen_ai.user.message", "gen_ai.assistant.message",
+                                               "gen_ai.tool.message", "gen_ai.choice"]
+    assert records[1].body == {"tool_calls": [{"id": "tu_1", "type": "function",
+                                               "function": {"name": "search", "arguments": {"q": "c"}}}]}
+    assert records[2].body == {"content": "3 cats", "id": "tu_1"}
+
+
+def test_latest_mode_emits_no_older_events(instrument, client, logs):
+    instrument(latest=True, logger_provider=logs.provider)
+    client.messages.create(model=MODEL, max_tokens=10, messages=MSGS)
+    assert logs.get_finished_logs() == ()

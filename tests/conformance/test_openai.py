@@ -256,22 +256,6 @@ def test_top_level_instrument_honours_the_providers(otel, monitor, client):
         agentvigil.uninstrument()
 
 
-@pytest.fixture
-def logs():
-    from opentelemetry.sdk._logs import LoggerProvider
-    from opentelemetry.sdk._logs.export import SimpleLogRecordProcessor
-
-    try:
-        from opentelemetry.sdk._logs.export import InMemoryLogRecordExporter as Exporter
-    except ImportError:  # older SDKs
-        from opentelemetry.sdk._logs.export import InMemoryLogExporter as Exporter
-    exporter = Exporter()
-    provider = LoggerProvider()
-    provider.add_log_record_processor(SimpleLogRecordProcessor(exporter))
-    exporter.provider = provider
-    return exporter
-
-
 def test_default_mode_emits_the_older_events_without_content(instrument, client, otel, logs):
     instrument(logger_provider=logs.provider)
     chat(client)

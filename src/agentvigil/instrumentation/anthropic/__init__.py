@@ -14,7 +14,7 @@ import importlib
 import logging
 from typing import Any
 
-from agentvigil.instrumentation._base import SDKInstrumentor, wrap
+from agentvigil.instrumentation._base import SDKInstrumentor, build_options, wrap
 from agentvigil.instrumentation._common import Options
 from agentvigil.instrumentation.anthropic.package import _instruments
 from agentvigil.instrumentation.anthropic.patch import (
@@ -33,6 +33,9 @@ class AnthropicInstrumentor(SDKInstrumentor):
 
     _instruments = _instruments
     _targets = TARGETS
+
+    def _options(self, kwargs: dict[str, Any]) -> Options:
+        return build_options(kwargs, events_provider="anthropic")
 
     def _extra_patches(self, opts: Options) -> list[tuple[Any, str]]:
         wrapped: list[tuple[Any, str]] = []

@@ -121,6 +121,40 @@ def _output(content: Any, stop_reason: Any) -> str:
                         "finish_reason": sc.anthropic_finish_reason(stop_reason) or "error"}])
 
 
+def _legacy_message(role: str, content: Any) -> list[dict[str, Any]]:
+    """An Anthropic message as the older events' messages (OpenAI's shape, which ``LegacyEvents`` reads): text
+    joined, ``tool_use`` blocks as ``tool_calls``, each ``tool_result`` block a ``tool`` message of its own."""
+    parts = sc.text_parts(content)
+    text = "".join(p["content"] for p in parts if p["type"] == "text") or None
+    calls = [{"id": p["id"], "type": "function", "function": {"name": p["name"], "arguments": p["arguments"]}}
+             for p in parts if p["type"] == "tool_call"]
+    out: list[dict[str, Any]] = [{"role": "tool", "tool_call_id": p["id"], "content": p["response"]}
+                                 for p in parts if p["type"] == "tool_call_response"]
+    if text is not None or calls or not out:
+        out.append({"role": role, "content": text, "tool_calls": calls})
+    return out
+
+
+def legacy_messages(kwargs: dict[str, Any]) -> list[dict[str, Any]]:
+    """The request's ``system`` and ``messages`` for the ``gen_ai.<role>.message`` events."""
+    out: list[dict[str, Any]] = []
+    if is_given(kwargs.get("system")):
+        out.extend(_legacy_message("system", kwargs.get("system")))
+    messages = kwargs.get("messages")
+    for message in messages if isinstance(messages, (list, tuple)) else ():
+        out.extend(_legacy_message(str(_get(message, "role") or "user"), _get(message, "content")))
+    return out
+
+
+def _legacy_events(inv: Invocation, opts: Options, content: Any, stop_reason: Any) -> None:
+    events = opts.events
+    if events is None or not inv.own_span:
+        return
+    events.messages(inv.span, legacy_messages(inv.kwargs), opts.capture_content)
+    message = _legacy_message("assistant", content)[-1]
+    events.choice(inv.span, 0, sc.anthropic_finish_reason(stop_reason), message, opts.capture_content)
+
+
 def _record_usage(inv: Invocation, usage: Any) -> None:
     if usage is None:
         return
@@ -139,9 +173,10 @@ def messages_response(result: Any, inv: Invocation, opts: Options) -> None:
     result = _unwrap_raw(result)
     _record_usage(inv, _get(result, "usage"))
     inv.set_response_model(_get(result, "model"))
+    stop = _get(result, "stop_reason")
+    _legacy_events(inv, opts, _get(result, "content"), stop)
     if not inv.recording:
         return
-    stop = _get(result, "stop_reason")
     reason = sc.anthropic_finish_reason(stop)
     attrs: dict[str, Any] = {RESPONSE_ID: _get(result, "id"), RESPONSE_FINISH_REASONS: [reason] if reason else None}
     if opts.capture_content:
@@ -155,7 +190,9 @@ class MessagesStreamRecorder(StreamRecorder):
     _USAGE_FIELDS = ("input_tokens", "output_tokens", "cache_read_input_tokens", "cache_creation_input_tokens")
 
     def __init__(self, opts: Options) -> None:
+        self.opts = opts
         self.capture = opts.capture_content
+        self.track = self.capture or opts.events is not None   # the events carry tool-call ids and names always
         self.usage: dict[str, int] = {}
         self.model: Any = None
         self.id: Any = None
@@ -177,13 +214,13 @@ class MessagesStreamRecorder(StreamRecorder):
         elif kind == "message_delta":
             self._merge(_get(event, "usage"))
             self.stop_reason = _get(_get(event, "delta"), "stop_reason") or self.stop_reason
-        elif kind == "content_block_start" and self.capture:
+        elif kind == "content_block_start" and self.track:
             block = _get(event, "content_block")
             btype = _get(block, "type")
             self.blocks[_get(event, "index") or 0] = {"type": btype, "text": _get(block, "text") or "",
                                                       "id": _get(block, "id"), "name": _get(block, "name"),
                                                       "json": ""}
-        elif kind == "content_block_delta" and self.capture:
+        elif kind == "content_block_delta" and self.capture:   # text and arguments: only when capturing
             delta = _get(event, "delta")
             block = self.blocks.setdefault(_get(event, "index") or 0, {"type": "text", "text": "", "json": ""})
             block["text"] += _get(delta, "text") or _get(delta, "thinking") or ""
@@ -209,6 +246,8 @@ class MessagesStreamRecorder(StreamRecorder):
         if self.usage:
             _record_usage(inv, self.usage)
         inv.set_response_model(self.model)
+        if self.track:
+            _legacy_events(inv, self.opts, self._content(), self.stop_reason)
         reason = sc.anthropic_finish_reason(self.stop_reason)
         attrs: dict[str, Any] = {RESPONSE_ID: self.id, RESPONSE_FINISH_REASONS: [reason] if reason else None}
         if self.capture:
