@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections import OrderedDict
 from typing import Callable, Generic, TypeVar
 
-from ..events import Event
+from ..events import RUN_END, Event
 
 T = TypeVar("T")
 MAX_OPEN_RUNS = 10_000
@@ -30,6 +30,16 @@ class PerRun(Generic[T]):
             if len(self._states) > self._limit:
                 self._states.popitem(last=False)
         return state
+
+    def tool_result(self, event: Event) -> T | None:
+        """For detectors of ``tool_end`` and ``run_end``: the run's state for a tool result that ran; None for
+        a rejected action (it never ran) and at the run's end (its state is forgotten then)."""
+        if event.event_type == RUN_END:
+            self._states.pop((event.session_id, event.run_id or event.task_id), None)
+            return None
+        if event.status == "rejected":
+            return None
+        return self.get(event)
 
     def peek(self, event: Event) -> T | None:
         return self._states.get(run_key(event))

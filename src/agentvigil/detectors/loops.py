@@ -19,12 +19,10 @@ class LoopDetector:
         self._runs: PerRun[LoopState] = PerRun(lambda: LoopState(self.policy))
 
     def feed(self, event: Event) -> list[Event] | None:
-        if event.event_type == ev.RUN_END:
-            self._runs.pop(event)
+        state = self._runs.tool_result(event)
+        if state is None:
             return None
-        if event.status == "rejected":   # the action never ran: not a tool call for the loop guard
-            return None
-        found = self._runs.get(event).observe(event.tool_name or "?", event.args_hash, event.result_hash)
+        found = state.observe(event.tool_name or "?", event.args_hash, event.result_hash)
         return [detection(event, name, detail) for name, detail in found] if found else None
 
     def tick(self, now: float) -> None:

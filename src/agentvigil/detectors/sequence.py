@@ -46,12 +46,9 @@ class SequenceDetector:
                                               limit=1000)
 
     def feed(self, event: Event) -> list[Event] | None:
-        if event.event_type == ev.RUN_END:
-            self._runs.pop(event)
+        state = self._runs.tool_result(event)
+        if state is None:
             return None
-        if event.status == "rejected":
-            return None
-        state = self._runs.get(event)
         calls, matches = state.calls, state.matches
         call = (event.tool_name or "?", event.args_hash or (command_of(event.detail) if event.detail else None))
         calls.append(call)

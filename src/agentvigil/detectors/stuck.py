@@ -108,12 +108,9 @@ class StuckDetector:
         self._errors_div = max(1.0, p.same_errors - 1.0)
 
     def feed(self, event: Event) -> list[Event] | None:
-        if event.event_type == ev.RUN_END:
-            self._runs.pop(event)
+        state = self._runs.tool_result(event)
+        if state is None:
             return None
-        if event.status == "rejected":
-            return None
-        state = self._runs.get(event)
         if state.fired:
             return None
         score = self._score(state, event)
