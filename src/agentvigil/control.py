@@ -74,10 +74,12 @@ def register(monitor: Monitor) -> None:
         if _env_done:
             return
         _env_done = True
-    names = os.environ.get("AGENTVIGIL_KILL_SIGNAL", "").strip()
+    from .settings import env_str
+
+    names = (env_str("AGENTVIGIL_KILL_SIGNAL") or "").strip()
     if names:
         install_kill_signal([n.strip() for n in names.split(",") if n.strip()])
-    path = os.environ.get("AGENTVIGIL_KILL_FILE", "").strip()
+    path = (env_str("AGENTVIGIL_KILL_FILE") or "").strip()
     if path:
         watch_kill_file(path)
 
@@ -207,10 +209,9 @@ def run_ended() -> None:
     global _exit_timer
     if _signal_number is None or _active_runs() != 0 or _exit_timer is not None:
         return
-    try:
-        delay = float(os.environ.get("AGENTVIGIL_KILL_EXIT_DELAY", "1"))
-    except ValueError:
-        delay = 1.0
+    from .settings import env_duration
+
+    delay = env_duration("AGENTVIGIL_KILL_EXIT_DELAY", 1.0, allow_zero=True)
     _exit_timer = threading.Timer(delay, _die, args=(_signal_number,))
     _exit_timer.daemon = True
     _exit_timer.start()

@@ -187,8 +187,8 @@ def env_bool(name: str, default: bool) -> bool:
     return _env(name, parse_bool, default)
 
 
-def env_duration(name: str, default: float) -> float:
-    return _env(name, parse_duration, default)
+def env_duration(name: str, default: float, allow_zero: bool = False) -> float:
+    return _env(name, lambda raw: parse_duration(raw, allow_zero), default)
 
 
 def env_str(name: str, default: str | None = None) -> str | None:

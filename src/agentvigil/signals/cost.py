@@ -11,7 +11,6 @@ import json
 import logging
 import math
 import numbers
-import os
 import threading
 from collections import OrderedDict, deque
 from dataclasses import dataclass, fields
@@ -79,7 +78,9 @@ class PriceBook:
         Never raises: an unreadable file or a file that is not such an object is ignored, and entries with
         missing, unknown, non-numeric, negative or non-finite prices are skipped; either way the problem is
         logged once per file and counted in ``agentvigil_internal_errors_total{component="pricing"}``."""
-        path = os.environ.get("AGENTVIGIL_PRICES_FILE")
+        from ..settings import env_str
+
+        path = env_str("AGENTVIGIL_PRICES_FILE")
         return cls(_load_prices(path) if path else None)
 
     def set_price(self, model: str, price: ModelPrice, provider: str | None = None) -> None:
