@@ -80,6 +80,15 @@ def encode_bytes(event: Event) -> bytes:
 
 
 
+def encode_lines(events: list[Event]) -> list[bytes]:
+    """Many events as lines, as ``encode_bytes`` would make them, in one call: the loop runs in C with
+    orjson (a third of the writer's cost per event). Raises if any event needs the slow path (orjson
+    refuses it, or is not installed and the stdlib fails): the caller then encodes that batch one by one."""
+    if _orjson_dumps is None:
+        return [encode_bytes(event) for event in events]
+    return list(map(_orjson_dumps, map(_as_dict, events)))
+
+
 def encode(event: Event) -> str:
     """The event as one compact JSON object (no newline); ``None`` fields omitted."""
     return encode_bytes(event).decode("utf-8")
