@@ -5,8 +5,8 @@ Layout: ``<dir>/<session_id>/meta.json`` and ``<dir>/<session_id>/events.ndjson`
 umask: events name tools and tasks, and meta.json names a PID that ``watch`` may signal.
 
 The agent's thread only appends to a bounded in-memory queue (``max_queue`` events). The writer thread
-takes at most ``BATCH_EVENTS`` events or ``BATCH_BYTES`` of encoded lines at a time, encodes them and appends
-them with one ``write`` per batch, so the file grows while a producer is still running and memory stays
+takes at most ``BATCH_EVENTS`` events or ``BATCH_BYTES`` of encoded lines at a time, encodes them
+``CHUNK_EVENTS`` at a time in one call each and appends them with one ``write`` per batch, so the file grows while a producer is still running and memory stays
 bounded however fast events arrive. Producer and writer share the GIL: while the queue is more than half
 full, each ``write`` yields the GIL once (``time.sleep(0)``), so a flood from a tight loop is paced to the
 writer's speed instead of being dropped; this never waits on the disk (a writer blocked in a write holds no
