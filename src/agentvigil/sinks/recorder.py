@@ -6,11 +6,11 @@ umask: events name tools and tasks, and meta.json names a PID that ``watch`` may
 
 The agent's thread only appends to a bounded in-memory queue (``max_queue`` events). The writer thread
 takes at most ``BATCH_EVENTS`` events or ``BATCH_BYTES`` of encoded lines at a time, encodes them
-``CHUNK_EVENTS`` at a time in one call each and appends them with one ``write`` per batch, so the file grows while a producer is still running and memory stays
-bounded however fast events arrive. Producer and writer share the GIL: while the queue is more than half
-full, each ``write`` yields the GIL once (``time.sleep(0)``), so a flood from a tight loop is paced to the
-writer's speed instead of being dropped; this never waits on the disk (a writer blocked in a write holds no
-GIL). Nothing is lost silently: every event not written is counted in
+``CHUNK_EVENTS`` at a time in one call each and appends them with one ``write`` per batch, so the file grows
+while a producer is still running and memory stays bounded however fast events arrive. Producer and writer
+share the GIL: while the queue is more than half full, each ``write`` yields the GIL once (``time.sleep(0)``),
+so a flood from a tight loop is paced to the writer's speed instead of being dropped; this never waits on
+the disk (a writer blocked in a write holds no GIL). Nothing is lost silently: every event not written is counted in
 ``agentvigil_events_dropped_total{sink="recorder"}`` and, per recorder, in ``Recorder.dropped_by_reason``:
 
 * ``queue_full``: the writer is behind by ``max_queue`` events;
