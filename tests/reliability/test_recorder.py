@@ -389,3 +389,28 @@ def test_encoding_matches_event_to_json(monkeypatch, fast):
         assert b"null" not in recorder_mod._encode(event)  # None fields are omitted, as in to_json
     line = recorder_mod._encode(Event("tool_end", 1.0, tool_name="x\ud800y"))
     assert orjson.loads(line)["tool_name"] == "x\ufffdy"  # readable by the strict decoder replay prefers
+
+
+@pytest.mark.parametrize("fast", [True, False], ids=["orjson", "stdlib"])
+def test_batch_encoding_is_byte_for_byte_the_per_event_encoding(monkeypatch, fast):
+    if not fast:
+        monkeypatch.setattr(codec, "_orjson_dumps", None)
+    events = [Event("tool_end", float(i), tool_name=f"t{i}", step_index=i, status="ok") for i in range(50)]
+    events += [Event("tool_end", 1.0, tool_name="a\nb},\n,{", reason="\u2603", detail={"x": "\n", "y": [1, 2.5]}),
+               Event("heartbeat", 0.0)]
+    assert codec.encode_lines(events) == [codec.encode_bytes(event) for event in events]
+    assert codec.encode_lines([]) == []
+
+
+def test_batch_encoding_raises_for_what_needs_the_slow_path_and_the_recorder_encodes_it_alone(tmp_path):
+    tricky = Event("tool_end", 1.0, tool_name="x\ud800y")  # orjson refuses it; the stdlib path repairs it
+    with pytest.raises(Exception):
+        codec.encode_lines([Event("tool_end", 0.0), tricky])
+    rec = Recorder(str(tmp_path), "slow-path")
+    for i in range(3000):  # several chunks; the tricky event spoils only its own
+        rec.write(tricky if i == 1500 else Event("tool_end", float(i), step_index=i))
+    rec.close(timeout=30)
+    lines = [orjson.loads(line) for line in lines_of(rec.events_path)]
+    assert len(lines) == 3000 and rec.dropped == 0
+    assert lines[1500]["tool_name"] == "x\ufffdy"
+    assert [e.get("step_index") for e in lines[:1500]] == list(range(1500))

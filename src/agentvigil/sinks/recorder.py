@@ -5,12 +5,12 @@ Layout: ``<dir>/<session_id>/meta.json`` and ``<dir>/<session_id>/events.ndjson`
 umask: events name tools and tasks, and meta.json names a PID that ``watch`` may signal.
 
 The agent's thread only appends to a bounded in-memory queue (``max_queue`` events). The writer thread
-takes at most ``BATCH_EVENTS`` events or ``BATCH_BYTES`` of encoded lines at a time, encodes them and appends
-them with one ``write`` per batch, so the file grows while a producer is still running and memory stays
-bounded however fast events arrive. Producer and writer share the GIL: while the queue is more than half
-full, each ``write`` yields the GIL once (``time.sleep(0)``), so a flood from a tight loop is paced to the
-writer's speed instead of being dropped; this never waits on the disk (a writer blocked in a write holds no
-GIL). Nothing is lost silently: every event not written is counted in
+takes at most ``BATCH_EVENTS`` events or ``BATCH_BYTES`` of encoded lines at a time, encodes them
+``CHUNK_EVENTS`` at a time in one call each and appends them with one ``write`` per batch, so the file grows
+while a producer is still running and memory stays bounded however fast events arrive. Producer and writer
+share the GIL: while the queue is more than half full, each ``write`` yields the GIL once (``time.sleep(0)``),
+so a flood from a tight loop is paced to the writer's speed instead of being dropped; this never waits on
+the disk (a writer blocked in a write holds no GIL). Nothing is lost silently: every event not written is counted in
 ``agentvigil_events_dropped_total{sink="recorder"}`` and, per recorder, in ``Recorder.dropped_by_reason``:
 
 * ``queue_full``: the writer is behind by ``max_queue`` events;
@@ -30,7 +30,6 @@ Monitor) can follow. Events queued in the parent before the fork stay the parent
 from __future__ import annotations
 
 import atexit
-import itertools
 import json
 import os
 import re
@@ -45,12 +44,14 @@ from collections.abc import Callable
 from .._safety import internal_error
 from .._version import __version__
 from ..codec import encode_bytes as _encode
+from ..codec import encode_lines as _encode_lines
 from ..events import SCHEMA_VERSION, Event
 
 DEFAULT_DIR = ".agentvigil/sessions"
 DEFAULT_QUEUE_SIZE = 65_536    # about 0.3 s of a tight single-threaded producer; a few tens of MB at most
 BATCH_EVENTS = 8192            # per write: bounds the writer's memory and keeps the file growing; large
 BATCH_BYTES = 2 << 20          # enough that encoding a batch outlasts the GIL switch interval (see write)
+CHUNK_EVENTS = 1024            # encoded in one call; the byte bound is checked between chunks
 IDLE_WAIT = 1.0                # writer re-checks the queue at least this often
 _live: weakref.WeakSet[Recorder] = weakref.WeakSet()
 _yield_gil = time.sleep
@@ -136,13 +137,13 @@ class Recorder:
         self.events_path = os.path.join(self.path, "events.ndjson")
         self._queue: deque[Event] = deque()
         self._wake = threading.Event()
-        self._lock = threading.Lock()      # drop counts and writer start; never held across I/O
+        self._idle = True                  # the writer is (about to be) waiting for _wake, or not started
+        self._lock = threading.Lock()      # drop counts, writer start, batch take vs flush; never held across I/O
         self._thread: threading.Thread | None = None
         self._open_failed = False
         self._partial = False              # a failed write may have left half a line: start the next on a new one
-        self._seq = itertools.count(1)
-        self._enqueued = 0                 # sequence number of the last queued event (next() on a count is atomic)
-        self._written = 0                  # events the writer has taken (written, skipped or dropped)
+        self._taken = 0                    # events the writer has taken off the queue (under _lock)
+        self._written = 0                  # of those, events it is done with (written, skipped or dropped)
         self.peak_queue = 0                # longest queue the writer has seen (benchmarks)
         self.dropped = 0                   # this recorder's drops (the metric sums all recorders)
         self.dropped_by_reason: Counter[str] = Counter()
@@ -189,23 +190,36 @@ class Recorder:
                 self._thread = thread
 
     def write(self, event: Event) -> None:
-        """Queue an event; never waits on the disk, never raises. Called on the agent's thread."""
+        """Queue an event; never waits on the disk, never raises. Called on the agent's thread.
+
+        The usual case costs one length check and one append (deque.append is atomic): ``close`` sets the
+        high-water mark below zero, so a closed recorder takes the slow path too."""
         queue = self._queue
-        if len(queue) >= self._high_water:
-            if len(queue) >= self._max_queue or self._closed:
-                self._drop("closed" if self._closed else "queue_full")
-                return
-            # Behind: let the writer have the GIL rather than outrun it into drops. A writer stuck in a
-            # write holds no GIL, so this never waits on a dead disk; the full queue still drops.
-            _yield_gil(0)
-        elif self._closed:
+        if len(queue) < self._high_water:
+            queue.append(event)
+            if self._idle:  # the writer sets it before its last look at the queue: no lost wake-up
+                self._wake_writer()
+            return
+        self._write_behind(event)
+
+    def _write_behind(self, event: Event) -> None:
+        queue = self._queue
+        if self._closed:
             self._drop("closed")
             return
-        self._enqueued = next(self._seq)
+        if len(queue) >= self._max_queue:
+            self._drop("queue_full")
+            return
+        # Behind: let the writer have the GIL rather than outrun it into drops. A writer stuck in a write
+        # holds no GIL, so this never waits on a dead disk; the full queue still drops.
+        _yield_gil(0)
         queue.append(event)
-        if not self._wake.is_set():  # the writer clears it before each look at the queue: no lost wake-up
-            self._wake.set()
-        if self._thread is None:     # first event in a forked child
+        if self._idle:
+            self._wake_writer()
+
+    def _wake_writer(self) -> None:
+        self._wake.set()
+        if self._thread is None:  # first event in a forked child
             try:
                 self._start_writer()
             except Exception as exc:  # e.g. interpreter shutdown: the queue fills and drops are counted
@@ -227,12 +241,15 @@ class Recorder:
         queue = self._queue
         try:
             while True:
-                self._wake.wait(IDLE_WAIT)
+                self._idle = True  # before the look at the queue: a producer appending after it wakes us
+                if not queue:
+                    if self._closed:
+                        return
+                    self._wake.wait(IDLE_WAIT)
+                self._idle = False
                 self._wake.clear()
                 while queue:
                     self._write_batch(queue)
-                if self._closed and not queue:
-                    return
         finally:
             fd, self._fd = self._fd, None
             if fd is not None:
@@ -243,26 +260,36 @@ class Recorder:
 
     def _write_batch(self, queue: deque[Event]) -> None:
         self.peak_queue = max(self.peak_queue, len(queue))
-        lines = []
+        lines: list[bytes] = []
         size = taken = 0
         popleft = queue.popleft
         while taken < BATCH_EVENTS and size < BATCH_BYTES:
+            with self._lock:  # so that flush sees each event either queued or taken
+                count = min(len(queue), CHUNK_EVENTS, BATCH_EVENTS - taken)  # only the writer pops
+                if not count:
+                    break
+                chunk = [popleft() for _ in range(count)]
+                self._taken += count
+            taken += count
             try:
-                event = popleft()
-            except IndexError:
-                break
-            taken += 1
-            try:
-                line = _encode(event)
-            except Exception as exc:
-                self._drop("encode_error")
-                internal_error("recorder", exc)
-                continue
-            lines.append(line)
-            size += len(line)
+                encoded = _encode_lines(chunk)
+            except Exception:  # one event needs the slow path or cannot be encoded: one by one
+                encoded = self._encode_each(chunk)
+            lines += encoded
+            size += sum(map(len, encoded))
         if lines:
             self._append(lines)
         self._written += taken
+
+    def _encode_each(self, events: list[Event]) -> list[bytes]:
+        lines = []
+        for event in events:
+            try:
+                lines.append(_encode(event))
+            except Exception as exc:
+                self._drop("encode_error")
+                internal_error("recorder", exc)
+        return lines
 
     def _append(self, lines: list[bytes]) -> None:
         prefix = b"\n" if self._partial else b""
@@ -287,7 +314,8 @@ class Recorder:
         if thread is None:
             return
         deadline = time.monotonic() + timeout
-        target = self._enqueued
+        with self._lock:
+            target = self._taken + len(self._queue)
         self._wake.set()
         while self._written < target and time.monotonic() < deadline and thread.is_alive():
             time.sleep(0.001)
@@ -298,6 +326,7 @@ class Recorder:
         if self._closed:
             return
         self._closed = True
+        self._high_water = -1  # every write takes the slow path, which drops as "closed"
         self._wake.set()
         if self._thread is not None:
             self._thread.join(timeout)
