@@ -43,13 +43,25 @@ def build_options(kwargs: dict[str, Any], *, events_provider: str | None = None,
             events = LegacyEvents.build(kwargs.get("logger_provider"), events_provider)
         except Exception as exc:
             log.warning("agentvigil: GenAI events disabled: %r", exc)
+    on_span, on_event = _env.content_destinations(kwargs.get("capture_content"), latest)
+    details = None
+    if on_event:
+        try:
+            from agentvigil.instrumentation._events import DetailsEvent
+
+            details = DetailsEvent.build(kwargs.get("logger_provider"))
+        except Exception as exc:
+            log.warning("agentvigil: GenAI events disabled: %r", exc)
     metrics = None
     try:
         metrics = GenAIMetrics(kwargs.get("meter_provider"))
     except Exception as exc:  # metrics are an extra: the integration works without them
         log.warning("agentvigil: GenAI client metrics disabled: %r", exc)
     return Options(
-        capture_content=_env.capture_content(kwargs.get("capture_content")),
+        # content is gathered when any destination wants it; Invocation keeps it off the span in EVENT_ONLY
+        capture_content=on_span or details is not None,
+        content_on_span=on_span,
+        details=details,
         breaker=kwargs.get("breaker"),
         budget=kwargs.get("budget"),
         budget_estimate=kwargs.get("budget_estimate"),

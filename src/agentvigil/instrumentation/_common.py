@@ -36,6 +36,9 @@ RESPONSE_FINISH_REASONS = "gen_ai.response.finish_reasons"
 INPUT_MESSAGES = "gen_ai.input.messages"
 OUTPUT_MESSAGES = "gen_ai.output.messages"
 SYSTEM_INSTRUCTIONS = "gen_ai.system_instructions"
+#: captured content: kept off the span in EVENT_ONLY
+CONTENT_KEYS = frozenset((INPUT_MESSAGES, OUTPUT_MESSAGES, SYSTEM_INSTRUCTIONS, _semconv.TOOL_DEFINITIONS))
+_EVENT_KEYS = frozenset((_semconv.SERVER_ADDRESS, _semconv.SERVER_PORT, "error.type"))
 USAGE_MISSING = "agentvigil.usage.missing"
 
 
@@ -62,6 +65,8 @@ class Options:
     metrics: Any = None                 # sinks.otel_metrics.GenAIMetrics, or None
     latest: bool = False                # OTEL_SEMCONV_STABILITY_OPT_IN=gen_ai_latest_experimental
     events: Any = None                  # _events.LegacyEvents (default stability mode, a LoggerProvider present)
+    content_on_span: bool = True        # False in EVENT_ONLY: captured content goes on the details event only
+    details: Any = None                 # _events.DetailsEvent (latest mode, EVENT_ONLY / SPAN_AND_EVENT)
 
 
 def is_given(value: Any) -> bool:
@@ -397,6 +402,12 @@ class Invocation:
             attrs = {**(self._attrs or {}), **final}
             if llm is not None and llm.cost_usd is not None:
                 attrs[COST_USD] = llm.cost_usd
+            opts = self.opts
+            if opts is not None:
+                if opts.details is not None and self.own_span:   # an adopted span's owner emits its own
+                    self._emit_details(opts.details, attrs)
+                if not opts.content_on_span:
+                    attrs = {k: v for k, v in attrs.items() if k not in CONTENT_KEYS}
             if not self.own_span:   # adopted: add what the other instrumentation does not write
                 present = getattr(self.span, "attributes", None) or {}
                 attrs = {k: v for k, v in attrs.items() if k.startswith("agentvigil.") or k not in present}
@@ -408,6 +419,14 @@ class Invocation:
             internal_error("instrumentation.span", exc)
         finally:
             self._end_span()
+
+    def _emit_details(self, details: Any, attrs: dict[str, Any]) -> None:
+        try:
+            merged = {**self.base, **attrs}
+            details.emit(self.span, {k: v for k, v in merged.items()
+                                     if k.startswith("gen_ai.") or k in _EVENT_KEYS})
+        except Exception as exc:
+            internal_error("instrumentation.events", exc)
 
     def _record_metrics(self, final: dict[str, Any], error: BaseException | None) -> None:
         from agentvigil.sinks.otel_metrics import METRIC_ATTRIBUTES

@@ -11,7 +11,9 @@ log = logging.getLogger("agentvigil")
 
 CAPTURE_MESSAGE_CONTENT = "OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT"
 """The OpenTelemetry GenAI switch. ``true`` (or ``span_only`` / ``span_and_event``) puts prompts and completions
-on LLM spans as ``gen_ai.input.messages`` / ``gen_ai.output.messages`` (JSON). Default: off, nothing is captured."""
+on LLM spans as ``gen_ai.input.messages`` / ``gen_ai.output.messages`` (JSON). Default: off, nothing is captured.
+In ``gen_ai_latest_experimental`` mode it takes the spec's modes: ``no_content``, ``span_only``, ``event_only``,
+``span_and_event`` (see ``content_destinations``)."""
 
 AGENTVIGIL_CAPTURE_CONTENT = "AGENTVIGIL_CAPTURE_CONTENT"
 """agentvigil's own switch with the same meaning; when set it wins over the OpenTelemetry one."""
@@ -51,6 +53,23 @@ def capture_content(explicit: bool | None = None) -> bool:
     if own is not None:
         return own
     return bool(_flag(CAPTURE_MESSAGE_CONTENT, False))
+
+
+_MODES = {"span_only": (True, False), "event_only": (False, True), "span_and_event": (True, True),
+          "no_content": (False, False)}
+
+
+def content_destinations(explicit: bool | None, latest: bool) -> tuple[bool, bool]:
+    """Where captured content goes: (on the span, on the ``gen_ai.client.inference.operation.details`` event).
+    The event modes exist only in ``gen_ai_latest_experimental``; elsewhere, and for ``true`` / the explicit
+    keyword / ``AGENTVIGIL_CAPTURE_CONTENT``, content goes on the span or nowhere."""
+    if not latest or explicit is not None or os.environ.get(AGENTVIGIL_CAPTURE_CONTENT) is not None:
+        return capture_content(explicit), False
+    raw = os.environ.get(CAPTURE_MESSAGE_CONTENT)
+    mode = _MODES.get(raw.strip().lower()) if raw is not None else None
+    if mode is not None:
+        return mode
+    return capture_content(None), False
 
 
 def disabled_integrations() -> frozenset[str]:

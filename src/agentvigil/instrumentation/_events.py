@@ -2,7 +2,8 @@
 stability mode as the contrib instrumentations do, for backends that read content from events. Emitted only when a
 LoggerProvider is there to receive them (``instrument(logger_provider=...)`` or a configured global one); message
 text and tool arguments only when content capture is on. In ``gen_ai_latest_experimental`` mode content goes on
-the span (``gen_ai.input.messages`` / ``gen_ai.output.messages``) and these events are not emitted.
+the span (``gen_ai.input.messages`` / ``gen_ai.output.messages``) and these events are not emitted; there, the
+content modes ``EVENT_ONLY`` / ``SPAN_AND_EVENT`` emit ``gen_ai.client.inference.operation.details`` instead.
 """
 
 from __future__ import annotations
@@ -10,6 +11,42 @@ from __future__ import annotations
 from typing import Any
 
 from agentvigil.instrumentation._semconv import _get
+
+DETAILS_EVENT = "gen_ai.client.inference.operation.details"
+
+
+def _logger(logger_provider: Any) -> Any:
+    """Our logger from the given provider, else the global one; None when nobody would receive the events."""
+    from opentelemetry import _logs
+
+    from agentvigil._version import __version__
+
+    if logger_provider is None:
+        current = _logs.get_logger_provider()
+        if type(current).__name__ in ("ProxyLoggerProvider", "NoOpLoggerProvider"):
+            return None   # nobody would receive them: build nothing
+        logger_provider = current
+    return logger_provider.get_logger("agentvigil", __version__)
+
+
+class DetailsEvent:
+    """The latest-mode ``gen_ai.client.inference.operation.details`` event: one per model call, the span's GenAI
+    attributes plus the captured content (``EVENT_ONLY`` / ``SPAN_AND_EVENT``), in the span's context."""
+
+    def __init__(self, logger: Any) -> None:
+        self.logger = logger
+
+    @classmethod
+    def build(cls, logger_provider: Any) -> "DetailsEvent | None":
+        logger = _logger(logger_provider)
+        return cls(logger) if logger is not None else None
+
+    def emit(self, span: Any, attributes: dict[str, Any]) -> None:
+        from opentelemetry import trace
+        from opentelemetry._logs import LogRecord
+
+        self.logger.emit(LogRecord(event_name=DETAILS_EVENT, attributes=attributes,
+                                   context=trace.set_span_in_context(span)))
 
 
 class LegacyEvents:
@@ -19,16 +56,8 @@ class LegacyEvents:
 
     @classmethod
     def build(cls, logger_provider: Any, provider: str) -> "LegacyEvents | None":
-        from opentelemetry import _logs
-
-        from agentvigil._version import __version__
-
-        if logger_provider is None:
-            current = _logs.get_logger_provider()
-            if type(current).__name__ in ("ProxyLoggerProvider", "NoOpLoggerProvider"):
-                return None   # nobody would receive them: build nothing
-            logger_provider = current
-        return cls(logger_provider.get_logger("agentvigil", __version__), provider)
+        logger = _logger(logger_provider)
+        return cls(logger, provider) if logger is not None else None
 
     def _emit(self, span: Any, name: str, body: Any) -> None:
         from opentelemetry import trace
