@@ -85,5 +85,30 @@ def monitor():
     mon.close()
 
 
+@pytest.fixture
+def instrumentor(otel, monitor, monkeypatch):
+    """``instrumentor(SomeInstrumentor)`` → ``go(capture=False, latest=False, **kw)`` instrumenting with the
+    in-memory providers and the test monitor (latest: the gen_ai_latest_experimental stability mode);
+    uninstrumented at the end of the test."""
+    made = []
+
+    def bind(cls):
+        inst = cls()
+        made.append(inst)
+
+        def go(capture=False, latest=False, **kw):
+            if latest:
+                monkeypatch.setenv("OTEL_SEMCONV_STABILITY_OPT_IN", "gen_ai_latest_experimental")
+            inst.instrument(tracer_provider=otel.tracer_provider, meter_provider=otel.meter_provider,
+                            monitor=monitor, capture_content=capture, **kw)
+
+        return go
+
+    yield bind
+    for inst in made:
+        if inst.is_instrumented_by_opentelemetry:
+            inst.uninstrument()
+
+
 def parsed(span, key):
     return json.loads(span.attributes[key])

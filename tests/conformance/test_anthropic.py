@@ -18,18 +18,8 @@ MSGS = [{"role": "user", "content": "hi"}]
 
 
 @pytest.fixture
-def instrument(otel, monitor, monkeypatch):
-    inst = AnthropicInstrumentor()
-
-    def go(capture=False, latest=False, **kw):
-        if latest:
-            monkeypatch.setenv("OTEL_SEMCONV_STABILITY_OPT_IN", "gen_ai_latest_experimental")
-        inst.instrument(tracer_provider=otel.tracer_provider, meter_provider=otel.meter_provider, monitor=monitor,
-                        capture_content=capture, **kw)
-
-    yield go
-    if inst.is_instrumented_by_opentelemetry:
-        inst.uninstrument()
+def instrument(instrumentor):
+    return instrumentor(AnthropicInstrumentor)
 
 
 @pytest.fixture

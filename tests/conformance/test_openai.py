@@ -19,18 +19,8 @@ MSGS = [{"role": "system", "content": "be brief"}, {"role": "user", "content": "
 
 
 @pytest.fixture
-def instrument(otel, monitor, monkeypatch):
-    inst = OpenAIInstrumentor()
-
-    def go(latest=False, capture=False, **kw):
-        if latest:
-            monkeypatch.setenv("OTEL_SEMCONV_STABILITY_OPT_IN", "gen_ai_latest_experimental")
-        inst.instrument(tracer_provider=otel.tracer_provider, meter_provider=otel.meter_provider, monitor=monitor,
-                        capture_content=capture, **kw)
-
-    yield go
-    if inst.is_instrumented_by_opentelemetry:
-        inst.uninstrument()
+def instrument(instrumentor):
+    return instrumentor(OpenAIInstrumentor)
 
 
 @pytest.fixture
