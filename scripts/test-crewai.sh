@@ -11,7 +11,7 @@ if [ ! -x "$VENV/bin/python" ]; then
   "$VENV/bin/pip" install -q "crewai>=0.80"
 fi
 "$VENV/bin/pip" install -q --no-deps -e .
-"$VENV/bin/pip" install -q prometheus-client "genai-prices>=0.0.30" opentelemetry-sdk opentelemetry-exporter-otlp \
+"$VENV/bin/pip" install -q prometheus-client opentelemetry-sdk opentelemetry-exporter-otlp \
   opentelemetry-instrumentation wrapt pytest
 export CREWAI_DISABLE_TELEMETRY=true CREWAI_TRACING_ENABLED=false OTEL_SDK_DISABLED=false
 exec "$VENV/bin/python" -m pytest tests/integrations/test_crewai.py tests/conformance/test_crewai.py -m crewai -q -p no:cacheprovider "$@"

@@ -179,6 +179,8 @@ class AgentMetrics:
                                       "because a label reached its cap.", ["label"], registry=r)
         self.events_dropped = Counter("agentvigil_events_dropped", "Events or spans dropped by a sink "
                                       "(full queue, failed export).", ["sink"], registry=r)
+        self.price_cache_evictions = Counter("agentvigil_price_cache_evictions", "Model price lookups dropped "
+                                             "from a PriceBook's bounded caches (oldest first).", registry=r)
         self.build_info = Gauge("agentvigil_build_info", "agentvigil version.", ["version"], registry=r,
                                 multiprocess_mode="max")
         try:

@@ -16,10 +16,11 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
-# Measured: 28 distributions, ~28 MB (Python 3.11). genai-prices brings 10 of them (pydantic, pydantic-core,
-# httpx2, httpcore2, anyio, ...) and ~16 MB; the OpenTelemetry HTTP exporter, prometheus-client and agentvigil
-# the other 18. A little headroom for a Python version that needs a backport.
-MAX_DISTRIBUTIONS = 30
+# Measured: 18 distributions, 13.5 MB (Python 3.11): the OpenTelemetry HTTP exporter and its dependencies,
+# prometheus-client and agentvigil. Prices are a bundled snapshot (agentvigil/data/prices.json), not the
+# genai-prices package that used to bring 10 more (pydantic, pydantic-core, httpx2, ...) and ~16 MB.
+# A little headroom for a Python version that needs a backport.
+MAX_DISTRIBUTIONS = 20
 MAX_MEGABYTES = 30.0
 
 PROBE = textwrap.dedent("""
@@ -76,12 +77,12 @@ def test_clean_install_is_small_and_has_no_grpc(tmp_path, capsys):
     found = json.loads(probe.stdout)
     sizes, requires = found["sizes"], found["requires"]
     total_mb = sum(sizes.values()) / 1e6
-    prices = closure(requires, "genai-prices") - closure(requires, "opentelemetry-exporter-otlp-proto-http")
+    otel = closure(requires, "opentelemetry-exporter-otlp-proto-http")
 
     with capsys.disabled():
         print(f"\nclean install: {len(sizes)} distributions, {total_mb:.1f} MB "
-              f"(genai-prices and its own dependencies: {len(prices)}, "
-              f"{sum(sizes[n] for n in prices) / 1e6:.1f} MB), {time.monotonic() - started:.0f} s")
+              f"(the OTLP HTTP exporter and its own dependencies: {len(otel)}, "
+              f"{sum(sizes[n] for n in otel) / 1e6:.1f} MB), {time.monotonic() - started:.0f} s")
         for name, size in sorted(sizes.items(), key=lambda item: -item[1])[:8]:
             print(f"  {size / 1e6:5.2f} MB  {name}")
 
@@ -93,3 +94,10 @@ def test_clean_install_is_small_and_has_no_grpc(tmp_path, capsys):
     cli = subprocess.run([str(venv / "bin" / "agentvigil"), "--help"], capture_output=True, text=True, timeout=120,
                          check=False, env=env)
     assert cli.returncode == 0 and "replay" in cli.stdout, cli.stderr[-2000:]
+    # the bundled price snapshot is in the wheel and prices a call without genai-prices or pydantic
+    assert "genai-prices" not in sizes and "pydantic" not in sizes
+    priced = subprocess.run([python, "-c", "from agentvigil import PriceBook; "
+                             "print(PriceBook().cost('openai', 'gpt-4o-mini-2024-07-18', 1000, 100, 200))"],
+                            capture_output=True, text=True, timeout=120, check=False, env=env)
+    assert priced.returncode == 0, priced.stderr[-2000:]
+    assert float(priced.stdout) == pytest.approx((800 * 0.15 + 200 * 0.075 + 100 * 0.6) / 1e6)

@@ -62,7 +62,7 @@ def test_genai_spans_and_nesting(registry, spans):
     assert chat.attributes["gen_ai.usage.input_tokens"] == 1200
     assert chat.attributes["gen_ai.usage.cache_read.input_tokens"] == 1000
     # Reported after the fact: the span is back-dated by duration_s and ends when llm_usage records it. Pricing
-    # (the lazy genai-prices import on the first priced call) happens inside it, so there is no upper bound.
+    # (reading the bundled price snapshot on the first priced call) happens inside it, so there is no upper bound.
     assert_span_covers(chat, before - 0.5, after - 0.5, before, after)
     assert (chat.end_time - chat.start_time) / 1e9 >= 0.5 - FLOAT_NS
 

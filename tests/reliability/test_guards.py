@@ -261,16 +261,24 @@ def test_unknown_model_flood_keeps_price_cache_bounded(monkeypatch: pytest.Monke
 
 
 def test_unknown_model_flood_keeps_price_database_memo_bounded() -> None:
-    import genai_prices.data_snapshot
+    from agentvigil.metrics import default_metrics
+    from agentvigil.signals.price_data import price_data
 
+    def evictions() -> float:
+        return default_metrics().registry.get_sample_value("agentvigil_price_cache_evictions_total") or 0.0
+
+    before = evictions()
     book = PriceBook(cache_size=64)
-    snapshot = genai_prices.data_snapshot.get_snapshot()
+    data = price_data()
+    sizes = {k: len(v) for k, v in vars(data).items() if isinstance(v, (dict, list, set, tuple))}
     for i in range(300):
         assert book.cost("openai", f"no-such-model-{i}", 10, 10) is None
-        for memo in (snapshot._provider_cache, snapshot._provider_misses, snapshot._lookup_cache):
-            assert len(memo) <= 64
-    assert len(book._unknown) <= 64
-    assert book.cost("openai", "gpt-4o", 1000, 1000)        # known models still price after the trims
+        assert len(book._unknown) <= 64
+    # the price data keeps no per-name memo: PriceBook's bounded caches are the only ones
+    assert {k: len(v) for k, v in vars(data).items() if isinstance(v, (dict, list, set, tuple))} == sizes
+    assert book.cache_evictions == 300 - 64
+    assert evictions() - before == 300 - 64
+    assert book.cost("openai", "gpt-4o", 1000, 1000)        # known models still price after the evictions
 
 
 # -- 5. non-finite and negative token amounts ----------------------------------------------------------------

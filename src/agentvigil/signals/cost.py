@@ -1,8 +1,9 @@
 """Cost of an LLM call from maintained price data, and a rolling per-agent cost baseline.
 
-Prices come from ``genai-prices`` (pydantic's maintained, MIT-licensed price database, bundled snapshot,
-no network at run time). It is imported on the first priced call so ``import agentvigil`` stays cheap.
-User overrides win over the database. An unknown model prices as ``None`` — never silently 0.
+Prices come from a snapshot of ``genai-prices`` (pydantic's maintained, MIT-licensed price database) bundled
+as package data (price_data.py; no network at run time, no dependency). It is read on the first priced call so
+``import agentvigil`` stays cheap. User overrides win over the database. An unknown model prices as ``None`` —
+never silently 0.
 """
 
 from __future__ import annotations
@@ -15,9 +16,12 @@ import threading
 from collections import OrderedDict, deque
 from dataclasses import dataclass, fields
 from statistics import median
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .._safety import internal_error
+
+if TYPE_CHECKING:
+    from .price_data import ModelEntry
 
 log = logging.getLogger("agentvigil")
 _warned_files: set[str] = set()
@@ -52,9 +56,10 @@ class ModelPrice:
 class PriceBook:
     """Looks up the cost of a call. Thread-safe; never raises from ``cost``.
 
-    Lookups are cached per model, found or not, so each model costs one database lookup. The caches hold at
-    most ``cache_size`` models each (oldest out first; ``cache_evictions`` counts the overflow), so a stream
-    of distinct model names cannot grow memory without bound.
+    Lookups are cached per (provider, model), found or not, so each model costs one database lookup. The caches
+    hold at most ``cache_size`` models each (oldest out first; ``cache_evictions`` and
+    ``agentvigil_price_cache_evictions_total`` count the overflow), so a stream of distinct model names cannot
+    grow memory without bound.
     """
 
     def __init__(self, overrides: dict[str, ModelPrice] | None = None, use_database: bool = True, *,
@@ -67,8 +72,7 @@ class PriceBook:
         self.cache_evictions = 0
         self._unknown: OrderedDict[tuple[str, str], None] = OrderedDict()
         self._lock = threading.Lock()
-        self._calc: Any = None
-        self._rates: OrderedDict[tuple[str, str], ModelPrice] = OrderedDict()
+        self._models: OrderedDict[tuple[str, str], ModelEntry] = OrderedDict()
 
     @classmethod
     def from_env(cls) -> "PriceBook":
@@ -119,62 +123,37 @@ class PriceBook:
         if key not in cache and len(cache) >= self.cache_size:
             cache.popitem(last=False)
             self.cache_evictions += 1
+            _count_eviction()
         cache[key] = value
-
-    def _trim_database_caches(self) -> None:
-        # genai-prices memoises every model name it is asked about, found or not, without a bound. Our own
-        # bounded caches stand in front of it, so emptying its memo when it outgrows ours only costs a
-        # re-lookup. Its internals may change: then this quietly does nothing.
-        try:
-            snapshot = self._calc.data_snapshot.get_snapshot()
-            for name in ("_provider_cache", "_provider_misses", "_lookup_cache"):
-                memo = getattr(snapshot, name, None)
-                if memo is not None and len(memo) > self.cache_size:
-                    memo.clear()
-        except Exception as exc:
-            internal_error("pricing", exc)
 
     def _database_cost(self, provider: str, model: str, input_tokens: int, output_tokens: int, cache_read: int,
                        cache_write: int) -> float:
-        # Linear per-token rates are probed once per model (a genai-prices lookup costs ~100 µs). Requests
-        # large enough to reach long-context price tiers still go through the exact calculation.
-        rates = self._rates.get((provider, model))
-        if rates is None:
-            rates = self._probe(provider, model)
-        if input_tokens > _TIER_SAFE_TOKENS:
-            return self._exact(provider, model, input_tokens, output_tokens, cache_read, cache_write)
-        return rates.cost(input_tokens, output_tokens, cache_read, cache_write)
+        entry = self._models.get((provider, model))
+        if entry is None:
+            entry = self._lookup(provider, model)
+        return entry.prices_at().cost(input_tokens, output_tokens, cache_read, cache_write)
 
-    def _exact(self, provider: str, model: str, input_tokens: int, output_tokens: int, cache_read: int,
-               cache_write: int) -> float:
-        if self._calc is None:
-            import genai_prices  # deferred: ~100 ms import
+    def _lookup(self, provider: str, model: str) -> ModelEntry:
+        from .price_data import price_data  # deferred: parsing the snapshot takes a few ms
 
-            self._calc = genai_prices
-        usage = self._calc.Usage(input_tokens=input_tokens, output_tokens=output_tokens,
-                                 cache_read_tokens=cache_read or None, cache_write_tokens=cache_write or None)
+        data = price_data()
         try:
-            try:
-                result = self._calc.calc_price(usage, model, provider_id=provider)
-            except LookupError:
-                result = self._calc.calc_price(usage, model)  # provider name we don't know (e.g. a proxy)
-        finally:
-            self._trim_database_caches()
-        return float(result.total_price)
-
-    def _probe(self, provider: str, model: str) -> ModelPrice:
-        n = _PROBE_TOKENS
-        scale = 1e6 / n
-        uncached = self._exact(provider, model, n, 0, 0, 0) * scale
-        rates = ModelPrice(
-            input=uncached,
-            output=self._exact(provider, model, 0, n, 0, 0) * scale,
-            cache_read=self._exact(provider, model, n, 0, n, 0) * scale,
-            cache_write=self._exact(provider, model, n, 0, 0, n) * scale,
-        )
+            _, entry = data.find(model, provider)
+        except LookupError:
+            _, entry = data.find(model)  # a provider name we don't know (e.g. a proxy), or not its model
         with self._lock:
-            self._remember(self._rates, (provider, model), rates)
-        return rates
+            self._remember(self._models, (provider, model), entry)
+        return entry
+
+
+def _count_eviction() -> None:
+    # In the default registry, like the internal errors of pricing: a PriceBook may serve several Monitors.
+    try:
+        from ..metrics import default_metrics
+
+        default_metrics().price_cache_evictions.inc()
+    except Exception as exc:
+        internal_error("pricing", exc)
 
 
 def _token_counts(*counts: Any) -> tuple[int, int, int, int]:
@@ -225,10 +204,6 @@ def _load_prices(path: str) -> dict[str, ModelPrice]:
         shown = "; ".join(problems[:5]) + (f"; and {len(problems) - 5} more" if len(problems) > 5 else "")
         log.warning("agentvigil: AGENTVIGIL_PRICES_FILE=%s: %s", path, shown)
     return prices
-
-
-_PROBE_TOKENS = 100_000
-_TIER_SAFE_TOKENS = 128_000  # long-context tiers start above this (e.g. 200k for Claude)
 
 
 class CostBaseline:
