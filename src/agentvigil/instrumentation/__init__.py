@@ -25,7 +25,8 @@ from agentvigil.instrumentation import _env
 log = logging.getLogger("agentvigil")
 
 __all__ = [
-    "AnthropicInstrumentor", "CrewAIInstrumentor", "LangChainInstrumentor", "MCPInstrumentor", "OpenAIInstrumentor",
+    "AnthropicInstrumentor", "BedrockInstrumentor", "CrewAIInstrumentor", "LangChainInstrumentor", "MCPInstrumentor",
+    "OpenAIInstrumentor",
     "instrument",
     "instrumented", "uninstrument",
 ]
@@ -37,6 +38,7 @@ _REGISTRY: dict[str, tuple[str, str]] = {
     "langchain": ("langchain_core", "agentvigil.instrumentation.langchain:LangChainInstrumentor"),
     "crewai": ("crewai", "agentvigil.instrumentation.crewai:CrewAIInstrumentor"),
     "mcp": ("mcp", "agentvigil.instrumentation.mcp:MCPInstrumentor"),
+    "bedrock": ("botocore", "agentvigil.instrumentation.bedrock:BedrockInstrumentor"),
 }
 
 
