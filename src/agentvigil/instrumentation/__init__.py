@@ -95,7 +95,7 @@ def _defer(name: str, module: str, kwargs: dict[str, Any]) -> None:
 def instrument(*, only: list[str] | tuple[str, ...] | None = None, **kwargs: Any) -> list[str]:
     """Instrument every supported SDK that is installed; returns the names instrumented now or on import.
 
-    ``only`` restricts to some of ``openai``, ``anthropic``, ``langchain``, ``crewai``, ``mcp``;
+    ``only`` restricts to some of ``openai``, ``anthropic``, ``langchain``, ``crewai``, ``mcp``, ``bedrock``;
     ``AGENTVIGIL_DISABLED_INSTRUMENTATIONS`` removes some. Other keyword arguments (``breaker``, ``budget``,
     ``capture_content``, ``monitor``, ...) go to every instrumentor, which ignores those it does not use.
     Never raises because of an integration: a failing one is logged and skipped.
