@@ -12,7 +12,8 @@ import pytest
 
 from agentvigil.instrumentation import _env, instrument, instrumented, uninstrument
 
-SDKS = [m for m in ("openai", "anthropic", "langchain_core", "mcp") if __import__("importlib").util.find_spec(m)]
+SDKS = [m for m in ("openai", "anthropic", "langchain_core", "mcp", "botocore")
+        if __import__("importlib").util.find_spec(m)]
 
 
 @pytest.fixture(autouse=True)
@@ -43,12 +44,17 @@ def _wrapped_targets():
         from mcp.client.session import ClientSession
 
         found["mcp"] = isinstance(ClientSession.__dict__["call_tool"], proxy)
+    if "botocore" in SDKS:
+        from botocore.client import BaseClient
+
+        found["bedrock"] = isinstance(BaseClient.__dict__["_make_api_call"], proxy)
     return found
 
 
 def test_instrument_everything_installed_then_undo(monitor):
     done = instrument(monitor=monitor)
-    expected = {"openai": "openai", "anthropic": "anthropic", "langchain_core": "langchain", "mcp": "mcp"}
+    expected = {"openai": "openai", "anthropic": "anthropic", "langchain_core": "langchain", "mcp": "mcp",
+                "botocore": "bedrock"}
     assert set(done) == {expected[m] for m in SDKS}
     assert set(instrumented()) == set(done)
     assert all(_wrapped_targets().values())
@@ -104,8 +110,9 @@ def test_capture_content_switch(monkeypatch, own, otel, expected):
 
 def test_import_does_not_pull_any_sdk():
     code = ("import sys, agentvigil, agentvigil.instrumentation, agentvigil.instrumentation.openai, "
-            "agentvigil.instrumentation.anthropic; "
-            "print(sorted(m for m in ('openai', 'anthropic', 'langchain_core', 'crewai') if m in sys.modules))")
+            "agentvigil.instrumentation.anthropic, agentvigil.instrumentation.bedrock; "
+            "print(sorted(m for m in ('openai', 'anthropic', 'langchain_core', 'crewai', 'botocore') "
+            "if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert out.stdout.strip() == "[]", out.stderr
 

@@ -460,6 +460,11 @@ class _Handler(BaseHTTPRequestHandler):
         is_anthropic = path.endswith("/messages")
         if reply.delay_s and self.server.stopping.wait(reply.delay_s):
             return
+        if path.startswith("/model/"):   # the AWS Bedrock runtime wire format
+            from agentvigil.testing import wire_bedrock
+
+            wire_bedrock.handle(self, reply, body, path, n)
+            return
         try:
             if reply.status >= 400:
                 err = _anthropic_error(reply) if is_anthropic else _openai_error(reply)

@@ -12,8 +12,8 @@ Mapping:
 * chat model / LLM start/end/error → an **LLM call** with usage from ``AIMessage.usage_metadata`` (input
   inclusive of cache, cache read/creation from ``input_token_details``) or ``llm_output["token_usage"]``. When
   the model's SDK is itself instrumented by agentvigil (``ls_provider`` openai/azure with the OpenAI
-  instrumentor, anthropic with the Anthropic one) the handler leaves the call to the SDK wrapper, which sees
-  cached tokens and SDK error classes: each call is recorded exactly once.
+  instrumentor, anthropic with the Anthropic one, amazon_bedrock with the Bedrock one) the handler leaves the
+  call to the SDK wrapper, which sees cached tokens and SDK error classes: each call is recorded exactly once.
 
 Guards: the handler runs inline and has ``raise_error = True``, but every method swallows its own failures;
 only agentvigil's deliberate ``GuardError``s (RunKilled, LoopDetected with ``loop_action="raise"``) escape, at
@@ -45,6 +45,7 @@ _SDK_PROVIDERS = {
     "openai": ("agentvigil.instrumentation.openai", "OpenAIInstrumentor"),
     "azure": ("agentvigil.instrumentation.openai", "OpenAIInstrumentor"),
     "anthropic": ("agentvigil.instrumentation.anthropic", "AnthropicInstrumentor"),
+    "amazon_bedrock": ("agentvigil.instrumentation.bedrock", "BedrockInstrumentor"),   # langchain-aws
 }
 
 
