@@ -37,6 +37,7 @@ _REGISTRY: dict[str, tuple[str, str]] = {
     "langchain": ("langchain_core", "agentvigil.instrumentation.langchain:LangChainInstrumentor"),
     "crewai": ("crewai", "agentvigil.instrumentation.crewai:CrewAIInstrumentor"),
     "mcp": ("mcp", "agentvigil.instrumentation.mcp:MCPInstrumentor"),
+    "google_genai": ("google.genai", "agentvigil.instrumentation.google_genai:GoogleGenAIInstrumentor"),
 }
 
 

@@ -34,6 +34,8 @@ from dataclasses import asdict, dataclass, field, fields
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Iterator
 
+from agentvigil.testing import wire_gemini
+
 __all__ = ["FakeProvider", "RecordedRequest", "Reply"]
 
 _OPENAI_ERROR_TYPES = {
@@ -459,6 +461,9 @@ class _Handler(BaseHTTPRequestHandler):
         n = provider._ids.next()
         is_anthropic = path.endswith("/messages")
         if reply.delay_s and self.server.stopping.wait(reply.delay_s):
+            return
+        if wire_gemini.handles(path):  # the Gemini API: its own module
+            wire_gemini.respond(self, path, body, reply, n)
             return
         try:
             if reply.status >= 400:
