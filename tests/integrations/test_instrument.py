@@ -12,7 +12,8 @@ import pytest
 
 from agentvigil.instrumentation import _env, instrument, instrumented, uninstrument
 
-SDKS = [m for m in ("openai", "anthropic", "langchain_core", "mcp") if __import__("importlib").util.find_spec(m)]
+SDKS = [m for m in ("openai", "anthropic", "langchain_core", "mcp", "google.genai")
+        if __import__("importlib").util.find_spec(m)]
 
 
 @pytest.fixture(autouse=True)
@@ -43,12 +44,17 @@ def _wrapped_targets():
         from mcp.client.session import ClientSession
 
         found["mcp"] = isinstance(ClientSession.__dict__["call_tool"], proxy)
+    if "google.genai" in SDKS:
+        from google.genai.models import Models
+
+        found["google_genai"] = isinstance(Models.__dict__["generate_content"], proxy)
     return found
 
 
 def test_instrument_everything_installed_then_undo(monitor):
     done = instrument(monitor=monitor)
-    expected = {"openai": "openai", "anthropic": "anthropic", "langchain_core": "langchain", "mcp": "mcp"}
+    expected = {"openai": "openai", "anthropic": "anthropic", "langchain_core": "langchain", "mcp": "mcp",
+                "google.genai": "google_genai"}
     assert set(done) == {expected[m] for m in SDKS}
     assert set(instrumented()) == set(done)
     assert all(_wrapped_targets().values())
