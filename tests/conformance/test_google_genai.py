@@ -149,3 +149,58 @@ def test_async_stream_span_has_usage(instrument, client, otel, fake):
     a = spans(otel)[0].attributes
     assert a["gen_ai.usage.input_tokens"] == 30 and a["gen_ai.usage.output_tokens"] == 4
     assert a["gen_ai.request.stream"] is True
+
+
+# -- the older events (default stability mode, a LoggerProvider given) ----------------------------------------
+
+def _records(logs):
+    return [r.log_record for r in logs.get_finished_logs()]
+
+
+def test_default_mode_emits_the_older_events_without_content(instrument, client, otel, fake, logs):
+    instrument(logger_provider=logs.provider)
+    fake.enqueue(Reply(text="hello"))
+    client.models.generate_content(model=MODEL, contents="hi", config={"system_instruction": "be brief"})
+    records = _records(logs)
+    assert [r.event_name for r in records] == ["gen_ai.system.message", "gen_ai.user.message", "gen_ai.choice"]
+    assert records[0].body is None and records[1].body is None          # no content unless captured
+    assert records[2].body == {"index": 0, "finish_reason": "stop", "message": {"role": "assistant"}}
+    assert all(r.attributes["gen_ai.system"] == "gcp.gemini" for r in records)
+    (span,) = spans(otel)
+    assert all(r.span_id == span.context.span_id for r in records)
+
+
+def test_default_mode_events_carry_content_and_tool_turns_when_captured(instrument, client, fake, logs):
+    instrument(capture=True, logger_provider=logs.provider)
+    fake.enqueue(Reply(text="3 cats"))
+    contents = [
+        {"role": "user", "parts": [{"text": "find cats"}]},
+        {"role": "model", "parts": [{"function_call": {"id": "c1", "name": "search", "args": {"q": "c"}}}]},
+        {"role": "user", "parts": [{"function_response": {"id": "c1", "name": "search", "response": {"n": 3}}}]},
+    ]
+    client.models.generate_content(model=MODEL, contents=contents)
+    records = _records(logs)
+    assert [r.event_name for r in records] == ["gen_ai.user.message", "gen_ai.assistant.message",
+                                               "gen_ai.tool.message", "gen_ai.choice"]
+    assert records[0].body == {"content": "find cats"}
+    assert records[1].body == {"tool_calls": [{"id": "c1", "type": "function",
+                                               "function": {"name": "search", "arguments": {"q": "c"}}}]}
+    assert records[2].body == {"content": {"n": 3}, "id": "c1"}
+    assert records[3].body == {"index": 0, "finish_reason": "stop",
+                               "message": {"role": "assistant", "content": "3 cats"}}
+
+
+def test_streamed_function_call_in_the_choice_event_without_capture(instrument, client, fake, logs):
+    instrument(logger_provider=logs.provider)
+    fake.enqueue(Reply(text="", tool_calls=[{"name": "search", "arguments": {"q": "cats"}}]))
+    list(client.models.generate_content_stream(model=MODEL, contents="hi"))
+    choice = _records(logs)[-1].body
+    assert choice["finish_reason"] == "tool_calls"
+    (call,) = choice["message"]["tool_calls"]
+    assert call["id"] and call["function"] == {"name": "search"}   # id and name always, arguments only captured
+
+
+def test_latest_mode_emits_no_older_events(instrument, client, logs):
+    instrument(latest=True, logger_provider=logs.provider)
+    client.models.generate_content(model=MODEL, contents="hi")
+    assert logs.get_finished_logs() == ()

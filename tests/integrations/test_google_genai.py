@@ -422,3 +422,28 @@ def test_usage_mapping_adds_tool_use_prompt_and_thoughts():
 def test_a_blocked_prompt_is_a_content_filter_finish():
     assert gg_patch._finish_reasons([], {"block_reason": "SAFETY"}) == ["content_filter"]
     assert gg_patch._finish_reasons([{"finish_reason": "SPII"}], None) == ["content_filter"]
+
+
+def test_parts_keep_media_as_references_and_thoughts_as_reasoning():
+    blob = types.Part.from_bytes(data=b"\x89PNG secret pixels", mime_type="image/png")
+    assert gg_patch.part(blob) == {"type": "blob", "modality": "image", "mime_type": "image/png"}
+    ref = types.Part.from_uri(file_uri="gs://b/clip.mp4", mime_type="video/mp4")
+    assert gg_patch.part(ref) == {"type": "uri", "modality": "video", "mime_type": "video/mp4",
+                                  "uri": "gs://b/clip.mp4"}
+    assert gg_patch.part(types.Part(text="hmm", thought=True)) == {"type": "reasoning", "content": "hmm"}
+    assert gg_patch.input_messages(["look", blob]) == [
+        {"role": "user", "parts": [{"type": "text", "content": "look"},
+                                   {"type": "blob", "modality": "image", "mime_type": "image/png"}]}]
+
+
+def test_tool_definitions_from_declarations_and_python_callables():
+    def get_weather(city: str) -> str:
+        """Weather for a city."""
+        return "sunny"
+
+    decl = types.Tool(function_declarations=[types.FunctionDeclaration(
+        name="search", parameters=types.Schema(type="OBJECT", properties={"q": types.Schema(type="STRING")}))])
+    assert gg_patch.tool_definitions([decl, get_weather]) == [
+        {"type": "function", "name": "search",
+         "parameters": {"type": "OBJECT", "properties": {"q": {"type": "STRING"}}}},
+        {"type": "function", "name": "get_weather", "description": "Weather for a city."}]

@@ -13,10 +13,12 @@ from __future__ import annotations
 
 import importlib
 import logging
+from dataclasses import replace
 from typing import Any
 
 from agentvigil.instrumentation._base import SDKInstrumentor, build_options, wrap
 from agentvigil.instrumentation._common import Options, async_wrapper, internal_error, sync_wrapper
+from agentvigil.instrumentation._events import LegacyEvents
 from agentvigil.instrumentation.google_genai.package import _instruments
 from agentvigil.instrumentation.google_genai.patch import GEMINI, TARGETS, VERTEX, estimate, is_vertex, specs
 
@@ -28,7 +30,10 @@ log = logging.getLogger("agentvigil")
 def _per_client(method: str, opts: Options, is_async: bool) -> Any:
     """One wrapper that records the call under ``gcp.vertex_ai`` or ``gcp.gemini``, as the client is set up."""
     make = async_wrapper if is_async else sync_wrapper
-    gemini, vertex = make(specs(GEMINI)[method], opts), make(specs(VERTEX)[method], opts)
+    vertex_opts = opts
+    if opts.events is not None:   # the older events name their provider too
+        vertex_opts = replace(opts, events=LegacyEvents(opts.events.logger, VERTEX))
+    gemini, vertex = make(specs(GEMINI)[method], opts), make(specs(VERTEX)[method], vertex_opts)
 
     def wrapper(wrapped: Any, instance: Any, args: tuple, kwargs: dict[str, Any]) -> Any:
         try:
@@ -47,7 +52,7 @@ class GoogleGenAIInstrumentor(SDKInstrumentor):
     _instruments = _instruments
 
     def _options(self, kwargs: dict[str, Any]) -> Options:
-        opts = build_options(kwargs)
+        opts = build_options(kwargs, events_provider=GEMINI)
         if opts.budget_estimate is None:
             opts.budget_estimate = estimate   # the shared default reads OpenAI's kwargs, not contents/config
         return opts

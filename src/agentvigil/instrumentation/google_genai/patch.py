@@ -298,6 +298,43 @@ def estimate(kwargs: dict[str, Any]) -> int:
     return size // 4 + (cap if isinstance(cap, int) and cap > 0 else 1024)
 
 
+# ------------------------------------------------------------------------------ the older GenAI events ----
+
+
+def legacy_message(message: dict[str, Any]) -> list[dict[str, Any]]:
+    """A semconv message as the older events' messages (OpenAI's shape, which ``LegacyEvents`` reads): text
+    joined, ``tool_call`` parts as ``tool_calls``, each ``tool_call_response`` part a ``tool`` message."""
+    parts_ = message.get("parts") or []
+    text = "".join(p["content"] for p in parts_ if p["type"] == "text") or None
+    calls = [{"id": p.get("id"), "type": "function", "function": {"name": p.get("name"),
+                                                                 "arguments": p.get("arguments")}}
+             for p in parts_ if p["type"] == "tool_call"]
+    out: list[dict[str, Any]] = [{"role": "tool", "tool_call_id": p.get("id"), "content": p.get("response")}
+                                 for p in parts_ if p["type"] == "tool_call_response"]
+    if text is not None or calls or not out:
+        role = message.get("role")
+        out.append({"role": "user" if role == "tool" else role, "content": text, "tool_calls": calls})
+    return out
+
+
+def legacy_events(inv: Invocation, opts: Options, output: list[dict[str, Any]]) -> None:
+    """``gen_ai.{system,user,assistant,tool}.message`` and ``gen_ai.choice`` (default stability mode, a
+    LoggerProvider present); content and arguments only when capturing, ids and names always."""
+    events = opts.events
+    if events is None or not inv.own_span:
+        return
+    messages: list[dict[str, Any]] = []
+    system = system_instructions(_get(inv.kwargs.get("config"), "system_instruction"))
+    if system:
+        messages.append({"role": "system", "content": "".join(p.get("content") or "" for p in system
+                                                              if p["type"] == "text") or None})
+    for message in input_messages(inv.kwargs.get("contents")):
+        messages.extend(legacy_message(message))
+    events.messages(inv.span, messages, opts.capture_content)
+    for index, message in enumerate(output):
+        events.choice(inv.span, index, message["finish_reason"], legacy_message(message)[-1], opts.capture_content)
+
+
 # ------------------------------------------------------------------------------------------ response ----
 
 
@@ -333,9 +370,11 @@ def _finish_reasons(candidates: Any, prompt_feedback: Any) -> list[str] | None:
 def generate_response(result: Any, inv: Invocation, opts: Options) -> None:
     reasoning = record_usage(inv, _get(result, "usage_metadata"))
     inv.set_response_model(_get(result, "model_version"))
+    candidates = _get(result, "candidates")
+    if opts.events is not None:
+        legacy_events(inv, opts, output_messages(candidates))
     if not inv.recording:
         return
-    candidates = _get(result, "candidates")
     attrs: dict[str, Any] = {RESPONSE_ID: _get(result, "response_id"),
                              RESPONSE_FINISH_REASONS: _finish_reasons(candidates, _get(result, "prompt_feedback")),
                              sc.REASONING_TOKENS: reasoning}
@@ -363,7 +402,9 @@ class _Candidate:
 
 class GenerateStreamRecorder(StreamRecorder):
     def __init__(self, opts: Options) -> None:
+        self.opts = opts
         self.capture = opts.capture_content
+        self.track = self.capture or opts.events is not None   # the events carry tool-call ids and names always
         self.usage: Any = None
         self.model: Any = None
         self.id: Any = None
@@ -385,11 +426,11 @@ class GenerateStreamRecorder(StreamRecorder):
                 self.has_calls[index] = True
             if _get(c, "finish_reason") is not None:
                 self.finish[index] = c
-            if self.capture:
+            if self.track:
                 buf = self.candidates.setdefault(index, _Candidate())
                 for p in chunk_parts:
                     converted = part(p)
-                    if converted is not None:
+                    if converted is not None and (self.capture or converted["type"] == "tool_call"):
                         buf.add(converted)
         return True
 
@@ -402,12 +443,14 @@ class GenerateStreamRecorder(StreamRecorder):
             reasons = ["content_filter"]
         attrs: dict[str, Any] = {RESPONSE_ID: self.id, RESPONSE_FINISH_REASONS: reasons or None,
                                  sc.REASONING_TOKENS: reasoning}
-        if self.capture and self.candidates:
+        if self.track:
             messages = []
             for i, buf in sorted(self.candidates.items()):
                 reason = finish_reason(self.finish.get(i), self.has_calls.get(i, False))
                 messages.append({"role": "assistant", "parts": buf.parts, "finish_reason": reason or "error"})
-            attrs[OUTPUT_MESSAGES] = sc.to_json(messages)
+            legacy_events(inv, self.opts, messages)
+            if self.capture and messages:
+                attrs[OUTPUT_MESSAGES] = sc.to_json(messages)
         inv.set_attributes(attrs)
 
     def error_kind(self, exc: BaseException) -> str | None:
