@@ -71,6 +71,7 @@ _BY_CLASS_NAME = {
     "NetworkError": NETWORK,
     "TransportError": NETWORK,
     "ProtocolError": NETWORK,
+    "ClientConnectionError": NETWORK,   # aiohttp (google-genai's async transport): refused, reset, disconnected
     # botocore (AWS): transport errors by class; service errors are ClientError, classified by code below
     "ReadTimeoutError": TIMEOUT,
     "ConnectTimeoutError": TIMEOUT,
@@ -103,7 +104,8 @@ _AWS_CODES = {
 }
 
 _CONTEXT_MARKERS = ("context_length_exceeded", "maximum context length", "context window", "prompt is too long",
-                    "too many tokens", "input is too long")
+                    "too many tokens", "input is too long",
+                    "exceeds the maximum number of tokens")   # Gemini: "The input token count (N) exceeds ..."
 _FILTER_MARKERS = ("content_filter", "content management policy", "content_policy", "safety system")
 
 

@@ -12,7 +12,7 @@ import pytest
 
 from agentvigil.instrumentation import _env, instrument, instrumented, uninstrument
 
-SDKS = [m for m in ("openai", "anthropic", "langchain_core", "mcp", "botocore")
+SDKS = [m for m in ("openai", "anthropic", "langchain_core", "mcp", "botocore", "google.genai")
         if __import__("importlib").util.find_spec(m)]
 
 
@@ -48,13 +48,17 @@ def _wrapped_targets():
         from botocore.client import BaseClient
 
         found["bedrock"] = isinstance(BaseClient.__dict__["_make_api_call"], proxy)
+    if "google.genai" in SDKS:
+        from google.genai.models import Models
+
+        found["google_genai"] = isinstance(Models.__dict__["generate_content"], proxy)
     return found
 
 
 def test_instrument_everything_installed_then_undo(monitor):
     done = instrument(monitor=monitor)
     expected = {"openai": "openai", "anthropic": "anthropic", "langchain_core": "langchain", "mcp": "mcp",
-                "botocore": "bedrock"}
+                "botocore": "bedrock", "google.genai": "google_genai"}
     assert set(done) == {expected[m] for m in SDKS}
     assert set(instrumented()) == set(done)
     assert all(_wrapped_targets().values())

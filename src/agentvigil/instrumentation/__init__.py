@@ -39,6 +39,7 @@ _REGISTRY: dict[str, tuple[str, str]] = {
     "crewai": ("crewai", "agentvigil.instrumentation.crewai:CrewAIInstrumentor"),
     "mcp": ("mcp", "agentvigil.instrumentation.mcp:MCPInstrumentor"),
     "bedrock": ("botocore", "agentvigil.instrumentation.bedrock:BedrockInstrumentor"),
+    "google_genai": ("google.genai", "agentvigil.instrumentation.google_genai:GoogleGenAIInstrumentor"),
 }
 
 

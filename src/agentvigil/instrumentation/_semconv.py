@@ -62,6 +62,9 @@ def server_attributes(instance: Any) -> dict[str, Any]:
     """``server.address`` / ``server.port`` from an SDK resource's client ``base_url`` (port left out when 443,
     the default for https, as the spec recommends)."""
     base = getattr(getattr(instance, "_client", None), "base_url", None)
+    if base is None:   # google-genai keeps it in its api client's http options (a dict in early 1.x)
+        options = getattr(getattr(instance, "_api_client", None), "_http_options", None)
+        base = options.get("base_url") if isinstance(options, dict) else getattr(options, "base_url", None)
     if base is None:
         return {}
     host = getattr(base, "host", None)

@@ -34,6 +34,8 @@ from dataclasses import asdict, dataclass, field, fields
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Iterator
 
+from agentvigil.testing import wire_gemini
+
 __all__ = ["FakeProvider", "RecordedRequest", "Reply"]
 
 _OPENAI_ERROR_TYPES = {
@@ -464,6 +466,9 @@ class _Handler(BaseHTTPRequestHandler):
             from agentvigil.testing import wire_bedrock
 
             wire_bedrock.handle(self, reply, body, path, n)
+            return
+        if wire_gemini.handles(path):  # the Gemini API: its own module
+            wire_gemini.respond(self, path, body, reply, n)
             return
         try:
             if reply.status >= 400:
