@@ -8,7 +8,10 @@ from __future__ import annotations
 
 import sys
 
-from mcp.server.mcpserver import MCPServer
+try:
+    from mcp.server.mcpserver import MCPServer
+except ImportError:   # mcp 1.x (scripts/test-oldest.sh): the same server was called FastMCP
+    from mcp.server.fastmcp import FastMCP as MCPServer
 
 server = MCPServer("agentvigil-test")
 calls = {"n": 0}
@@ -41,6 +44,10 @@ def deploy(env: str) -> str:
 
 if __name__ == "__main__":
     if len(sys.argv) > 2 and sys.argv[1] == "http":
-        server.run("streamable-http", host="127.0.0.1", port=int(sys.argv[2]))
+        try:
+            server.run("streamable-http", host="127.0.0.1", port=int(sys.argv[2]))
+        except TypeError:   # mcp 1.x: host and port are settings
+            server.settings.host, server.settings.port = "127.0.0.1", int(sys.argv[2])
+            server.run("streamable-http")
     else:
         server.run()

@@ -146,7 +146,8 @@ def test_errors_are_classified(instrument, client, fake, sample, reply, exc_type
     fake.enqueue(reply)
     with pytest.raises(anthropic.APIStatusError) as info:
         client.messages.create(model=MODEL, max_tokens=10, messages=MSGS)
-    assert type(info.value).__name__ == exc_type
+    # releases before OverloadedError raise 529 as InternalServerError (scripts/test-oldest.sh runs them)
+    assert type(info.value).__name__ == (exc_type if hasattr(anthropic, exc_type) else "InternalServerError")
     assert sample("agent_llm_errors_total", kind=kind, **L) == 1
     assert sample("agent_llm_calls_total", status="error", **L) == 1
 

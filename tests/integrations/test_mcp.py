@@ -28,6 +28,19 @@ from agentvigil.instrumentation.mcp import MCPInstrumentor  # noqa: E402
 from agentvigil.instrumentation.mcp.patch import result_payload  # noqa: E402
 
 SERVER = Path(__file__).with_name("mcp_server.py")
+# scripts/test-oldest.sh runs this file against mcp 1.x too: camelCase result fields, no structured content
+# before 1.10, no streamable HTTP before 1.8
+_FIELDS = getattr(mcp.types.CallToolResult, "model_fields", {})
+HAS_STRUCTURED = "structured_content" in _FIELDS or "structuredContent" in _FIELDS
+
+
+def is_error(result) -> bool:
+    return bool(getattr(result, "is_error", getattr(result, "isError", None)))
+
+
+def counted(n: int):
+    """What result_payload makes of the count tool's answer n."""
+    return {"content": [str(n)], "structured": {"result": n}} if HAS_STRUCTURED else str(n)
 
 
 @pytest.fixture
@@ -84,7 +97,7 @@ def test_stdio_tool_calls_are_tool_calls_of_the_run(instrumented, make_monitor, 
 
     listed, ok, failed, unknown, outside = asyncio.run(agent())
     assert {t.name for t in listed.tools} >= {"search", "status", "deploy"}
-    assert ok.is_error is False and failed.is_error is True and outside.is_error is False
+    assert not is_error(ok) and is_error(failed) and not is_error(outside)
     a = {"agent": "mcp-agent"}
     assert sample("agent_tool_calls_total", tool="tools/list", status="ok", **a) == 1
     assert sample("agent_tool_calls_total", tool="search", status="ok", **a) == 1
@@ -111,15 +124,15 @@ def test_repeated_identical_calls_raise_the_loop_guard_before_sending(instrument
                     for _ in range(10):
                         await session.call_tool("status", {})
                         sent += 1
-            counted = await session.call_tool("count", {})   # outside the run: one call on the server
-            return sent, counted
+            answer = await session.call_tool("count", {})   # outside the run: one call on the server
+            return sent, answer
 
-    sent, counted = asyncio.run(agent())
+    sent, answer = asyncio.run(agent())
     assert 2 <= sent < 10      # stopped well before the loop's end
     assert sample("agent_tool_calls_total", agent="mcp-loop", tool="status", status="ok") == sent
     assert sum(sample("agent_loop_detections_total", agent="mcp-loop", detector=d)
                for d in ("repeat_call", "same_result", "repeated_sequence")) >= 1
-    assert result_payload(counted) == {"content": ["1"], "structured": {"result": 1}}
+    assert result_payload(answer) == counted(1)
 
 
 def test_run_limit_stops_before_the_next_mcp_call(instrumented, make_monitor):
@@ -134,7 +147,7 @@ def test_run_limit_stops_before_the_next_mcp_call(instrumented, make_monitor):
                     await session.call_tool("count", {})   # refused before it is sent
             return await session.call_tool("count", {})
 
-    assert result_payload(asyncio.run(agent()))["structured"] == {"result": 2}
+    assert result_payload(asyncio.run(agent())) == counted(2)
 
 
 def test_uninstrument_leaves_the_sdk_as_it_was(make_monitor, sample):
@@ -173,6 +186,7 @@ def _free_port() -> int:
 
 @pytest.fixture
 def http_server():
+    pytest.importorskip("mcp.client.streamable_http", reason="this mcp has no streamable HTTP")
     port = _free_port()
     proc = subprocess.Popen([sys.executable, str(SERVER), "http", str(port)], stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL)
@@ -198,7 +212,10 @@ def http_server():
 
 
 def test_streamable_http_on_loopback(instrumented, make_monitor, sample, http_server):
-    from mcp.client.streamable_http import streamable_http_client
+    from mcp.client import streamable_http as transport
+
+    # named streamablehttp_client in 1.x
+    streamable_http_client = getattr(transport, "streamable_http_client", None) or transport.streamablehttp_client
 
     mon = make_monitor("mcp-http")
 

@@ -27,6 +27,11 @@ OPENAI_STREAM_USAGE = "AGENTVIGIL_OPENAI_STREAM_USAGE"
 from the caller, so streamed calls are costed. ``off``: the request is sent as is; a stream without usage is
 recorded as a call with unknown tokens."""
 
+MCP_SERVER = "AGENTVIGIL_MCP_SERVER"
+"""``true``: ``MCPInstrumentor().instrument()`` (and ``agentvigil.instrument()``) also instruments MCP servers: each
+``tools/call`` a server built with the ``mcp`` SDK handles is a run with one tool call. Default: off (client side
+only). The ``server=`` keyword wins."""
+
 _TRUE = ("1", "true", "yes", "on", "span_only", "span_and_event")
 _FALSE = ("", "0", "false", "no", "off", "no_content", "event_only")
 
@@ -95,3 +100,9 @@ def openai_stream_usage(explicit: bool | None = None) -> bool:
         return False
     log.warning("agentvigil: ignoring %s=%r; valid values: inject, off", OPENAI_STREAM_USAGE, raw)
     return True
+
+
+def mcp_server(explicit: bool | None = None) -> bool:
+    if explicit is not None:
+        return bool(explicit)
+    return bool(_flag(MCP_SERVER, False))

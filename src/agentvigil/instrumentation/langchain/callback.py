@@ -210,7 +210,8 @@ class AgentVigilCallbackHandler(BaseCallbackHandler):
                 self._put(run_id, node)
                 return
             run = parent.run
-            if (run is not None and md.get("langgraph_node") == name
+            # LangGraph 0.2 runs its START node visibly (tagged langsmith:hidden only): not a step
+            if (run is not None and md.get("langgraph_node") == name and name != "__start__"
                     and not any(str(t).startswith("langgraph:hidden") for t in tags or ())):
                 run.check()  # kill switch / loop guard boundary
                 step = run.start_step(name)

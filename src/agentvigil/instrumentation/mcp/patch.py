@@ -25,6 +25,9 @@ from agentvigil.errors import (
 )
 
 LIST_TOOLS = "tools/list"
+TOOLS_CALL = "tools/call"
+SIDE = "agentvigil.mcp.side"          # "client" on ClientSession spans, "server" on a server's (server.py)
+METHOD = "mcp.method.name"            # the OTel MCP semantic conventions' attribute
 
 # JSON-RPC / MCP error codes (the SDK's ErrorData.code)
 _BY_CODE = {
@@ -48,9 +51,14 @@ def error_kind(exc: BaseException) -> str:
     return classify_exception(exc, default=TOOL_ERROR)
 
 
+def _get(obj: Any, key: str) -> Any:
+    # SDK objects on the client, the wire dict (camelCase) on a 2.x server: one payload for both
+    return obj.get(key) if isinstance(obj, dict) else getattr(obj, key, None)
+
+
 def _field(result: Any, snake: str, camel: str) -> Any:
-    value = getattr(result, snake, None)
-    return getattr(result, camel, None) if value is None else value
+    value = _get(result, snake)
+    return _get(result, camel) if value is None else value
 
 
 def result_payload(result: Any) -> Any:
@@ -58,16 +66,26 @@ def result_payload(result: Any) -> Any:
     two identical answers compare equal whatever object ids or metadata the SDK attaches."""
     parts: list[Any] = []
     for block in _field(result, "content", "content") or ():
-        text = getattr(block, "text", None)
+        text = _get(block, "text")
         if text is not None:
             parts.append(str(text))
         else:   # images, audio, resources: their type and data, not the SDK object
-            data = getattr(block, "data", None) or getattr(getattr(block, "resource", None), "uri", None)
-            parts.append(f"{getattr(block, 'type', 'block')}:{data}")
+            data = _get(block, "data") or _get(_get(block, "resource"), "uri")
+            parts.append(f"{_get(block, 'type') or 'block'}:{data}")
     structured = _field(result, "structured_content", "structuredContent")
     if structured is not None:
         return {"content": parts, "structured": structured}
     return "\n".join(parts) if parts else None
+
+
+def mark(call: Any, side: str, method: str = TOOLS_CALL) -> None:
+    """Tell client and server spans of one tool apart: both are ``execute_tool {name}``."""
+    from agentvigil.sinks.spans import span_of
+
+    span = span_of(call)
+    if span is not None:
+        span.set_attribute(SIDE, side)
+        span.set_attribute(METHOD, method)
 
 
 def _tool_names(result: Any) -> list[str]:
@@ -85,6 +103,7 @@ async def _call_tool(wrapped: Callable[..., Any], args: tuple, kwargs: dict) -> 
     name = args[0] if args else kwargs.get("name")
     arguments = args[1] if len(args) > 1 else kwargs.get("arguments")
     with run.tool_call(str(name), arguments) as call:   # raises a pending guard exception, before the request
+        mark(call, "client")
         try:
             result = await wrapped(*args, **kwargs)
         except Exception as exc:
@@ -105,6 +124,7 @@ async def _list_tools(wrapped: Callable[..., Any], args: tuple, kwargs: dict) ->
     params = args[0] if args else kwargs.get("params") or kwargs.get("cursor")
     cursor = getattr(params, "cursor", params)
     with run.tool_call(LIST_TOOLS, None if cursor is None else {"cursor": str(cursor)}) as call:
+        mark(call, "client", LIST_TOOLS)
         try:
             result = await wrapped(*args, **kwargs)
         except Exception as exc:
