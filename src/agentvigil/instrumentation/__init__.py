@@ -1,5 +1,5 @@
 """Zero-code integrations: OpenAI and Anthropic SDK patching, a LangChain/LangGraph callback handler, CrewAI
-event listeners, MCP client tool calls. Each is an OpenTelemetry ``BaseInstrumentor`` (reversible, declares the
+event listeners, MCP client tool calls, an OpenAI Agents SDK tracing processor. Each is an OpenTelemetry ``BaseInstrumentor`` (reversible, declares the
 SDK versions it supports, picked up by ``opentelemetry-instrument`` through the ``opentelemetry_instrumentor``
 entry points).
 
@@ -25,7 +25,8 @@ from agentvigil.instrumentation import _env
 log = logging.getLogger("agentvigil")
 
 __all__ = [
-    "AnthropicInstrumentor", "CrewAIInstrumentor", "LangChainInstrumentor", "MCPInstrumentor", "OpenAIInstrumentor",
+    "AnthropicInstrumentor", "CrewAIInstrumentor", "LangChainInstrumentor", "MCPInstrumentor", "OpenAIAgentsInstrumentor",
+    "OpenAIInstrumentor",
     "instrument",
     "instrumented", "uninstrument",
 ]
@@ -37,6 +38,7 @@ _REGISTRY: dict[str, tuple[str, str]] = {
     "langchain": ("langchain_core", "agentvigil.instrumentation.langchain:LangChainInstrumentor"),
     "crewai": ("crewai", "agentvigil.instrumentation.crewai:CrewAIInstrumentor"),
     "mcp": ("mcp", "agentvigil.instrumentation.mcp:MCPInstrumentor"),
+    "openai_agents": ("agents", "agentvigil.instrumentation.openai_agents:OpenAIAgentsInstrumentor"),
 }
 
 
@@ -93,7 +95,7 @@ def _defer(name: str, module: str, kwargs: dict[str, Any]) -> None:
 def instrument(*, only: list[str] | tuple[str, ...] | None = None, **kwargs: Any) -> list[str]:
     """Instrument every supported SDK that is installed; returns the names instrumented now or on import.
 
-    ``only`` restricts to some of ``openai``, ``anthropic``, ``langchain``, ``crewai``, ``mcp``;
+    ``only`` restricts to some of ``openai``, ``anthropic``, ``langchain``, ``crewai``, ``mcp``, ``openai_agents``;
     ``AGENTVIGIL_DISABLED_INSTRUMENTATIONS`` removes some. Other keyword arguments (``breaker``, ``budget``,
     ``capture_content``, ``monitor``, ...) go to every instrumentor, which ignores those it does not use.
     Never raises because of an integration: a failing one is logged and skipped.
