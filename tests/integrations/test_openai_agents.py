@@ -152,6 +152,7 @@ def test_trace_maps_onto_run_steps_tool_calls_and_llm_calls(instrument, make_mon
                                                             tmp_path):
     mon = make_monitor()
     instrument(mon)
+    errors_before = internal_errors()
     spanish = Agent(name="spanish", instructions="Answer in Spanish.", model=responses(client))
     triage = Agent(name="triage", instructions="Route.", tools=[search, deploy], handoffs=[spanish],
                    model=responses(client))
@@ -194,7 +195,9 @@ def test_trace_maps_onto_run_steps_tool_calls_and_llm_calls(instrument, make_mon
     assert ends["search"]["args_hash"] == agentvigil.codec.digest({"q": SECRET})
     everything = json.dumps(recorded) + json.dumps([dict(s.attributes) for s in spans.get_finished_spans()])
     assert SECRET not in everything and "hola" not in everything and "Route." not in everything
-    assert internal_errors() == 0
+    assert internal_errors() == errors_before
+    processor = next(p for p in _processors() if isinstance(p, AgentsProcessor))
+    assert processor._traces == {} and processor._spans == {}   # nothing kept past its trace
 
 
 def test_streamed_chat_completions_run(instrument, make_monitor, fake, client, sample, spans):
@@ -383,3 +386,28 @@ def test_registered_for_instrument_and_the_entry_point():
     assert _REGISTRY["openai_agents"] == ("agents",
                                           "agentvigil.instrumentation.openai_agents:OpenAIAgentsInstrumentor")
     assert OpenAIAgentsInstrumentor().instrumentation_dependencies() == ("openai-agents >= 0.0.4",)
+
+
+def test_a_broken_span_is_counted_never_raised(make_monitor, sample):
+    mon = make_monitor()
+    processor = AgentsProcessor(mon)
+
+    class Trace:
+        trace_id, group_id = "trace_1", None
+
+    class Hostile:
+        @property
+        def type(self):
+            raise RuntimeError("an SDK shape we do not know")
+
+    class Span:
+        trace_id, span_id, span_data, error = "trace_1", "span_1", Hostile(), None
+
+    before = internal_errors()
+    processor.on_trace_start(Trace())
+    processor.on_span_start(Span())     # must not raise into the SDK
+    processor.on_span_end(Span())
+    processor.on_trace_end(Trace())
+    assert internal_errors() == before + 2
+    assert sample("agent_runs_total", agent="agents-test", status="ok") == 1   # the run itself is intact
+    assert processor._traces == {} and agentvigil.current_run() is None

@@ -1,7 +1,7 @@
 """Zero-code integrations: OpenAI and Anthropic SDK patching, a LangChain/LangGraph callback handler, CrewAI
-event listeners, MCP client tool calls, an OpenAI Agents SDK tracing processor. Each is an OpenTelemetry ``BaseInstrumentor`` (reversible, declares the
-SDK versions it supports, picked up by ``opentelemetry-instrument`` through the ``opentelemetry_instrumentor``
-entry points).
+event listeners, MCP client tool calls, an OpenAI Agents SDK tracing processor. Each is an OpenTelemetry
+``BaseInstrumentor`` (reversible, declares the SDK versions it supports, picked up by ``opentelemetry-instrument``
+through the ``opentelemetry_instrumentor`` entry points).
 
     >>> import agentvigil
     >>> agentvigil.instrument()            # every supported SDK that is installed
@@ -25,8 +25,8 @@ from agentvigil.instrumentation import _env
 log = logging.getLogger("agentvigil")
 
 __all__ = [
-    "AnthropicInstrumentor", "CrewAIInstrumentor", "LangChainInstrumentor", "MCPInstrumentor", "OpenAIAgentsInstrumentor",
-    "OpenAIInstrumentor",
+    "AnthropicInstrumentor", "CrewAIInstrumentor", "LangChainInstrumentor", "MCPInstrumentor",
+    "OpenAIAgentsInstrumentor", "OpenAIInstrumentor",
     "instrument",
     "instrumented", "uninstrument",
 ]

@@ -37,7 +37,7 @@ class OpenAIAgentsInstrumentor(BaseInstrumentor):  # type: ignore[misc]
 
         from agentvigil.instrumentation.openai_agents.processor import AgentsProcessor
 
-        self._processor = AgentsProcessor(kwargs.get("monitor"), {k: kwargs.get(k) for k in _LIMITS})
+        self._processor: Any = AgentsProcessor(kwargs.get("monitor"), {k: kwargs.get(k) for k in _LIMITS})
         add_trace_processor(self._processor)   # after the SDK's exporters: theirs keep working as before
 
     def _uninstrument(self, **kwargs: Any) -> None:
@@ -62,10 +62,14 @@ class OpenAIAgentsInstrumentor(BaseInstrumentor):  # type: ignore[misc]
 def trace_processors() -> tuple[Any, ...] | None:
     """The processors registered with the SDK's trace provider, or None when it does not list them. The SDK
     has no public getter: ``uninstrument()`` reads the list to put back every processor but ours."""
+    provider: Any
     try:
-        from agents.tracing import get_trace_provider   # 0.1+: created on first use
+        from agents.tracing import get_trace_provider  # 0.1+: the provider is created on first use
+
         provider = get_trace_provider()
     except ImportError:   # earlier releases: a module-level provider
-        from agents.tracing.setup import GLOBAL_TRACE_PROVIDER as provider
+        from agents.tracing import setup
+
+        provider = setup.GLOBAL_TRACE_PROVIDER
     current = getattr(getattr(provider, "_multi_processor", None), "_processors", None)
     return tuple(current) if current is not None else None

@@ -159,7 +159,8 @@ class AgentsProcessor(TracingProcessor):  # type: ignore[misc]
         self.active = True      # False once uninstrumented: a processor the SDK still holds does nothing
         self._lock = threading.Lock()
         self._traces: dict[str, _Trace] = {}
-        self._spans: dict[str, Any] = {}   # span id -> ToolCall, or (claim list, contextvar token) of a model span
+        # span id -> (trace id, ToolCall or the (claim list, contextvar token) of a model span)
+        self._spans: dict[str, tuple[str, Any]] = {}
 
     # -- traces -------------------------------------------------------------------------------------------
     def on_trace_start(self, trace: Any) -> None:
@@ -198,8 +199,12 @@ class AgentsProcessor(TracingProcessor):  # type: ignore[misc]
         if not self.active and not self._traces:
             return
         try:
+            trace_id = str(getattr(trace, "trace_id", "") or "")
             with self._lock:
-                state = self._traces.pop(str(getattr(trace, "trace_id", "") or ""), None)
+                state = self._traces.pop(trace_id, None)
+                orphans = [key for key, (owner, _) in self._spans.items() if owner == trace_id] if state else ()
+                for key in orphans:   # spans the SDK never ended (a cancelled tool): not kept past their trace
+                    self._spans.pop(key, None)
             if state is None:
                 return
             with state.lock:
@@ -257,7 +262,7 @@ class AgentsProcessor(TracingProcessor):  # type: ignore[misc]
         with self._lock:
             if len(self._spans) >= MAX_OPEN_SPANS:
                 raise OverflowError(f"more than {MAX_OPEN_SPANS} Agents SDK spans open; this one is skipped")
-            self._spans[str(span.span_id)] = value
+            self._spans[str(span.span_id)] = (str(getattr(span, "trace_id", "") or ""), value)
 
     def on_span_end(self, span: Any) -> None:
         if not self.active and not self._spans:
@@ -269,7 +274,7 @@ class AgentsProcessor(TracingProcessor):  # type: ignore[misc]
 
     def _span_end(self, span: Any) -> None:
         with self._lock:
-            opened = self._spans.pop(str(span.span_id), None)
+            _, opened = self._spans.pop(str(span.span_id), (None, None))
         state = self._traces.get(str(getattr(span, "trace_id", "") or ""))
         data = span.span_data
         kind = data.type
