@@ -12,7 +12,8 @@ import pytest
 
 from agentvigil.instrumentation import _env, instrument, instrumented, uninstrument
 
-SDKS = [m for m in ("openai", "anthropic", "langchain_core", "mcp", "agents") if __import__("importlib").util.find_spec(m)]
+SDKS = [m for m in ("openai", "anthropic", "langchain_core", "mcp", "agents")
+        if __import__("importlib").util.find_spec(m)]
 
 
 @pytest.fixture(autouse=True)

@@ -7,6 +7,7 @@ import asyncio
 import dataclasses
 import importlib.metadata
 import json
+import socket
 from pathlib import Path
 
 import pytest
@@ -25,7 +26,7 @@ from agents import (  # noqa: E402
     function_tool,
     input_guardrail,
 )
-from agents.tracing import set_trace_processors  # noqa: E402
+from agents.tracing import set_trace_processors, set_tracing_disabled  # noqa: E402
 
 import agentvigil  # noqa: E402
 from agentvigil import LoopDetected, RunLimitExceeded, result_fingerprint  # noqa: E402
@@ -49,12 +50,24 @@ def _processors() -> tuple:
 
 @pytest.fixture(autouse=True)
 def offline(monkeypatch):
-    """No network: a dummy key, and the SDK's own exporter to api.openai.com taken out for the test."""
+    """No network: a dummy key, the SDK's own exporter to api.openai.com taken out for the test, and any
+    connection to a non-loopback address refused (and failing the test)."""
     monkeypatch.setenv("OPENAI_API_KEY", "test-key")
     before = list(_processors())
     set_trace_processors([])
+    attempts = []
+    connect = socket.socket.connect
+
+    def loopback_only(sock, address):
+        if isinstance(address, tuple) and address[0] not in ("127.0.0.1", "::1", "localhost"):
+            attempts.append(address)
+            raise OSError(f"test is offline: refused {address}")
+        return connect(sock, address)
+
+    monkeypatch.setattr(socket.socket, "connect", loopback_only)
     yield
     set_trace_processors(before)
+    assert attempts == []
 
 
 @pytest.fixture
@@ -378,6 +391,21 @@ def test_uninstrument_removes_the_processor(instrument, make_monitor, fake, clie
     assert run_sync(agent, "hi").final_output == "unseen"
     assert sample("agent_runs_total", agent="agents-test", status="ok") == 0
     assert sample("agent_llm_calls_total", agent="agents-test", provider="openai", model=MODEL, status="ok") == 0
+
+
+def test_sdk_tracing_disabled_means_no_runs_and_no_harm(instrument, make_monitor, fake, client, sample):
+    mon = make_monitor()
+    instrument(mon)
+    agent = Agent(name="untraced", instructions="x", tools=[search], model=responses(client))
+    fake.enqueue(call("search", q="cats"), Reply(text="done"))
+    set_tracing_disabled(True)
+    try:
+        assert run_sync(agent, "hi").final_output == "done"
+    finally:
+        set_tracing_disabled(False)
+    assert len(fake.requests) == 2
+    assert sample("agent_runs_total", agent="agents-test", status="ok") == 0
+    assert sample("agent_tool_calls_total", agent="agents-test", tool="search", status="ok") == 0
 
 
 def test_registered_for_instrument_and_the_entry_point():

@@ -179,6 +179,8 @@ class AgentsProcessor(TracingProcessor):  # type: ignore[misc]
             if len(self._traces) >= MAX_OPEN_TRACES:
                 raise OverflowError(f"more than {MAX_OPEN_TRACES} Agents SDK traces open; this one is skipped")
         run = current_run_var.get()
+        if run is not None and run.status is not None:
+            run = None   # ended: left current by a streamed run of an SDK before 0.1 (its trace ends in a task)
         owned = run is None
         token = None
         if owned:
