@@ -26,7 +26,7 @@ from agents import (  # noqa: E402
     function_tool,
     input_guardrail,
 )
-from agents.tracing import set_trace_processors, set_tracing_disabled  # noqa: E402
+from agents.tracing import function_span, set_trace_processors, set_tracing_disabled, trace  # noqa: E402
 
 import agentvigil  # noqa: E402
 from agentvigil import LoopDetected, RunLimitExceeded, result_fingerprint  # noqa: E402
@@ -391,6 +391,33 @@ def test_uninstrument_removes_the_processor(instrument, make_monitor, fake, clie
     assert run_sync(agent, "hi").final_output == "unseen"
     assert sample("agent_runs_total", agent="agents-test", status="ok") == 0
     assert sample("agent_llm_calls_total", agent="agents-test", provider="openai", model=MODEL, status="ok") == 0
+
+
+def test_a_run_inside_an_except_block_is_not_failed_by_the_handled_exception(instrument, make_monitor, fake,
+                                                                            client, sample):
+    mon = make_monitor()
+    instrument(mon)
+    agent = Agent(name="fallback", instructions="x", model=responses(client))
+    fake.enqueue(Reply(text="recovered"))
+    try:
+        raise ConnectionError("primary path failed")
+    except ConnectionError:
+        assert run_sync(agent, "hi").final_output == "recovered"
+    assert sample("agent_runs_total", agent="agents-test", status="ok") == 1
+    assert sample("agent_runs_total", agent="agents-test", status="error") == 0
+
+
+def test_a_span_the_sdk_never_ends_is_closed_with_its_trace(instrument, make_monitor, sample):
+    mon = make_monitor()
+    instrument(mon)
+    with trace("manual workflow"):
+        function_span(name="cancelled_tool").start()   # started, never finished
+        assert agentvigil.current_run() is not None
+    assert agentvigil.current_run() is None
+    assert sample("agent_tool_calls_total", agent="agents-test", tool="cancelled_tool", status="error") == 1
+    assert sample("agent_runs_total", agent="agents-test", status="ok") == 1
+    processor = next(p for p in _processors() if isinstance(p, AgentsProcessor))
+    assert processor._spans == {} and processor._traces == {}
 
 
 def test_sdk_tracing_disabled_means_no_runs_and_no_harm(instrument, make_monitor, fake, client, sample):

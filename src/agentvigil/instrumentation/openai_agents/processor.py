@@ -204,11 +204,13 @@ class AgentsProcessor(TracingProcessor):  # type: ignore[misc]
             trace_id = str(getattr(trace, "trace_id", "") or "")
             with self._lock:
                 state = self._traces.pop(trace_id, None)
-                orphans = [key for key, (owner, _) in self._spans.items() if owner == trace_id] if state else ()
-                for key in orphans:   # spans the SDK never ended (a cancelled tool): not kept past their trace
-                    self._spans.pop(key, None)
+                keys = [key for key, (owner, _) in self._spans.items() if owner == trace_id] if state else ()
+                orphans = [self._spans.pop(key)[1] for key in keys]
             if state is None:
                 return
+            for orphan in orphans:   # spans the SDK never ended (a cancelled tool): not kept past their trace
+                if not isinstance(orphan, tuple):
+                    orphan.end(error=AgentsSpanError("the SDK never ended this span"))
             with state.lock:
                 state.end_step()
             if state.token is not None:
@@ -230,6 +232,7 @@ class AgentsProcessor(TracingProcessor):  # type: ignore[misc]
         if isinstance(raised, Exception) and raised is not state.handling:
             return raised
         return state.error
+
     # -- spans --------------------------------------------------------------------------------------------
     def on_span_start(self, span: Any) -> None:
         if not self.active:
