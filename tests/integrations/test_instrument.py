@@ -12,7 +12,7 @@ import pytest
 
 from agentvigil.instrumentation import _env, instrument, instrumented, uninstrument
 
-SDKS = [m for m in ("openai", "anthropic", "langchain_core", "mcp", "botocore", "google.genai")
+SDKS = [m for m in ("openai", "anthropic", "langchain_core", "mcp", "botocore", "google.genai", "agents")
         if __import__("importlib").util.find_spec(m)]
 
 
@@ -52,13 +52,18 @@ def _wrapped_targets():
         from google.genai.models import Models
 
         found["google_genai"] = isinstance(Models.__dict__["generate_content"], proxy)
+    if "agents" in SDKS:
+        from agentvigil.instrumentation.openai_agents import trace_processors
+        from agentvigil.instrumentation.openai_agents.processor import AgentsProcessor
+
+        found["openai_agents"] = any(isinstance(p, AgentsProcessor) for p in trace_processors() or ())
     return found
 
 
 def test_instrument_everything_installed_then_undo(monitor):
     done = instrument(monitor=monitor)
     expected = {"openai": "openai", "anthropic": "anthropic", "langchain_core": "langchain", "mcp": "mcp",
-                "botocore": "bedrock", "google.genai": "google_genai"}
+                "botocore": "bedrock", "google.genai": "google_genai", "agents": "openai_agents"}
     assert set(done) == {expected[m] for m in SDKS}
     assert set(instrumented()) == set(done)
     assert all(_wrapped_targets().values())

@@ -1,7 +1,7 @@
 """Zero-code integrations: OpenAI and Anthropic SDK patching, a LangChain/LangGraph callback handler, CrewAI
-event listeners, MCP client tool calls. Each is an OpenTelemetry ``BaseInstrumentor`` (reversible, declares the
-SDK versions it supports, picked up by ``opentelemetry-instrument`` through the ``opentelemetry_instrumentor``
-entry points).
+event listeners, MCP client tool calls, an OpenAI Agents SDK tracing processor. Each is an OpenTelemetry
+``BaseInstrumentor`` (reversible, declares the SDK versions it supports, picked up by ``opentelemetry-instrument``
+through the ``opentelemetry_instrumentor`` entry points).
 
     >>> import agentvigil
     >>> agentvigil.instrument()            # every supported SDK that is installed
@@ -25,8 +25,8 @@ from agentvigil.instrumentation import _env
 log = logging.getLogger("agentvigil")
 
 __all__ = [
-    "AnthropicInstrumentor", "BedrockInstrumentor", "CrewAIInstrumentor", "LangChainInstrumentor", "MCPInstrumentor",
-    "OpenAIInstrumentor",
+    "AnthropicInstrumentor", "BedrockInstrumentor", "CrewAIInstrumentor", "GoogleGenAIInstrumentor",
+    "LangChainInstrumentor", "MCPInstrumentor", "OpenAIAgentsInstrumentor", "OpenAIInstrumentor",
     "instrument",
     "instrumented", "uninstrument",
 ]
@@ -40,6 +40,7 @@ _REGISTRY: dict[str, tuple[str, str]] = {
     "mcp": ("mcp", "agentvigil.instrumentation.mcp:MCPInstrumentor"),
     "bedrock": ("botocore", "agentvigil.instrumentation.bedrock:BedrockInstrumentor"),
     "google_genai": ("google.genai", "agentvigil.instrumentation.google_genai:GoogleGenAIInstrumentor"),
+    "openai_agents": ("agents", "agentvigil.instrumentation.openai_agents:OpenAIAgentsInstrumentor"),
 }
 
 
@@ -96,7 +97,8 @@ def _defer(name: str, module: str, kwargs: dict[str, Any]) -> None:
 def instrument(*, only: list[str] | tuple[str, ...] | None = None, **kwargs: Any) -> list[str]:
     """Instrument every supported SDK that is installed; returns the names instrumented now or on import.
 
-    ``only`` restricts to some of ``openai``, ``anthropic``, ``langchain``, ``crewai``, ``mcp``, ``bedrock``;
+    ``only`` restricts to some of ``openai``, ``anthropic``, ``langchain``, ``crewai``, ``mcp``, ``bedrock``,
+    ``google_genai``, ``openai_agents``;
     ``AGENTVIGIL_DISABLED_INSTRUMENTATIONS`` removes some. Other keyword arguments (``breaker``, ``budget``,
     ``capture_content``, ``monitor``, ...) go to every instrumentor, which ignores those it does not use.
     Never raises because of an integration: a failing one is logged and skipped.

@@ -7,6 +7,7 @@ sync / async / stream shells thin (style principle 5).
 
 from __future__ import annotations
 
+import inspect
 import json
 import logging
 from contextvars import ContextVar
@@ -25,6 +26,9 @@ log = logging.getLogger("agentvigil")
 # Set while an instrumented SDK call is running in this context, so an SDK helper that calls another
 # instrumented method (``parse`` → ``_post``, ``stream`` → ``create``) is recorded once, by the outer wrapper.
 _IN_CALL: ContextVar[bool] = ContextVar("agentvigil_in_instrumented_call", default=False)
+# Set by a framework that may record a model call itself (the OpenAI Agents SDK processor, around its model
+# spans): a wrapper here that records the call appends it, and the framework then leaves the call to us.
+MODEL_CALL_CLAIM: ContextVar[list[Any] | None] = ContextVar("agentvigil_model_call_claim", default=None)
 
 # GenAI semantic-convention attribute names used by the integrations (the core owns the usage/model ones).
 REQUEST_MAX_TOKENS = "gen_ai.request.max_tokens"
@@ -227,6 +231,9 @@ class Invocation:
         inv.opts = opts
         inv.kwargs = kwargs
         inv._t0 = perf_counter()
+        claim = MODEL_CALL_CLAIM.get()
+        if claim is not None:   # recorded, or refused by a guard, here: either way not the framework's to record
+            claim.append(inv)
         breaker, budget = opts.breaker, opts.budget
         model_name = str(model) if is_given(model) else None
         try:
@@ -603,10 +610,21 @@ class AsyncStreamProxy(ObjectProxy):  # type: ignore[misc]
             raise
         _close(self._self_recorder, self._self_inv, None)
 
+    async def aclose(self) -> None:
+        """The async-iterator protocol's close (what the OpenAI Agents SDK calls after a stream's last event)."""
+        wrapped = self.__wrapped__
+        try:
+            await (wrapped.aclose() if hasattr(wrapped, "aclose") else wrapped.close())
+        except BaseException as exc:
+            _close(self._self_recorder, self._self_inv, exc)
+            raise
+        _close(self._self_recorder, self._self_inv, None)
+
 
 class RawStreamResponse(ObjectProxy):  # type: ignore[misc]
-    """A raw response (``with_raw_response``) of a streamed call: ``parse()`` returns the SDK stream behind our
-    stream proxy, so the call is recorded with its response model, id and usage as the caller iterates."""
+    """A raw response (``with_raw_response``, ``with_streaming_response``) of a streamed call: ``parse()`` returns
+    the SDK stream behind our stream proxy, so the call is recorded with its response model, id and usage as the
+    caller iterates. The async client's ``parse()`` is a coroutine: it is awaited, then the stream wrapped."""
 
     def __init__(self, wrapped: Any, inv: Invocation, recorder: StreamRecorder) -> None:
         super().__init__(wrapped)
@@ -616,6 +634,14 @@ class RawStreamResponse(ObjectProxy):  # type: ignore[misc]
 
     def parse(self, *args: Any, **kwargs: Any) -> Any:
         stream = self.__wrapped__.parse(*args, **kwargs)
+        if inspect.isawaitable(stream):
+            return self._parsed_later(stream)
+        return self._proxy(stream)
+
+    async def _parsed_later(self, pending: Any) -> Any:
+        return self._proxy(await pending)
+
+    def _proxy(self, stream: Any) -> Any:
         if self._self_parsed is None:
             try:
                 proxy = AsyncStreamProxy if hasattr(stream, "__anext__") else SyncStreamProxy

@@ -35,7 +35,7 @@ only). The ``server=`` keyword wins."""
 _TRUE = ("1", "true", "yes", "on", "span_only", "span_and_event")
 _FALSE = ("", "0", "false", "no", "off", "no_content", "event_only")
 
-INTEGRATIONS = ("openai", "anthropic", "langchain", "crewai")
+INTEGRATIONS = ("openai", "anthropic", "langchain", "crewai", "openai_agents")
 
 
 def _flag(name: str, default: bool) -> bool | None:

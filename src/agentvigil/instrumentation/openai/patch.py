@@ -386,10 +386,14 @@ def embeddings_response(result: Any, inv: Invocation, opts: Options) -> None:
     inv.set_response_model(_get(result, "model"))
 
 
+_RAW_RESPONSES = frozenset({"LegacyAPIResponse", "APIResponse", "AsyncAPIResponse"})
+
+
 def _is_stream(kwargs: dict[str, Any], result: Any) -> bool:
-    """A stream, or a raw response (``with_raw_response``) whose ``parse()`` will return one."""
+    """A stream, or a raw response (``with_raw_response``, ``with_streaming_response``: the OpenAI Agents SDK
+    streams through the latter) whose ``parse()`` will return one."""
     return kwargs.get("stream") is True and (hasattr(result, "__next__") or hasattr(result, "__anext__")
-                                             or type(result).__name__ == "LegacyAPIResponse")
+                                             or type(result).__name__ in _RAW_RESPONSES)
 
 
 CHAT = CallSpec(PROVIDER, "chat", chat_request, chat_response, chat_stream_recorder, error_kind, _is_stream)
