@@ -12,7 +12,8 @@ import pytest
 
 from agentvigil.instrumentation import _env, instrument, instrumented, uninstrument
 
-SDKS = [m for m in ("openai", "anthropic", "langchain_core", "mcp") if __import__("importlib").util.find_spec(m)]
+SDKS = [m for m in ("openai", "anthropic", "langchain_core", "mcp", "litellm")
+        if __import__("importlib").util.find_spec(m)]
 
 
 @pytest.fixture(autouse=True)
@@ -48,7 +49,8 @@ def _wrapped_targets():
 
 def test_instrument_everything_installed_then_undo(monitor):
     done = instrument(monitor=monitor)
-    expected = {"openai": "openai", "anthropic": "anthropic", "langchain_core": "langchain", "mcp": "mcp"}
+    expected = {"openai": "openai", "anthropic": "anthropic", "langchain_core": "langchain", "mcp": "mcp",
+                "litellm": "litellm"}
     assert set(done) == {expected[m] for m in SDKS}
     assert set(instrumented()) == set(done)
     assert all(_wrapped_targets().values())

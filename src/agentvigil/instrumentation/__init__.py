@@ -25,7 +25,8 @@ from agentvigil.instrumentation import _env
 log = logging.getLogger("agentvigil")
 
 __all__ = [
-    "AnthropicInstrumentor", "CrewAIInstrumentor", "LangChainInstrumentor", "MCPInstrumentor", "OpenAIInstrumentor",
+    "AnthropicInstrumentor", "CrewAIInstrumentor", "LangChainInstrumentor", "LiteLLMInstrumentor", "MCPInstrumentor",
+    "OpenAIInstrumentor",
     "instrument",
     "instrumented", "uninstrument",
 ]
@@ -37,6 +38,7 @@ _REGISTRY: dict[str, tuple[str, str]] = {
     "langchain": ("langchain_core", "agentvigil.instrumentation.langchain:LangChainInstrumentor"),
     "crewai": ("crewai", "agentvigil.instrumentation.crewai:CrewAIInstrumentor"),
     "mcp": ("mcp", "agentvigil.instrumentation.mcp:MCPInstrumentor"),
+    "litellm": ("litellm", "agentvigil.instrumentation.litellm:LiteLLMInstrumentor"),
 }
 
 
@@ -93,7 +95,7 @@ def _defer(name: str, module: str, kwargs: dict[str, Any]) -> None:
 def instrument(*, only: list[str] | tuple[str, ...] | None = None, **kwargs: Any) -> list[str]:
     """Instrument every supported SDK that is installed; returns the names instrumented now or on import.
 
-    ``only`` restricts to some of ``openai``, ``anthropic``, ``langchain``, ``crewai``, ``mcp``;
+    ``only`` restricts to some of ``openai``, ``anthropic``, ``langchain``, ``crewai``, ``mcp``, ``litellm``;
     ``AGENTVIGIL_DISABLED_INSTRUMENTATIONS`` removes some. Other keyword arguments (``breaker``, ``budget``,
     ``capture_content``, ``monitor``, ...) go to every instrumentor, which ignores those it does not use.
     Never raises because of an integration: a failing one is logged and skipped.
