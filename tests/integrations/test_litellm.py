@@ -437,3 +437,24 @@ def test_calls_never_finished_are_bounded(instrument, sample):
     assert logger.in_flight == 2
     assert sample("agent_llm_calls_total", status="ok", **L) == 1    # the evicted one, without usage
     assert sample("agent_tokens_total", type="input", **L) == 0
+
+
+def test_real_timeout_and_connection_errors(instrument, call, fake, sample):
+    inst = instrument()
+    fake.enqueue(Reply(delay_s=2.0))
+    with pytest.raises(litellm.Timeout):
+        call(timeout=0.2)
+    import socket
+
+    with socket.socket() as s:  # a port nobody listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    # LiteLLM re-raises the openai client's connection error as a 500 (InternalServerError in 1.110, APIError in
+    # 1.68); its cause chain says what happened
+    with pytest.raises((litellm.APIConnectionError, litellm.InternalServerError, litellm.APIError)) as err:
+        litellm.completion(model=f"openai/{MODEL}", messages=MSGS, api_base=f"http://127.0.0.1:{port}/v1",
+                           api_key="test-key", max_retries=0)
+    assert classify_exception(err.value) in ("network", "server_error")
+    assert inst.flush(timeout=15)
+    assert sample("agent_llm_errors_total", kind="timeout", **L) == 1
+    assert sample("agent_llm_errors_total", kind="network", **L) == 1

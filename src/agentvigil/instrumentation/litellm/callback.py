@@ -200,7 +200,7 @@ class AgentVigilLogger(CustomLogger):  # type: ignore[misc]
             inv.set_attributes(m.response_attributes(response))
             inv.finish(None)
             if not pending.guarded:
-                self._account(inv, None)
+                self._account(inv, None, None)
         except Exception as exc:
             internal_error(_COMPONENT, exc)
         finally:
@@ -220,15 +220,16 @@ class AgentVigilLogger(CustomLogger):  # type: ignore[misc]
                 self._pop(kwargs.get("litellm_call_id"))
                 if pending is None:
                     return
-            pending.inv.finish(error)
+            kind = m.error_kind(error)
+            pending.inv.finish(error, error_kind=kind)
             if not pending.guarded:
-                self._account(pending.inv, error)
+                self._account(pending.inv, error, kind)
         except Exception as exc:
             internal_error(_COMPONENT, exc)
         finally:
             self._release()
 
-    def _account(self, inv: Invocation, error: BaseException | None) -> None:
+    def _account(self, inv: Invocation, error: BaseException | None, kind: str | None) -> None:
         """A sync call the guards could not refuse still counts: its outcome feeds the breaker and its usage the
         budget (while the budget has room), so async calls sharing them are refused when they should be."""
         breaker, budget = self.opts.breaker, self.opts.budget
@@ -237,7 +238,7 @@ class AgentVigilLogger(CustomLogger):  # type: ignore[misc]
                 if error is None:
                     breaker.record_success()
                 elif isinstance(error, Exception) and not isinstance(error, GuardError):
-                    breaker.record_failure(error)
+                    breaker.record_failure(kind or error)
             tokens = inv.total_tokens() if error is None else None
             if budget is not None and tokens and budget.remaining > 0:
                 budget.reserve(0).commit(tokens)

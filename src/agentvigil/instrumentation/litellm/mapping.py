@@ -12,6 +12,7 @@ from __future__ import annotations
 from typing import Any
 from urllib.parse import urlparse
 
+from agentvigil import errors
 from agentvigil.instrumentation import _semconv as sc
 from agentvigil.instrumentation._common import (
     REQUEST_MAX_TOKENS,
@@ -162,3 +163,20 @@ def response_attributes(response: Any) -> dict[str, Any]:
     reasons = [str(get(c, "finish_reason") or "error") for c in choices]
     return {k: v for k, v in {RESPONSE_ID: get(response, "id"), RESPONSE_FINISH_REASONS: reasons or None}.items()
             if v is not None}
+
+
+def error_kind(exc: BaseException) -> str | None:
+    """LiteLLM re-raises a transport failure of the provider client (connection refused, reset) as a 500
+    ``InternalServerError`` / ``APIError``; the cause chain keeps the real one. ``None``: the core's taxonomy
+    classifies the exception itself (LiteLLM's classes carry the usual names and status codes)."""
+    if errors.classify_exception(exc) not in (errors.SERVER_ERROR, errors.UNKNOWN):
+        return None
+    cause = exc.__cause__ or exc.__context__
+    for _ in range(8):   # bounded: a cyclic or very long chain is not followed further
+        if cause is None:
+            return None
+        kind = errors.classify_exception(cause)
+        if kind in (errors.NETWORK, errors.TIMEOUT):
+            return kind
+        cause = cause.__cause__ or cause.__context__
+    return None
