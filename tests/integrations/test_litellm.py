@@ -458,3 +458,23 @@ def test_real_timeout_and_connection_errors(instrument, call, fake, sample):
     assert inst.flush(timeout=15)
     assert sample("agent_llm_errors_total", kind="timeout", **L) == 1
     assert sample("agent_llm_errors_total", kind="network", **L) == 1
+
+
+def test_litellm_cache_hits_are_not_llm_calls(instrument, call, fake, sample):
+    inst = instrument()
+    previous = litellm.cache
+    litellm.cache = litellm.Cache(type="local")
+    try:
+        fake.enqueue(Reply(input_tokens=30, output_tokens=4))
+        try:
+            call(caching=True)
+            sent = len(fake.requests)
+            call(caching=True)              # served from LiteLLM's cache
+        except ImportError as exc:   # LiteLLM 1.110's cache lookup imports its proxy's fastapi
+            pytest.skip(f"LiteLLM's cache cannot run here: {exc}")
+        assert len(fake.requests) == sent
+        assert inst.flush(timeout=15)
+    finally:
+        litellm.cache = previous
+    assert sample("agent_llm_calls_total", status="ok", **L) == 1
+    assert sample("agent_tokens_total", type="input", **L) == 30
