@@ -28,7 +28,7 @@ fi
 
 [ -x .venv/bin/python ] || "$PYTHON" -m venv .venv
 .venv/bin/python -m pip install -q --upgrade pip >/dev/null
-.venv/bin/python -m pip install -q -e ".[test,grpc,openai,anthropic,langchain,mcp,bedrock,google-genai,openai-agents]"
+.venv/bin/python -m pip install -q -e ".[test,grpc,openai,anthropic,langchain,mcp,bedrock,google-genai,openai-agents,litellm]"
 # Lint and types first: cheap, and a failure names the file and line.
 .venv/bin/python -m ruff check src
 .venv/bin/python -m mypy src/agentvigil

@@ -12,7 +12,8 @@ import pytest
 
 from agentvigil.instrumentation import _env, instrument, instrumented, uninstrument
 
-SDKS = [m for m in ("openai", "anthropic", "langchain_core", "mcp", "botocore", "google.genai", "agents")
+SDKS = [m for m in ("openai", "anthropic", "langchain_core", "mcp", "botocore", "google.genai", "agents",
+                    "litellm")
         if __import__("importlib").util.find_spec(m)]
 
 
@@ -64,6 +65,7 @@ def test_instrument_everything_installed_then_undo(monitor):
     done = instrument(monitor=monitor)
     expected = {"openai": "openai", "anthropic": "anthropic", "langchain_core": "langchain", "mcp": "mcp",
                 "botocore": "bedrock", "google.genai": "google_genai", "agents": "openai_agents"}
+                "litellm": "litellm"}
     assert set(done) == {expected[m] for m in SDKS}
     assert set(instrumented()) == set(done)
     assert all(_wrapped_targets().values())
@@ -147,3 +149,9 @@ def test_opentelemetry_instrument_picks_us_up(fake, tmp_path):
     out = subprocess.run([exe, sys.executable, str(script)], capture_output=True, text=True, timeout=120, env=env)
     assert out.returncode == 0, out.stderr[-2000:]
     assert out.stdout.strip().splitlines()[-1] == "1.0", out.stderr[-2000:]
+
+
+def test_every_registered_integration_can_be_disabled_by_name():
+    from agentvigil.instrumentation import _REGISTRY
+
+    assert set(_env.INTEGRATIONS) == set(_REGISTRY)

@@ -26,7 +26,8 @@ log = logging.getLogger("agentvigil")
 
 __all__ = [
     "AnthropicInstrumentor", "BedrockInstrumentor", "CrewAIInstrumentor", "GoogleGenAIInstrumentor",
-    "LangChainInstrumentor", "MCPInstrumentor", "OpenAIAgentsInstrumentor", "OpenAIInstrumentor",
+    "LangChainInstrumentor", "LiteLLMInstrumentor", "MCPInstrumentor", "OpenAIAgentsInstrumentor",
+    "OpenAIInstrumentor",
     "instrument",
     "instrumented", "uninstrument",
 ]
@@ -41,6 +42,7 @@ _REGISTRY: dict[str, tuple[str, str]] = {
     "bedrock": ("botocore", "agentvigil.instrumentation.bedrock:BedrockInstrumentor"),
     "google_genai": ("google.genai", "agentvigil.instrumentation.google_genai:GoogleGenAIInstrumentor"),
     "openai_agents": ("agents", "agentvigil.instrumentation.openai_agents:OpenAIAgentsInstrumentor"),
+    "litellm": ("litellm", "agentvigil.instrumentation.litellm:LiteLLMInstrumentor"),
 }
 
 
@@ -98,7 +100,7 @@ def instrument(*, only: list[str] | tuple[str, ...] | None = None, **kwargs: Any
     """Instrument every supported SDK that is installed; returns the names instrumented now or on import.
 
     ``only`` restricts to some of ``openai``, ``anthropic``, ``langchain``, ``crewai``, ``mcp``, ``bedrock``,
-    ``google_genai``, ``openai_agents``;
+    ``google_genai``, ``openai_agents``, ``litellm``;
     ``AGENTVIGIL_DISABLED_INSTRUMENTATIONS`` removes some. Other keyword arguments (``breaker``, ``budget``,
     ``capture_content``, ``monitor``, ...) go to every instrumentor, which ignores those it does not use.
     Never raises because of an integration: a failing one is logged and skipped.

@@ -35,7 +35,9 @@ only). The ``server=`` keyword wins."""
 _TRUE = ("1", "true", "yes", "on", "span_only", "span_and_event")
 _FALSE = ("", "0", "false", "no", "off", "no_content", "event_only")
 
-INTEGRATIONS = ("openai", "anthropic", "langchain", "crewai", "openai_agents")
+# every name of instrumentation._REGISTRY (a test keeps them equal)
+INTEGRATIONS = ("openai", "anthropic", "langchain", "crewai", "mcp", "bedrock", "google_genai", "openai_agents",
+                "litellm")
 
 
 def _flag(name: str, default: bool) -> bool | None:
