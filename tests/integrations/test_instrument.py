@@ -64,7 +64,7 @@ def _wrapped_targets():
 def test_instrument_everything_installed_then_undo(monitor):
     done = instrument(monitor=monitor)
     expected = {"openai": "openai", "anthropic": "anthropic", "langchain_core": "langchain", "mcp": "mcp",
-                "botocore": "bedrock", "google.genai": "google_genai", "agents": "openai_agents"}
+                "botocore": "bedrock", "google.genai": "google_genai", "agents": "openai_agents",
                 "litellm": "litellm"}
     assert set(done) == {expected[m] for m in SDKS}
     assert set(instrumented()) == set(done)
