@@ -133,7 +133,11 @@ class FleetMetricsHandler(AuthHandler, MetricsHandler):
         if "name[]" in parse_qs(urlparse(self.path).query):
             return super().do_GET()
         encoder, content_type = choose_encoder(self.headers.get("Accept") or "")
-        output = self.fleet.render(encoder)
+        try:
+            output = self.fleet.render(encoder)
+        except Exception as exc:  # e.g. an encoder whose lines are not "<series> <value>": its own path
+            internal_error("multiprocess", exc)
+            return super().do_GET()
         self.send_response(200)
         self.send_header("Content-Type", content_type)
         if gzip_accepted(self.headers.get("Accept-Encoding") or ""):

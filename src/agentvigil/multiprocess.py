@@ -32,6 +32,7 @@ from .multiprocess_merge import FamilyList, FleetCaps, MultiProcessMerge
 log = logging.getLogger("agentvigil")
 
 ENV = "PROMETHEUS_MULTIPROC_DIR"
+PREFETCH_INTERVAL = 0.25  # seconds between the serving process' looks for new file entries (a header read each)
 MIN_FREE_BYTES = 8 * 1024 * 1024  # below this the directory counts as full: one more file doubling may not fit
 _FILE = re.compile(r"^(?P<kind>[a-z]+)(?:_(?P<mode>[a-z]+))?_(?P<pid>\d+)\.db$")
 _warned: set[str] = set()
@@ -204,6 +205,7 @@ class FleetCollector:
         self.path = path
         self.caps = FleetCaps(caps or {}, per_agent)
         self._merged = MultiProcessMerge(path, self.caps)
+        self._prefetch: threading.Thread | None = None
 
     def collect(self) -> Iterable[Metric]:
         remove_dead_workers(self.path)
@@ -220,7 +222,20 @@ class FleetCollector:
         check_space(self.path)
         body = self._merged.render(encoder)
         self._count_folds()
+        if self._prefetch is None:  # this process serves: from now on, decode new entries between scrapes
+            self._prefetch = threading.Thread(target=self._prefetch_loop, name="agentvigil-multiprocess-merge",
+                                              daemon=True)
+            self._prefetch.start()
         return body + encoder(FamilyList(list(self._free())))
+
+    def _prefetch_loop(self, interval: float = PREFETCH_INTERVAL) -> None:
+        stop = threading.Event()
+        while not stop.wait(interval):
+            try:
+                self._merged.prefetch()
+            except Exception as exc:  # never raise in a background thread of the agent
+                internal_error("multiprocess", exc)
+                stop.wait(60)
 
     def _count_folds(self) -> None:
         pending, self.caps.pending = self.caps.pending, {}

@@ -230,11 +230,32 @@ class MultiProcessMerge:
             entry.check = data[last:entry.end - 16]
         entry.add_chunk(first)
 
-    def _read(self, path: str, typ: str, mode: str, pid: str) -> tuple[_File, tuple[float, ...]] | None:
+    def prefetch(self) -> int:
+        """Decode what the files gained since the last look, one file per hold of the lock, so that a scrape
+        while series are still appearing (a deploy) finds them decoded; returns the entries decoded. Run
+        between scrapes by the serving process (``FleetCollector``)."""
+        decoded = 0
+        for path in glob.glob(os.path.join(self.path, "*.db")):
+            parsed = _parse_name(path)
+            if parsed is None:
+                continue
+            with self._lock:
+                entry = self._files.get(path)
+                before = len(entry.slots) if entry is not None else 0
+                read = self._read(path, *parsed, values=False)
+                if read is not None:
+                    decoded += len(read[0].slots) - (before if read[0] is entry else 0)
+        return decoded
+
+    def _read(self, path: str, typ: str, mode: str, pid: str,
+              values: bool = True) -> tuple[_File, tuple[float, ...]] | None:
         try:
             with open(path, "rb") as fh:
                 data = fh.read(mmap.PAGESIZE)
                 used = _INT.unpack_from(data, 0)[0] if len(data) >= 4 else 0
+                known = self._files.get(path)
+                if not values and known is not None and used == known.end:
+                    return known, ()  # nothing new (a re-created file is caught at the next scrape)
                 if used > len(data):
                     data += fh.read(used - len(data))
                 stat = os.fstat(fh.fileno())
@@ -248,7 +269,7 @@ class MultiProcessMerge:
             entry = self._files[path] = _File(inode)
         if used > entry.end:
             self._decode(entry, data, used, typ, mode, pid)
-        return entry, entry.values(data)
+        return entry, entry.values(data) if values else ()
 
     # -- merging (every scrape) -----------------------------------------------------------------------------
     def _collect(self) -> _Merged:
@@ -261,11 +282,10 @@ class MultiProcessMerge:
         present: set[int] = set()
         families: set[str] = set()
         for path in paths:
-            parts = os.path.basename(path).split("_")
-            typ = parts[0]
-            if typ not in _TYPES:
+            parsed = _parse_name(path)
+            if parsed is None:
                 continue
-            mode, pid = (parts[1], parts[2][:-3]) if typ == "gauge" and len(parts) > 2 else ("", "")
+            typ, mode, pid = parsed
             read = self._read(path, typ, mode, pid)
             if read is None:
                 continue
@@ -374,6 +394,16 @@ class MultiProcessMerge:
         if len(lines) != len(samples) or not all(line.endswith(" 0.0") for line in lines):
             raise ValueError(f"{family}: unexpected sample lines from the encoder")  # a format we do not know
         return {k: line[:-3] for (k, _), line in zip(samples, lines, strict=True)}
+
+
+def _parse_name(path: str) -> tuple[str, str, str] | None:
+    """(type, gauge mode, pid) from a file name as prometheus_client writes it; None for other files."""
+    parts = os.path.basename(path).split("_")
+    if parts[0] not in _TYPES:
+        return None
+    if parts[0] == "gauge" and len(parts) > 2:
+        return parts[0], parts[1], parts[2][:-3]
+    return parts[0], "", ""
 
 
 def _go(value: float) -> str:

@@ -214,3 +214,62 @@ def test_mostrecent_never_written_is_absent_like_prometheus_client(tmp_path, mod
                                                  ("g", "g", {"a": "y"}, 5.0, 2.0)])
     got = assert_same(str(tmp_path), MultiProcessMerge(str(tmp_path)))
     assert [dict(s[1]) for s in got["g"][2]] == [{"a": "y"}]
+
+
+SERVER = r"""
+import gzip, json, sys, urllib.request
+from agentvigil import multiprocess
+multiprocess.prepare(sys.argv[1])
+import agentvigil
+server, _ = agentvigil.start_metrics_server(port=0)
+mon = agentvigil.Monitor("http-agent", heartbeat=False)
+with mon.run() as run:
+    with run.tool_call("search", {}):
+        pass
+out = {}
+for name, accept in (("text", "text/plain;version=0.0.4"),
+                     ("openmetrics", "application/openmetrics-text;version=1.0.0")):
+    request = urllib.request.Request(f"http://127.0.0.1:{server.server_port}/metrics",
+                                     headers={"Accept": accept, "Accept-Encoding": "gzip"})
+    with urllib.request.urlopen(request, timeout=10) as response:
+        body = response.read()
+        assert response.headers["Content-Encoding"] == "gzip"
+        out[name] = {"type": response.headers["Content-Type"], "body": gzip.decompress(body).decode()}
+server.shutdown()
+print(json.dumps(out))
+"""
+
+
+def test_metrics_endpoint_serves_the_merge_in_both_formats_gzipped(tmp_path):
+    import json
+
+    from prometheus_client.openmetrics.parser import text_string_to_metric_families as parse_openmetrics
+    from prometheus_client.parser import text_string_to_metric_families as parse_text
+
+    result = subprocess.run([sys.executable, "-c", SERVER, str(tmp_path)], env=env_with_src(), capture_output=True,
+                            text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    out = json.loads(result.stdout)
+    assert out["text"]["type"].startswith("text/plain") and out["openmetrics"]["type"].startswith(
+        "application/openmetrics-text")
+    expected = {(s.name, tuple(sorted(s.labels.items())), s.value)
+                for f in MultiProcessCollector(None, path=str(tmp_path)).collect() for s in f.samples}
+    for name, parse in (("text", parse_text), ("openmetrics", parse_openmetrics)):
+        got = {(s.name, tuple(sorted(s.labels.items())), s.value) for f in parse(out[name]["body"])
+               for s in f.samples if s.name != "agentvigil_multiprocess_dir_free_bytes"}
+        # the files have not changed since the scrape (the server process is gone)
+        assert got == expected, name
+    assert ("agent_tool_calls_total", (("agent", "http-agent"), ("status", "ok"), ("tool", "search")), 1.0) in got
+
+
+def test_prefetch_decodes_new_entries_ahead_and_the_scrape_still_equals_prometheus_client(tmp_path):
+    merge = MultiProcessMerge(str(tmp_path))
+    _write(str(tmp_path), "counter_1.db", [("c", "c_total", {"a": str(i)}, 1.0, 0.0) for i in range(3)])
+    _write(str(tmp_path), "gauge_livesum_1.db", [("g", "g", {"a": "x"}, 2.0, 1.0)])
+    assert merge.prefetch() == 4 and merge.prefetch() == 0  # nothing new the second time
+    _write(str(tmp_path), "counter_1.db", [("c", "c_total", {"a": "new"}, 4.0, 0.0)])
+    assert merge.prefetch() == 1
+    decoded = merge._files[str(tmp_path / "counter_1.db")]
+    got = assert_same(str(tmp_path), merge)
+    assert merge._files[str(tmp_path / "counter_1.db")] is decoded and len(decoded.slots) == 4
+    assert ("c_total", (("a", "new"),), 4.0, None, None) in got["c"][2]
