@@ -2,9 +2,10 @@
 
 N simulated agents spread over W worker processes writing to one PROMETHEUS_MULTIPROC_DIR; this process
 serves the merged /metrics (as the pod's holder would) and scrapes it every --scrape-interval seconds.
-Reports: series on /metrics, scrape time p50/p99, and the per-tool-call cost side by side in one process
-(in-memory values vs multiprocess files, alternating batches) and inside the loaded workers. Medians and
-ratios only; the machine is shared. Prints JSON, then a Markdown table for docs/benchmarks.md.
+Reports: series on /metrics, scrape time p50/p99 (all scrapes, and those that found no new series), and the
+per-tool-call cost side by side in one process (in-memory values vs multiprocess files, alternating batches)
+and inside the loaded workers. Medians and ratios only; the machine is shared. Prints JSON, then a Markdown
+table for docs/benchmarks.md.
 
 Each simulated call is a run with one step, two tool calls and one LLM call (agents use up to 5 tools and
 2 models), so every per-agent, per-tool and per-model family gets its series. Workers are paced (--rate runs
@@ -26,6 +27,9 @@ import urllib.request
 HERE = os.path.dirname(os.path.abspath(__file__))
 SRC = os.path.join(os.path.dirname(HERE), "src")
 TOOLS = ("search", "fetch", "sql", "email", "calendar")
+# deploy/kubernetes puts the directory on a memory emptyDir; on a disk-backed directory, writes through mmap
+# wait on the page cache's writeback
+DEFAULT_DIR = "/dev/shm" if os.path.isdir("/dev/shm") and os.access("/dev/shm", os.W_OK) else None
 MODELS = ("gpt-4o-mini", "claude-3-5-haiku")
 
 WORKER = r"""
@@ -82,10 +86,10 @@ def _env(multiproc_dir: str | None) -> dict[str, str]:
     return env
 
 
-def side_by_side(rounds: int) -> dict[str, float]:
+def side_by_side(rounds: int, parent: str | None) -> dict[str, float]:
     """Per-tool-call µs in one process: in-memory values vs multiprocess files, batches alternating."""
     memory, files = [], []
-    with tempfile.TemporaryDirectory() as tmp:
+    with tempfile.TemporaryDirectory(dir=parent) as tmp:
         for _ in range(rounds):
             for out, directory in ((memory, None), (files, tmp)):
                 result = subprocess.run([sys.executable, "-c", SIDE_BY_SIDE, "3"], env=_env(directory),
@@ -151,8 +155,8 @@ def guards(ops: int) -> dict[str, float] | None:
 
 
 def load(agents: int, workers: int, seconds: float, interval: float, rate: float,
-         names: int) -> dict[str, float]:
-    with tempfile.TemporaryDirectory() as tmp:
+         names: int, parent: str | None) -> dict[str, float]:
+    with tempfile.TemporaryDirectory(dir=parent) as tmp:
         os.environ["PROMETHEUS_MULTIPROC_DIR"] = tmp
         sys.path.insert(0, SRC)
         import agentvigil  # noqa: F401  (after the variable: prometheus_client picks the mmap values)
@@ -164,14 +168,19 @@ def load(agents: int, workers: int, seconds: float, interval: float, rate: float
         procs = [subprocess.Popen([sys.executable, "-c", WORKER, str(w), str(workers), str(agents), str(seconds),
                                    str(rate / workers), str(names)],
                                   env=_env(tmp), stdout=subprocess.PIPE, text=True) for w in range(workers)]
-        scrapes, series = [], 0
-        deadline = time.monotonic() + seconds
+        scrapes, stable, series, last_growth = [], [], 0, 0.0
+        start = time.monotonic()
+        deadline = start + seconds
         while time.monotonic() < deadline:
             t0 = time.perf_counter()
             with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=300) as response:
                 body = response.read()
             scrapes.append((time.perf_counter() - t0) * 1000)
-            series = sum(1 for line in body.splitlines() if line and not line.startswith(b"#"))
+            previous, series = series, sum(1 for line in body.splitlines() if line and not line.startswith(b"#"))
+            if series == previous:  # no new series since the last scrape: nothing new to decode
+                stable.append(scrapes[-1])
+            else:
+                last_growth = time.monotonic() - start
             time.sleep(max(interval - scrapes[-1] / 1000, 0))
         results = [json.loads(proc.communicate(timeout=seconds + 60)[0]) for proc in procs]
         t0 = time.perf_counter()  # one more scrape once the load has stopped: the final series count
@@ -181,11 +190,15 @@ def load(agents: int, workers: int, seconds: float, interval: float, rate: float
         files = len(os.listdir(tmp))
         server.shutdown()
     p50, p99 = _percentiles(scrapes)
+    stable_p50, stable_p99 = _percentiles(stable) if stable else (float("nan"), float("nan"))
     return {
         "agents": agents, "names": names, "workers": workers, "seconds": seconds, "rate": rate,
         "runs": sum(r["calls"] for r in results),
         "series": series, "files": files, "scrapes": len(scrapes),
-        "scrape_ms_p50": p50, "scrape_ms_p99": p99,
+        "scrape_ms_p50": p50, "scrape_ms_p99": p99, "scrape_ms_max": max(scrapes),
+        # scrapes that found no new series (after the fleet's series stopped growing), and when that was
+        "stable_scrapes": len(stable), "stable_scrape_ms_p50": stable_p50, "stable_scrape_ms_p99": stable_p99,
+        "series_growing_until_s": last_growth,
         "scrape_ms_idle": idle_scrape,
         "loaded_tool_call_us_p50": statistics.median(r["tool_call_us_p50"] for r in results),
     }
@@ -201,21 +214,29 @@ def main() -> int:
     parser.add_argument("--rate", type=float, default=200.0, help="runs per second over the whole fleet (200)")
     parser.add_argument("--guard-ops", type=int, default=2000, help="operations per guard kind (2000)")
     parser.add_argument("--rounds", type=int, default=5, help="alternating rounds of the side-by-side comparison")
+    parser.add_argument("--dir", default=DEFAULT_DIR,
+                        help="where to put PROMETHEUS_MULTIPROC_DIR: a tmpfs, as deployed (default: /dev/shm if "
+                        "present, else the temporary directory)")
     args = parser.parse_args()
-    out = {"side_by_side": side_by_side(args.rounds),
+    out = {"side_by_side": side_by_side(args.rounds, args.dir),
            "guards": guards(args.guard_ops),
            "load": load(args.agents, args.workers, args.seconds, args.scrape_interval, args.rate,
-                         args.names or args.agents),
+                         args.names or args.agents, args.dir),
+           "multiproc_dir_parent": args.dir or tempfile.gettempdir(),
            "max_label_values": os.environ.get("AGENTVIGIL_MAX_LABEL_VALUES", "200 (default)")}
     print(json.dumps(out, indent=2))
     s, lo = out["side_by_side"], out["load"]
     print()
     print("| agents (names) / workers / seconds | runs/s | runs | series | scrape p50 / p99 (ms) | "
+          "scrape p50 / p99 once series are stable (ms) | "
           "tool call µs: one process / multiprocess (ratio) | tool call µs under load |")
-    print("|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|")
     print(f"| {lo['agents']} ({lo['names']}) / {lo['workers']} / {lo['seconds']:g} | {lo['rate']:g} | "
           f"{lo['runs']} | {lo['series']} | "
-          f"{lo['scrape_ms_p50']:.0f} / {lo['scrape_ms_p99']:.0f} | {s['one_process_us']:.1f} / "
+          f"{lo['scrape_ms_p50']:.0f} / {lo['scrape_ms_p99']:.0f} | "
+          f"{lo['stable_scrape_ms_p50']:.0f} / {lo['stable_scrape_ms_p99']:.0f} "
+          f"({lo['stable_scrapes']} of {lo['scrapes']}, after {lo['series_growing_until_s']:.0f} s) | "
+          f"{s['one_process_us']:.1f} / "
           f"{s['multiprocess_us']:.1f} ({s['ratio']:.2f}x) | {lo['loaded_tool_call_us_p50']:.1f} |")
     if out["guards"]:
         g = out["guards"]

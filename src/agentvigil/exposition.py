@@ -9,6 +9,7 @@ silent client cannot stall the accept loop) and basic auth. See docs/metrics-ser
 from __future__ import annotations
 
 import errno
+import gzip
 import logging
 import os
 import socket
@@ -18,9 +19,10 @@ import threading
 from collections.abc import Callable, Mapping
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
+from urllib.parse import parse_qs, urlparse
 
 from prometheus_client import REGISTRY, CollectorRegistry
-from prometheus_client.exposition import MetricsHandler
+from prometheus_client.exposition import MetricsHandler, choose_encoder, gzip_accepted
 
 from . import multiprocess, webconfig
 from ._safety import internal_error
@@ -118,6 +120,32 @@ class AuthHandler(BaseHTTPRequestHandler):
 
     def log_message(self, format: str, *args: Any) -> None:
         pass  # quiet, like prometheus_client's handler
+
+
+class FleetMetricsHandler(AuthHandler, MetricsHandler):
+    """/metrics of the multiprocess directory: prometheus_client's content negotiation and compression, the
+    body rendered by the fleet collector from cached lines (``FleetCollector.render``), the same bytes as
+    prometheus_client's encoders. ``name[]`` filters go through prometheus_client's path."""
+
+    fleet: multiprocess.FleetCollector
+
+    def do_GET(self) -> None:
+        if "name[]" in parse_qs(urlparse(self.path).query):
+            return super().do_GET()
+        encoder, content_type = choose_encoder(self.headers.get("Accept") or "")
+        try:
+            output = self.fleet.render(encoder)
+        except Exception as exc:  # e.g. an encoder whose lines are not "<series> <value>": its own path
+            internal_error("multiprocess", exc)
+            return super().do_GET()
+        self.send_response(200)
+        self.send_header("Content-Type", content_type)
+        if gzip_accepted(self.headers.get("Accept-Encoding") or ""):
+            output = gzip.compress(output)
+            self.send_header("Content-Encoding", "gzip")
+        self.end_headers()
+        self.wfile.write(output)
+        return None
 
 
 def web_config_file_from_env() -> str | None:
@@ -238,9 +266,12 @@ def start_metrics_server(port: int = 9464, addr: str = "127.0.0.1", registry: Co
                                                     "imported; call agentvigil.multiprocess.prepare() first"))
         fleet = False
     if fleet:
-        registry = multiprocess.fleet_registry()
+        collector = multiprocess.fleet_collector()
+        registry = multiprocess.fleet_registry(collector=collector)
         multiprocess.watch_space()
-    handler = type("MetricsHandler", (AuthHandler, MetricsHandler), {"registry": registry})
+        handler: type = type("MetricsHandler", (FleetMetricsHandler,), {"registry": registry, "fleet": collector})
+    else:
+        handler = type("MetricsHandler", (AuthHandler, MetricsHandler), {"registry": registry})
 
     def bind() -> AgentvigilHTTPServer:
         return AgentvigilHTTPServer(addr, port, handler, web=web, idle_timeout=idle_timeout,

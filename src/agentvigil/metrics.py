@@ -4,6 +4,9 @@ shipped alert rules and dashboards: see docs/metrics.md.
 Hot paths use pre-bound children (``AgentSeries``, ``ToolSeries``, ``ModelSeries``) resolved once per
 agent / tool / model, so an update is one lock and one add inside prometheus_client. Every label value goes
 through ``LabelCap``: values are truncated and, past a per-label cap, folded into ``__overflow__`` and counted.
+The ``agent`` label has a smaller cap of its own (an agent is a kind of agent, like a job; its replicas are
+told apart by ``instance``), and each agent's tools and models are capped per agent, so the agent × tool and
+agent × model products stay bounded: see docs/fleet.md#series for the formula.
 
 Each gauge declares how worker processes combine under ``PROMETHEUS_MULTIPROC_DIR`` (ignored in one process):
 in-flight runs add up (livesum); breaker state, budget fill and in-flight cost take the worst live worker
@@ -23,7 +26,6 @@ from ._version import __version__
 
 OVERFLOW = "__overflow__"
 MAX_LABEL_LENGTH = 128
-DEFAULT_MAX_LABEL_VALUES = 200
 
 RUN_DURATION_BUCKETS = (0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1800, 3600)
 RUN_COST_BUCKETS = (0.0001, 0.0005, 0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1, 5, 10, 50)
@@ -88,14 +90,55 @@ class LabelCap:
             return value
 
 
+class PerAgentCap:
+    """Bounds the values of one label (tool, model) per agent label: past ``limit`` values for one agent, new
+    values fold into ``__overflow__`` for that agent (counted under ``label``). Called under AgentMetrics' lock;
+    bounded by (agent cap + 1) × limit values."""
+
+    def __init__(self, label: str, limit: int, overflow_counter: Counter):
+        self.label = label
+        self.limit = limit
+        self._seen: dict[str, set[str]] = {}
+        self._counter = overflow_counter
+
+    def __call__(self, agent: str, value: str) -> str:
+        seen = self._seen.setdefault(agent, set())
+        if value in seen or value == OVERFLOW:
+            return value
+        if len(seen) >= self.limit:
+            self._counter.labels(self.label).inc()
+            return OVERFLOW
+        seen.add(value)
+        return value
+
+
+def cap_limits(max_label_values: int | None = None) -> dict[str, int]:
+    """The label caps from the environment (settings.label_caps): every label's, the agent label's (at most
+    the label cap) and the per-agent caps of tools and models (keys ``tool/agent``, ``model/agent``)."""
+    from .settings import label_caps
+
+    caps = label_caps()
+    if max_label_values is not None:
+        caps["label"] = max_label_values
+    return {"label": caps["label"], "agent": min(caps["agent"], caps["label"]),
+            "tool/agent": caps["tool/agent"], "model/agent": caps["model/agent"]}
+
+
 class AgentMetrics:
-    """All agentvigil metric families on one registry."""
+    """All agentvigil metric families on one registry. ``max_label_values`` overrides
+    ``AGENTVIGIL_MAX_LABEL_VALUES``; ``max_agents`` (default ``AGENTVIGIL_MAX_AGENTS``, never above the label
+    cap), ``max_tools_per_agent`` and ``max_models_per_agent`` likewise."""
 
-    def __init__(self, registry: CollectorRegistry = REGISTRY, max_label_values: int | None = None):
-        if max_label_values is None:
-            from .settings import env_int
-
-            max_label_values = env_int("AGENTVIGIL_MAX_LABEL_VALUES", DEFAULT_MAX_LABEL_VALUES)
+    def __init__(self, registry: CollectorRegistry = REGISTRY, max_label_values: int | None = None,
+                 max_agents: int | None = None, max_tools_per_agent: int | None = None,
+                 max_models_per_agent: int | None = None):
+        if None in (max_label_values, max_agents, max_tools_per_agent, max_models_per_agent):
+            limits = cap_limits(max_label_values)  # metrics_for passes all four: no env read under its lock
+            max_label_values = limits["label"]
+            max_agents = max_agents or limits["agent"]
+            max_tools_per_agent = max_tools_per_agent or limits["tool/agent"]
+            max_models_per_agent = max_models_per_agent or limits["model/agent"]
+        assert max_label_values and max_agents and max_tools_per_agent and max_models_per_agent
         self.registry = registry
         r = registry
         # Custom labels (declare_labels / AGENTVIGIL_LABELS), appended to the per-run families only.
@@ -194,8 +237,11 @@ class AgentMetrics:
             pass
 
         caps = {name: LabelCap(name, max_label_values, self.label_overflow)
-                for name in ("agent", "tool", "provider", "model", "breaker", "budget", "reason", "detector", *x)}
+                for name in ("tool", "provider", "model", "breaker", "budget", "reason", "detector", *x)}
+        caps["agent"] = LabelCap("agent", min(max_agents, max_label_values), self.label_overflow)
         self.cap = caps
+        self.tools_per_agent = PerAgentCap("tool", max_tools_per_agent, self.label_overflow)
+        self.models_per_agent = PerAgentCap("model", max_models_per_agent, self.label_overflow)
         self._lock = threading.Lock()
         # keys: the names, plus the custom label values when labels are declared
         self._agents: dict[Any, AgentSeries] = {}
@@ -228,8 +274,10 @@ class AgentMetrics:
         series = self._tools.get(key)
         if series is None:
             agent_label = self.agent(agent).agent  # before taking the (non-reentrant) lock
+            tool_label = self.cap["tool"](tool)
             with self._lock:
-                series = self._tools.get(key) or ToolSeries(self, agent_label, self.cap["tool"](tool), extra)
+                series = self._tools.get(key) or ToolSeries(self, agent_label,
+                                                            self.tools_per_agent(agent_label, tool_label), extra)
                 if len(self._tools) < 50_000:  # an overflowing tool name still resolves, just uncached
                     self._tools[key] = series
         return series
@@ -239,9 +287,10 @@ class AgentMetrics:
         series = self._models.get(key)
         if series is None:
             agent_label = self.agent(agent).agent
+            provider_label, model_label = self.cap["provider"](provider), self.cap["model"](model)
             with self._lock:
                 series = self._models.get(key) or ModelSeries(
-                    self, agent_label, self.cap["provider"](provider), self.cap["model"](model), extra)
+                    self, agent_label, provider_label, self.models_per_agent(agent_label, model_label), extra)
                 if len(self._models) < 50_000:
                     self._models[key] = series
         return series
@@ -414,16 +463,15 @@ def metrics_for(registry: CollectorRegistry | None = None) -> AgentMetrics:
     registry = REGISTRY if registry is None else registry
     found = _by_registry.get(id(registry))
     if found is None or found.registry is not registry:
-        from .settings import env_int
-
         # Read before the lock: an invalid value is counted through internal_error, which needs the
         # default metrics, which would wait on this very lock.
-        cap = env_int("AGENTVIGIL_MAX_LABEL_VALUES", DEFAULT_MAX_LABEL_VALUES)
+        limits = cap_limits()
         declared_labels()   # likewise: a bad AGENTVIGIL_LABELS is counted
         with _default_lock:
             found = _by_registry.get(id(registry))
             if found is None or found.registry is not registry:
-                found = _by_registry[id(registry)] = AgentMetrics(registry, cap)
+                found = _by_registry[id(registry)] = AgentMetrics(
+                    registry, limits["label"], limits["agent"], limits["tool/agent"], limits["model/agent"])
     return found
 
 

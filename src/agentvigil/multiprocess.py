@@ -2,13 +2,13 @@
 as one /metrics, through prometheus_client's multiprocess mode (``PROMETHEUS_MULTIPROC_DIR``).
 
 Every process writes its series to mmap'd files in the directory; the one process that holds the metrics
-port merges them with a ``MultiProcessCollector``. Live gauges of a dead worker must go (``child_exit`` for
-gunicorn, ``remove_dead_workers`` for pools and crashes, also run before every scrape); its counters stay,
-so totals never go backwards. A nearly full directory (usually a tmpfs) is reported before it fills up:
-prometheus_client grows its files sparsely and writes through mmap, so a full tmpfs kills the writer with
-SIGBUS; agentvigil therefore allocates the blocks of every file before prometheus_client maps them
-(``BackedMmapedDict``), so a full tmpfs fails the metric write with a counted OSError instead.
-See docs/fleet.md.
+port merges them (``multiprocess_merge``: prometheus_client's merge, each file entry decoded once). Live
+gauges of a dead worker must go (``child_exit`` for gunicorn, ``remove_dead_workers`` for pools and crashes,
+also run before every scrape); its counters stay, so totals never go backwards. A nearly full directory
+(usually a tmpfs) is reported before it fills up: prometheus_client grows its files sparsely and writes
+through mmap, so a full tmpfs kills the writer with SIGBUS; agentvigil therefore allocates the blocks of every
+file before prometheus_client maps them (``BackedMmapedDict``), so a full tmpfs fails the metric write with a
+counted OSError instead. See docs/fleet.md.
 """
 
 from __future__ import annotations
@@ -18,21 +18,21 @@ import logging
 import os
 import re
 import threading
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from prometheus_client import CollectorRegistry, mmap_dict, values
 from prometheus_client import multiprocess as _mp
 from prometheus_client.metrics_core import GaugeMetricFamily, Metric
 from prometheus_client.mmap_dict import MmapedDict
-from prometheus_client.samples import Sample
 
 from ._safety import internal_error
-from .metrics import OVERFLOW
+from .multiprocess_merge import FamilyList, FleetCaps, MultiProcessMerge
 
 log = logging.getLogger("agentvigil")
 
 ENV = "PROMETHEUS_MULTIPROC_DIR"
+PREFETCH_INTERVAL = 0.25  # seconds between the serving process' looks for new file entries (a header read each)
 MIN_FREE_BYTES = 8 * 1024 * 1024  # below this the directory counts as full: one more file doubling may not fit
 _FILE = re.compile(r"^(?P<kind>[a-z]+)(?:_(?P<mode>[a-z]+))?_(?P<pid>\d+)\.db$")
 _warned: set[str] = set()
@@ -194,84 +194,63 @@ def _report(path: str, message: str, exc: BaseException | None) -> None:
         log.error("agentvigil: %s", message)
 
 
-class FleetCaps:
-    """The label caps (``AGENTVIGIL_MAX_LABEL_VALUES``) applied to the merged series of all workers: each
-    worker caps its own label values, so W workers could expose W times the cap. Values past the cap (first
-    come, first admitted; kept across scrapes) fold into ``__overflow__``: counters and histograms add up,
-    gauges combine as their multiprocess mode says."""
-
-    def __init__(self, limits: dict[str, int]):
-        self.limits = limits
-        self.admitted: dict[str, set[str]] = {label: set() for label in limits}
-        self.folded = 0  # series folded at the last scrape
-
-    def _label(self, label: str, value: str) -> str:
-        admitted = self.admitted[label]
-        if value in admitted or value == OVERFLOW:
-            return value
-        if len(admitted) < self.limits[label]:
-            admitted.add(value)
-            return value
-        return OVERFLOW
-
-    def apply(self, families: Iterable[Metric]) -> Iterable[Metric]:
-        self.folded = 0
-        limits = tuple(self.limits)
-        for family in families:
-            relabeled: list[tuple[Sample, dict[str, str] | None]] = []
-            changed = False
-            for sample in family.samples:
-                labels, new = sample.labels, None
-                for label in limits:
-                    value = labels.get(label)
-                    if value is not None:
-                        capped = self._label(label, value)
-                        if capped != value:
-                            new = dict(labels) if new is None else new
-                            new[label] = capped
-                changed = changed or new is not None
-                relabeled.append((sample, new))
-            if changed:
-                family.samples = self._fold(family, relabeled)
-            yield family
-
-    def _fold(self, family: Metric, relabeled: list[tuple[Sample, dict[str, str] | None]]) -> list[Sample]:
-        folded: dict[tuple[str, tuple[tuple[str, str], ...]], float] = {}
-        for sample, new in relabeled:
-            key = (sample.name, tuple(sorted((new or sample.labels).items())))
-            if key in folded:
-                self.folded += 1
-                folded[key] = _combine(family, folded[key], sample.value)
-            else:
-                folded[key] = sample.value
-        return [Sample(name, dict(labels), value) for (name, labels), value in folded.items()]
-
-
-def _combine(family: Metric, a: float, b: float) -> float:
-    if family.type != "gauge":
-        return a + b  # counters, histogram buckets (cumulative per le), sums and counts
-    mode = getattr(family, "_multiprocess_mode", "max")
-    if mode in ("sum", "livesum"):
-        return a + b
-    if mode in ("min", "livemin"):
-        return min(a, b)
-    return max(a, b)
-
-
 class FleetCollector:
-    """What the serving process exposes: the merged files, after dropping dead workers' live gauges, with the
-    label caps applied fleet-wide, plus the directory's free space (``agentvigil_multiprocess_dir_free_bytes``)
-    so an alert sees it fill up."""
+    """What the serving process exposes: the merged files (``multiprocess_merge``), after dropping dead
+    workers' live gauges, with the label caps applied fleet-wide (``caps``: label -> limit; ``per_agent``:
+    label -> limit per agent), plus the directory's free space (``agentvigil_multiprocess_dir_free_bytes``)
+    so an alert sees it fill up. Series folded by the fleet caps are counted once each in
+    ``agentvigil_label_overflow_total{label}`` of the serving process."""
 
-    def __init__(self, path: str, caps: dict[str, int] | None = None):
+    def __init__(self, path: str, caps: dict[str, int] | None = None, per_agent: dict[str, int] | None = None):
         self.path = path
-        self._merged = _mp.MultiProcessCollector(None, path=path)
-        self.caps = FleetCaps(caps or {})
+        self.caps = FleetCaps(caps or {}, per_agent)
+        self._merged = MultiProcessMerge(path, self.caps)
+        self._prefetch: threading.Thread | None = None
 
     def collect(self) -> Iterable[Metric]:
         remove_dead_workers(self.path)
         check_space(self.path)
-        yield from self.caps.apply(self._merged.collect())
+        families = self._merged.collect()
+        self._count_folds()
+        yield from families
+        yield from self._free()
+
+    def render(self, encoder: Callable[[Any], bytes]) -> bytes:
+        """``encoder(registry)`` of a registry holding only this collector (prometheus_client's text or
+        OpenMetrics ``generate_latest``), the merged series rendered from cached lines."""
+        remove_dead_workers(self.path)
+        check_space(self.path)
+        body = self._merged.render(encoder)
+        self._count_folds()
+        if self._prefetch is None:  # this process serves: from now on, decode new entries between scrapes
+            self._prefetch = threading.Thread(target=self._prefetch_loop, name="agentvigil-multiprocess-merge",
+                                              daemon=True)
+            self._prefetch.start()
+        return body + encoder(FamilyList(list(self._free())))
+
+    def _prefetch_loop(self, interval: float = PREFETCH_INTERVAL) -> None:
+        stop = threading.Event()
+        while not stop.wait(interval):
+            try:
+                self._merged.prefetch()
+            except Exception as exc:  # never raise in a background thread of the agent
+                internal_error("multiprocess", exc)
+                stop.wait(60)
+
+    def _count_folds(self) -> None:
+        pending, self.caps.pending = self.caps.pending, {}
+        if not pending:
+            return
+        try:
+            from .metrics import default_metrics
+
+            counter = default_metrics().label_overflow
+            for label, count in pending.items():
+                counter.labels(label).inc(count)
+        except Exception as exc:  # a full directory: the scrape still answers
+            internal_error("multiprocess", exc)
+
+    def _free(self) -> Iterable[Metric]:
         try:
             free = GaugeMetricFamily("agentvigil_multiprocess_dir_free_bytes",
                                      "Free bytes in PROMETHEUS_MULTIPROC_DIR (a full tmpfs kills writers).")
@@ -281,16 +260,23 @@ class FleetCollector:
             internal_error("multiprocess", exc)
 
 
-def fleet_registry(path: str | None = None) -> CollectorRegistry:
-    """A registry serving every worker's metrics from the multiprocess directory."""
+def fleet_collector(path: str | None = None) -> FleetCollector:
+    """The collector of every worker's metrics in the multiprocess directory, with this process' caps."""
     path = path or directory()
     if not path:
         raise ValueError(f"{ENV} is not set")
     from .metrics import default_metrics
 
-    caps = {label: cap.limit for label, cap in default_metrics().cap.items()}
+    m = default_metrics()
+    caps = {label: cap.limit for label, cap in m.cap.items()}
+    per_agent = {"tool": m.tools_per_agent.limit, "model": m.models_per_agent.limit}
+    return FleetCollector(path, caps, per_agent)
+
+
+def fleet_registry(path: str | None = None, collector: FleetCollector | None = None) -> CollectorRegistry:
+    """A registry serving every worker's metrics from the multiprocess directory."""
     registry = CollectorRegistry(auto_describe=False)
-    registry.register(FleetCollector(path, caps))  # type: ignore[arg-type]
+    registry.register(collector or fleet_collector(path))  # type: ignore[arg-type]
     return registry
 
 

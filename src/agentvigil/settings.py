@@ -191,6 +191,23 @@ def env_duration(name: str, default: float, allow_zero: bool = False) -> float:
     return _env(name, lambda raw: parse_duration(raw, allow_zero), default)
 
 
+# Label caps (docs/fleet.md#series): values past a cap fold into __overflow__, counted per label. An agent costs
+# ~50 series plus ~18 per tool and ~23 per model (the histograms dominate), so 20 agent kinds of 5 tools and 2
+# models stay near 4,100 series on a pod, whatever the number of workers.
+LABEL_CAPS = {
+    "label": ("AGENTVIGIL_MAX_LABEL_VALUES", 200, "Distinct values per label before __overflow__."),
+    "agent": ("AGENTVIGIL_MAX_AGENTS", 20, "Distinct agent names per process and per pod (at most the label "
+              "cap): an agent is a kind, its replicas are told apart by instance."),
+    "tool/agent": ("AGENTVIGIL_MAX_TOOLS_PER_AGENT", 25, "Distinct tools of one agent."),
+    "model/agent": ("AGENTVIGIL_MAX_MODELS_PER_AGENT", 10, "Distinct models of one agent."),
+}
+
+
+def label_caps() -> dict[str, int]:
+    """The label caps, keyed as LABEL_CAPS; an invalid value is logged, counted and replaced by the default."""
+    return {key: env_int(name, default) for key, (name, default, _) in LABEL_CAPS.items()}
+
+
 def env_str(name: str, default: str | None = None) -> str | None:
     raw = os.environ.get(name)
     return default if raw is None or raw == "" else raw

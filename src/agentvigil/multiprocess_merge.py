@@ -1,0 +1,439 @@
+"""The merge of a ``PROMETHEUS_MULTIPROC_DIR``: what prometheus_client's ``MultiProcessCollector`` returns,
+without re-parsing every file entry on every scrape.
+
+prometheus_client stays the writer. Its files are append-only: a header with the bytes used, then entries
+(length, JSON key, padding, value and timestamp as two doubles) that never move; values change in place. So
+each file's entries are decoded once (and again only past the last decoded offset when the file grows), each
+entry resolved once to a *slot* (one output series, after the fleet label caps), and ``struct.Struct``s (one
+per decoded stretch of a file, merged past a few) unpack its doubles. A scrape then reads the files, unpacks,
+and adds each value to its slot: counters, histograms, summaries and ``sum`` gauges add up, ``min``/``max``
+gauges keep the lowest or highest, ``mostrecent`` the value with the latest timestamp, ``all``/``liveall`` keep
+one series per pid, exactly as prometheus_client merges them (tests/fleet/test_merge.py diffs the two).
+"""
+
+from __future__ import annotations
+
+import functools
+import glob
+import json
+import mmap
+import os
+import struct
+import threading
+from collections.abc import Callable, Iterator
+from typing import Any
+
+from prometheus_client.metrics_core import Metric
+from prometheus_client.samples import Sample
+from prometheus_client.utils import floatToGoString
+
+from ._safety import internal_error
+from .metrics import OVERFLOW
+
+_INT = struct.Struct("i")
+_KIND = {"min": "min", "livemin": "min", "max": "max", "livemax": "max", "sum": "sum", "livesum": "sum",
+         "mostrecent": "recent", "livemostrecent": "recent"}  # any other gauge mode (all, liveall): per pid
+_TYPES = ("counter", "gauge", "histogram", "summary")  # what prometheus_client's multiprocess mode writes
+_MAX_KEYS = 200_000
+Labels = tuple[tuple[str, str], ...]
+
+
+class FleetCaps:
+    """The label caps applied to the merged series of all workers: each worker caps its own label values, so
+    W workers could expose W times the cap. ``limits``: label -> distinct values; ``per_agent``: label ->
+    distinct values per agent value (tools, models). Past a cap a value folds into ``__overflow__`` (first
+    come, first admitted; kept across scrapes). Each label set folded is counted once, per label, in
+    ``pending`` (the caller takes the counts after each merge)."""
+
+    def __init__(self, limits: dict[str, int], per_agent: dict[str, int] | None = None):
+        self.limits = limits
+        self.per_agent = per_agent or {}
+        self.admitted: dict[str, set[str]] = {label: set() for label in limits}
+        self._per_agent: dict[str, dict[str, set[str]]] = {label: {} for label in self.per_agent}
+        self.pending: dict[str, int] = {}
+        self.folded = 0  # label sets folded so far
+        self._done: dict[Labels, Labels] = {}
+
+    @staticmethod
+    def _admit(admitted: set[str], limit: int, value: str) -> str:
+        if value in admitted or value == OVERFLOW:
+            return value
+        if len(admitted) < limit:
+            admitted.add(value)
+            return value
+        return OVERFLOW
+
+    def relabel(self, labels: Labels) -> Labels:
+        """``labels`` with every value past its cap replaced by ``__overflow__`` (kept: admission is final)."""
+        done = self._done.get(labels)
+        if done is None:
+            if len(self._done) > _MAX_KEYS:
+                self._done.clear()
+            done = self._done[labels] = self._relabel(labels)
+        return done
+
+    def _relabel(self, labels: Labels) -> Labels:
+        current = dict(labels)
+        changed = False
+        for name, value in labels:
+            limit = self.limits.get(name)
+            if limit is not None and self._admit(self.admitted[name], limit, value) != value:
+                current[name] = OVERFLOW
+                changed = True
+        agent = current.get("agent")
+        if agent is not None:  # tools and models per agent, after the agent itself is capped
+            for name, limit in self.per_agent.items():
+                inner = current.get(name)
+                if inner is not None and self._admit(self._per_agent[name].setdefault(agent, set()), limit,
+                                                     inner) != inner:
+                    current[name] = OVERFLOW
+                    changed = True
+        if not changed:
+            return labels
+        self.folded += 1
+        for name, value in labels:
+            if current[name] != value:
+                self.pending[name] = self.pending.get(name, 0) + 1
+        return tuple((name, current[name]) for name, _ in labels)
+
+
+class _File:
+    """One file's decoded entries: their slots, and Structs reading all their (value, timestamp) pairs: one per
+    decoded stretch of the file (a growing file adds one), merged into one past a few."""
+
+    __slots__ = ("inode", "end", "slots", "positions", "chunks", "families", "check")
+
+    def __init__(self, inode: tuple[int, int]):
+        self.inode = inode
+        self.end = 8            # offset past the last decoded entry
+        self.slots: list[int] = []
+        self.positions: list[int] = []
+        self.chunks: list[tuple[int, struct.Struct]] = []  # (offset, Struct of the entries from there)
+        self.families: set[str] = set()
+        self.check = b""       # the last entry's bytes, to tell a re-created file (same inode) from a grown one
+
+    def add_chunk(self, first: int) -> None:
+        """A Struct for the entries from index ``first`` on; past 8 chunks, one Struct for all."""
+        if len(self.chunks) >= 8:
+            self.chunks, first = [], 0
+        positions = self.positions[first:]
+        if not positions:
+            return
+        base = cursor = positions[0]
+        fmt = ["="]
+        for position in positions:
+            fmt.append(f"{position - cursor}xdd")
+            cursor = position + 16
+        self.chunks.append((base, struct.Struct("".join(fmt))))
+
+    def values(self, data: bytes) -> tuple[float, ...]:
+        """value, timestamp, value, timestamp, ... of every decoded entry, in file order."""
+        chunks = self.chunks
+        if len(chunks) == 1:
+            return chunks[0][1].unpack_from(data, chunks[0][0])
+        out: tuple[float, ...] = ()
+        for base, packed in chunks:
+            out += packed.unpack_from(data, base)
+        return out
+
+
+class MultiProcessMerge:
+    """Merges the files of ``path`` like ``prometheus_client.multiprocess.MultiProcessCollector``; with
+    ``caps``, label values past the fleet caps fold into ``__overflow__`` at the same time. Thread-safe."""
+
+    def __init__(self, path: str, caps: FleetCaps | None = None):
+        self.path = path
+        self.caps = caps
+        self._lock = threading.Lock()
+        self._files: dict[str, _File] = {}
+        self._keys: dict[str, tuple[str, str, Labels, str]] = {}  # JSON key -> (family, sample, labels, help)
+        self._slot_of: dict[tuple[Any, ...], int] = {}
+        # per slot: le (histogram buckets; None otherwise)
+        self._slot_le: list[float | None] = []
+        # per family: type, help, gauge mode, and its label groups in creation order (labels -> slots)
+        self._families: dict[str, list[Any]] = {}
+        self._slot_out: list[tuple[str, Labels]] = []  # sample name and labels as exposed
+        # per family, per label group: [group id, its slots without le, its buckets sorted by le]
+        self._groups: dict[str, dict[Labels, list[Any]]] = {}
+        self._count_out: list[tuple[str, Labels]] = []  # per group id: the histogram's _count sample
+        self._lines: dict[tuple[Any, ...], tuple[dict[str, str], dict[int, str]]] = {}  # per encoder
+
+    def collect(self) -> list[Metric]:
+        with self._lock:
+            merged = self._collect()
+            return [self._metric(family, info, samples) for family, info, samples in self._samples(merged)]
+
+    # -- decoding (once per entry) --------------------------------------------------------------------------
+    def _slot(self, family: str, name: str, labels: Labels, le: float | None, typ: str, help_text: str,
+              mode: str) -> int:
+        if self.caps is not None:
+            labels = self.caps.relabel(labels)
+        key = (family, name, labels, le)
+        slot = self._slot_of.get(key)
+        if slot is None:
+            slot = self._slot_of[key] = len(self._slot_le)
+            self._slot_le.append(le)
+            if family not in self._families:
+                self._families[family] = [typ, help_text, mode]
+                self._groups[family] = {}
+            group = self._groups[family].get(labels)
+            if group is None:
+                group = self._groups[family][labels] = [len(self._count_out), [], []]
+                self._count_out.append((family + "_count", labels))
+            if le is None:
+                self._slot_out.append((name, labels))
+                group[1].append(slot)
+            else:
+                self._slot_out.append((family + "_bucket", labels + (("le", floatToGoString(le)),)))
+                group[2].append(slot)
+                group[2].sort(key=self._slot_le.__getitem__)
+        return slot
+
+    def _decode(self, entry: _File, data: bytes, used: int, typ: str, mode: str, pid: str) -> None:
+        """Resolve the entries between ``entry.end`` and ``used`` to slots, and add a Struct for them."""
+        pos, keys = entry.end, self._keys
+        if len(keys) > _MAX_KEYS:  # a parse cache only: churn of names over days must not grow it for good
+            keys.clear()
+        per_pid = typ == "gauge" and mode not in _KIND
+        start = last = pos
+        first = len(entry.positions)
+        try:
+            while pos < used:
+                start = pos
+                length = _INT.unpack_from(data, pos)[0]
+                if length <= 0 or length + pos > used:
+                    raise RuntimeError(f"{typ} file of pid {pid or '?'}: corrupted entry at offset {pos}")
+                raw = data[pos + 4:pos + 4 + length].decode("utf-8")
+                pos += 4 + length + (8 - (length + 4) % 8)
+                parsed = keys.get(raw)
+                if parsed is None:
+                    family, name, labels, help_text = json.loads(raw)
+                    parsed = keys[raw] = (family, name, tuple(sorted(labels.items())), help_text)
+                family, name, labels_key, help_text = parsed
+                le: float | None = None
+                if typ == "histogram":
+                    for label, value in labels_key:
+                        if label == "le":
+                            le = float(value)
+                            labels_key = tuple(item for item in labels_key if item[0] != "le")
+                            break
+                if per_pid:
+                    labels_key = labels_key + (("pid", pid),)
+                entry.slots.append(self._slot(family, name, labels_key, le, typ, help_text, mode))
+                entry.positions.append(pos)
+                entry.families.add(family)
+                pos += 16
+                entry.end, last = pos, start
+        except (RuntimeError, ValueError, TypeError, KeyError, struct.error) as exc:  # a torn or foreign file
+            internal_error("multiprocess", exc)
+        if entry.end > last:  # the length and key of the last entry, not its value (which changes in place)
+            entry.check = data[last:entry.end - 16]
+        entry.add_chunk(first)
+
+    def prefetch(self) -> int:
+        """Decode what the files gained since the last look, one file per hold of the lock, so that a scrape
+        while series are still appearing (a deploy) finds them decoded; returns the entries decoded. Run
+        between scrapes by the serving process (``FleetCollector``)."""
+        decoded = 0
+        for path in glob.glob(os.path.join(self.path, "*.db")):
+            parsed = _parse_name(path)
+            if parsed is None:
+                continue
+            with self._lock:
+                entry = self._files.get(path)
+                before = len(entry.slots) if entry is not None else 0
+                read = self._read(path, *parsed, values=False)
+                if read is not None:
+                    decoded += len(read[0].slots) - (before if read[0] is entry else 0)
+        return decoded
+
+    def _read(self, path: str, typ: str, mode: str, pid: str,
+              values: bool = True) -> tuple[_File, tuple[float, ...]] | None:
+        try:
+            with open(path, "rb") as fh:
+                data = fh.read(mmap.PAGESIZE)
+                used = _INT.unpack_from(data, 0)[0] if len(data) >= 4 else 0
+                known = self._files.get(path)
+                if not values and known is not None and used == known.end:
+                    return known, ()  # nothing new (a re-created file is caught at the next scrape)
+                if used > len(data):
+                    data += fh.read(used - len(data))
+                stat = os.fstat(fh.fileno())
+        except FileNotFoundError:  # removed since the glob (a dead worker's live gauges, a wiped directory)
+            return None
+        used = min(used, len(data))
+        entry = self._files.get(path)
+        inode = (stat.st_dev, stat.st_ino)
+        if (entry is None or entry.inode != inode or used < entry.end
+                or data[entry.end - 16 - len(entry.check):entry.end - 16] != entry.check):
+            entry = self._files[path] = _File(inode)
+        if used > entry.end:
+            self._decode(entry, data, used, typ, mode, pid)
+        return entry, entry.values(data) if values else ()
+
+    # -- merging (every scrape) -----------------------------------------------------------------------------
+    def _collect(self) -> _Merged:
+        paths = glob.glob(os.path.join(self.path, "*.db"))
+        for gone in self._files.keys() - set(paths):
+            del self._files[gone]
+        n = len(self._slot_le)
+        acc = [0.0] * n
+        stamps = [0.0] * n
+        present: set[int] = set()
+        families: set[str] = set()
+        for path in paths:
+            parsed = _parse_name(path)
+            if parsed is None:
+                continue
+            typ, mode, pid = parsed
+            read = self._read(path, typ, mode, pid)
+            if read is None:
+                continue
+            entry, pairs = read
+            if len(self._slot_le) > n:  # new slots in this file
+                grow = len(self._slot_le) - n
+                acc.extend([0.0] * grow)
+                stamps.extend([0.0] * grow)
+                n = len(self._slot_le)
+            slots, values = entry.slots, pairs[::2]
+            families.update(entry.families)
+            kind = _KIND.get(mode, "last") if typ == "gauge" else "sum"
+            if kind == "sum":
+                for slot, value in zip(slots, values, strict=True):
+                    acc[slot] += value
+                present.update(slots)
+            elif kind == "min":
+                for slot, value in zip(slots, values, strict=True):
+                    if slot not in present:
+                        present.add(slot)
+                        acc[slot] = value
+                    elif value < acc[slot]:
+                        acc[slot] = value
+            elif kind == "max":
+                for slot, value in zip(slots, values, strict=True):
+                    if slot not in present:
+                        present.add(slot)
+                        acc[slot] = value
+                    elif value > acc[slot]:
+                        acc[slot] = value
+            elif kind == "recent":  # as prometheus_client: a value never written (timestamp 0) is not shown
+                for slot, value, stamp in zip(slots, values, pairs[1::2], strict=True):
+                    if stamps[slot] < stamp:
+                        stamps[slot] = stamp
+                        acc[slot] = value
+                        present.add(slot)
+            else:
+                for slot, value in zip(slots, values, strict=True):
+                    acc[slot] = value
+                present.update(slots)
+        return families, acc, present
+
+    def _samples(self, merged: _Merged) -> Iterator[tuple[str, list[Any], list[tuple[int, float]]]]:
+        """Per present family: (name, [type, help, mode], [(key, value)]) in the order of prometheus_client's
+        merge within each label group (buckets by le, cumulative, then _count). A key is a slot, or
+        ``-1 - group`` for a histogram's _count; ``_out(key)`` gives its sample name and labels."""
+        present_families, acc, present = merged
+        for family, info in self._families.items():
+            if family not in present_families:
+                continue
+            samples: list[tuple[int, float]] = []
+            add = samples.append
+            for gid, plain, buckets in self._groups[family].values():
+                for slot in plain:
+                    if slot in present:
+                        add((slot, acc[slot]))
+                total, seen = 0.0, False
+                for slot in buckets:
+                    if slot in present:
+                        total += acc[slot]
+                        seen = True
+                        add((slot, total))
+                if seen:
+                    add((-1 - gid, total))
+            yield family, info, samples
+
+    def _out(self, key: int) -> tuple[str, Labels]:
+        return self._slot_out[key] if key >= 0 else self._count_out[-1 - key]
+
+    def _metric(self, family: str, info: list[Any], samples: list[tuple[int, float]]) -> Metric:
+        typ, help_text, mode = info
+        metric = Metric(family, help_text, typ)
+        if typ == "gauge":
+            metric._multiprocess_mode = mode  # type: ignore[attr-defined]
+        out = self._out
+        metric.samples = [Sample(name, dict(labels), value)
+                          for (name, labels), value in ((out(key), value) for key, value in samples)]
+        return metric
+
+    def render(self, encoder: Callable[[Any], bytes]) -> bytes:
+        """What ``encoder`` (prometheus_client's ``generate_latest`` or ``openmetrics.generate_latest``) makes
+        of ``collect()``, without its trailing ``# EOF``. Each family's header and each series' line up to its
+        value are rendered by ``encoder`` itself, once, and kept; a scrape only formats the values."""
+        with self._lock:
+            merged = self._collect()
+            key = _encoder_key(encoder)
+            if key not in self._lines and len(self._lines) >= 4:  # Accept headers choose it: keep a few
+                self._lines.clear()
+            headers, prefixes = self._lines.setdefault(key, ({}, {}))
+            out: list[str] = []
+            for family, info, samples in self._samples(merged):
+                header = headers.get(family)
+                if header is None:
+                    header = headers[family] = _render(encoder, self._metric(family, info, []))
+                out.append(header)
+                new = [(k, 0.0) for k, _ in samples if k not in prefixes]
+                if new:
+                    prefixes.update(self._prefixes(encoder, family, info, header, new))
+                out.extend([f"{prefixes[k]}{_go(value)}\n" for k, value in samples])
+            return "".join(out).encode("utf-8")
+
+    def _prefixes(self, encoder: Callable[[Any], bytes], family: str, info: list[Any], header: str,
+                  samples: list[tuple[int, float]]) -> dict[int, str]:
+        """The sample lines of ``samples`` up to their value, from one encoder call."""
+        lines = _render(encoder, self._metric(family, info, samples))[len(header):].split("\n")[:-1]
+        if len(lines) != len(samples) or not all(line.endswith(" 0.0") for line in lines):
+            raise ValueError(f"{family}: unexpected sample lines from the encoder")  # a format we do not know
+        return {k: line[:-3] for (k, _), line in zip(samples, lines, strict=True)}
+
+
+def _parse_name(path: str) -> tuple[str, str, str] | None:
+    """(type, gauge mode, pid) from a file name as prometheus_client writes it; None for other files."""
+    parts = os.path.basename(path).split("_")
+    if parts[0] not in _TYPES:
+        return None
+    if parts[0] == "gauge" and len(parts) > 2:
+        return parts[0], parts[1], parts[2][:-3]
+    return parts[0], "", ""
+
+
+def _go(value: float) -> str:
+    """floatToGoString, with its common case first: below 1e6 (and not NaN or -Inf) it is repr()."""
+    return repr(value) if _MINUS_INF < value < 1e6 else floatToGoString(value)
+
+
+_MINUS_INF = float("-inf")
+_Merged = tuple[set[str], list[float], set[int]]
+
+
+class FamilyList:
+    """A registry stand-in for an encoder: just ``collect()``."""
+
+    def __init__(self, families: list[Metric]):
+        self.families = families
+
+    def collect(self) -> list[Metric]:
+        return self.families
+
+
+def _render(encoder: Callable[[Any], bytes], metric: Metric) -> str:
+    text = encoder(FamilyList([metric])).decode("utf-8")
+    return text[:-len(_EOF)] if text.endswith(_EOF) else text
+
+
+def _encoder_key(encoder: Callable[[Any], bytes]) -> tuple[Any, ...]:
+    if isinstance(encoder, functools.partial):
+        return (encoder.func, encoder.args, tuple(sorted(encoder.keywords.items())))
+    return (encoder,)
+
+
+_EOF = "# EOF\n"
