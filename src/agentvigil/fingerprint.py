@@ -124,6 +124,28 @@ def result_fingerprint(value: Any) -> str | None:
         return None
 
 
+# A str result's fingerprint, keyed by its digest (``codec.digest``, which the tool call computes anyway): agents
+# get the same answers back (polling, errors, loops), and the raw text is not kept. Bounded, cleared when full.
+_BY_DIGEST: dict[str, str | None] = {}
+_BY_DIGEST_MAX = 4_096
+
+
+def text_fingerprint(text: str, text_digest: str | None) -> str | None:
+    """``result_fingerprint(text)`` for a str whose ``codec.digest`` is ``text_digest``: computed once per distinct
+    text (two texts with one 64-bit digest would share a fingerprint, as they already share a result hash)."""
+    if text_digest is None:
+        return result_fingerprint(text)
+    try:
+        return _BY_DIGEST[text_digest]
+    except KeyError:
+        pass
+    fp = result_fingerprint(text)
+    if len(_BY_DIGEST) >= _BY_DIGEST_MAX:
+        _BY_DIGEST.clear()
+    _BY_DIGEST[text_digest] = fp
+    return fp
+
+
 def similarity(a: str | None, b: str | None) -> float:
     """1.0 for identical fingerprints, about 0.5 for unrelated ones; 0.0 when either is missing."""
     if not a or not b:
