@@ -180,9 +180,11 @@ def test_null_numeric_fields_read_as_left_out():
 @settings(max_examples=300, deadline=None)
 @given(text=st.text(alphabet=st.sampled_from("ab 1:-.x\n0é"), max_size=40))
 def test_text_fingerprint_is_the_result_fingerprint(text):
-    from agentvigil.fingerprint import result_fingerprint, text_fingerprint
+    from agentvigil.fingerprint import EMPTY, normalise, result_fingerprint, simhash, text_fingerprint
 
-    expected = result_fingerprint(text)
+    expected = f"{simhash(normalise(text)):016x}" if text.strip() else EMPTY   # the definition, no cache
+    assert result_fingerprint(text) == expected
+    assert result_fingerprint(text) == expected   # the second time from the token cache
     assert text_fingerprint(text, digest(text)) == expected
     assert text_fingerprint(text, digest(text)) == expected   # the second time from the cache
 
