@@ -235,7 +235,7 @@ def test_runaway_thresholds_match_the_per_checkpoint_scan(runs):
     p = RunawayPolicy(min_runs=3)
     baseline = _Baseline(p.baseline_runs)
     for steps, values in runs:
-        baseline.runs.append((steps, dict(zip(CHECKPOINTS, values))))
+        baseline.runs.append((steps, dict(zip(CHECKPOINTS, values, strict=False))))
     baseline.refresh(p)
     expected = {}
     for cp in CHECKPOINTS:   # the definition: one scan of the runs per checkpoint
