@@ -35,6 +35,11 @@ ROUNDS = 41
 # and every third call would then also be a verdict).
 ARGS = [{"q": f"cats {i}", "limit": 10} for i in range(64)]
 RESULTS = [f"{i} cats" for i in range(64)]
+# Context row: arguments and results that never repeat within a batch (65,536 of each, cycled), so no cache
+# of digests or fingerprints can help.
+DISTINCT = 1 << 16
+ARGS_DISTINCT = [{"q": f"cats {i}", "limit": 10} for i in range(DISTINCT)]
+RESULTS_DISTINCT = [f"result {i}: {i * 7919 % 100_003} cats in {i % 97} places" for i in range(DISTINCT)]
 
 
 class DiscardExporter(SpanExporter):
@@ -81,6 +86,19 @@ def _tool_calls(run):  # type: ignore[no-untyped-def]
     return ours
 
 
+def _tool_calls_distinct(run):  # type: ignore[no-untyped-def]
+    start = [0]
+
+    def ours(n: int) -> None:
+        tool_call = run.tool_call
+        base = start[0]
+        start[0] = base + n
+        for i in range(base, base + n):
+            with tool_call("search", ARGS_DISTINCT[i & 0xFFFF]) as call:
+                call.set_result(RESULTS_DISTINCT[i & 0xFFFF])
+    return ours
+
+
 # What our execute_tool span carries (GenAI conventions): the SDK cleans every attribute value.
 SPAN_ATTRIBUTES = {"gen_ai.operation.name": "execute_tool", "gen_ai.tool.name": "search",
                    "gen_ai.tool.type": "function", "agentvigil.tool.args_hash": "0123456789abcdef"}
@@ -95,6 +113,25 @@ def _bare(tracer, attributes: dict | None = None):  # type: ignore[no-untyped-de
             args, result = ARGS[i & 63], RESULTS[i & 63]  # noqa: F841 - the same list indexing as ours
             t0 = perf()
             with tracer.start_as_current_span("execute_tool search", attributes=attributes):
+                pass
+            calls.inc()
+            dur.observe(perf() - t0)
+            steps.inc()
+    return bare
+
+
+def _bare_distinct(tracer):  # type: ignore[no-untyped-def]
+    calls, dur, steps = _baseline_metrics()
+    perf = time.perf_counter
+    start = [0]
+
+    def bare(n: int) -> None:
+        base = start[0]
+        start[0] = base + n
+        for i in range(base, base + n):
+            args, result = ARGS_DISTINCT[i & 0xFFFF], RESULTS_DISTINCT[i & 0xFFFF]  # noqa: F841 - as ours
+            t0 = perf()
+            with tracer.start_as_current_span("execute_tool search"):
                 pass
             calls.inc()
             dur.observe(perf() - t0)
@@ -117,12 +154,14 @@ def bench_tool_call_tracing(rounds: int, attributes: dict | None = None) -> tupl
         provider.shutdown()
 
 
-def bench_tool_call_metrics_only(rounds: int) -> tuple[float, float, float]:
+def bench_tool_call_metrics_only(rounds: int, distinct: bool = False) -> tuple[float, float, float]:
     mon = agentvigil.Monitor("bench", registry=CollectorRegistry(), tracer_provider=None, heartbeat=False)
     assert mon.tracer is None, "tracing must be off for this benchmark (unset OTEL_EXPORTER_OTLP_*)"
     run = mon.start_run()
     step = run.start_step()
     try:
+        if distinct:
+            return side_by_side(_tool_calls_distinct(run), _bare_distinct(trace.NoOpTracer()), rounds)
         return side_by_side(_tool_calls(run), _bare(trace.NoOpTracer()), rounds)
     finally:
         step.end()
@@ -252,6 +291,9 @@ def main() -> None:
         a, b, r = bench_tool_call_metrics_only(rounds)
         rows.append(f"| tool call, metrics only: agentvigil vs no-op span + 3 prometheus_client updates | "
                     f"{a:.2f} µs vs {b:.2f} µs = **{r:.2f}×** | ≤ 1.3× | {_verdict(r <= 1.3)} |")
+        a, b, r = bench_tool_call_metrics_only(rounds, distinct=True)
+        rows.append(f"| (context) the same, arguments and results never repeating (no cache hits) | "
+                    f"{a:.2f} µs vs {b:.2f} µs = **{r:.2f}×** | — | — |")
     if "replay" in only:
         rates, lines, found = bench_replay(max(5, rounds // 3))
         for name, rate in rates.items():

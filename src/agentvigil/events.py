@@ -102,45 +102,63 @@ class InvalidEvent(ValueError):
 def event_from_dict(data: Any) -> Event:
     """Validate a decoded JSON object and build an Event. Unknown keys are ignored (forward compatible).
 
-    Hot in ``replay``. A recording has few shapes (keys and value classes), so a shape that validated once
-    is remembered: its lines then need only the event type and the numeric range checks. Anything else,
-    and every failure, takes the full check below, which names the bad field."""
+    Hot in ``replay``. A recording has few shapes (keys in order, and value classes), so a shape that validated
+    once is remembered as a generated function that checks exactly those classes, the event type and the
+    numeric ranges, and builds the Event positionally. Anything else, and every failure, takes the full check
+    below, which names the bad field."""
     if data.__class__ is dict:
-        shape = _SHAPES.get((tuple(data), tuple(map(type, data.values()))))
-        if shape is not None and data["event_type"] in EVENT_TYPES:
-            ints, floats, make = shape
-            for key in ints:
-                if not 0 <= data[key] <= _MAX_INT:
-                    break
-            else:
-                for key in floats:
-                    if not _isfinite(data[key]):
-                        break
-                else:
-                    return make(data)
+        makers = _SHAPES.get(tuple(data))
+        if makers is not None:
+            for _, make in makers:
+                event = make(data)
+                if event is not None:
+                    return event
     event = _checked(data)
-    if len(_SHAPES) < _MAX_SHAPES:
-        _remember(data)
+    _remember(data)
     return event
 
 
 def _remember(data: dict) -> None:
     """Remember the shape of a dict that validated. Only shapes of known fields (bounded names, so bounded
-    memory) whose classes are what the check saw."""
+    memory) whose classes are what the check saw; at most a few class combinations per key order."""
     if any(k not in _CHECKS for k in data) or any(type(v) is not v.__class__ for v in data.values()):
         return
-    classes = tuple(map(type, data.values()))
-    ints = tuple(k for k, c in zip(data, classes, strict=True) if _CHECKS[k] is int and c is int)
-    floats = tuple(k for k, c in zip(data, classes, strict=True) if _CHECKS[k] is float and c is not NoneType)
-    _SHAPES[(tuple(data), classes)] = (ints, floats, _constructor(frozenset(data)))
+    keys, classes = tuple(data), tuple(map(type, data.values()))
+    makers = _SHAPES.get(keys)
+    if makers is None:
+        if len(_SHAPES) >= _MAX_SHAPES:
+            return
+        makers = _SHAPES[keys] = []
+    if len(makers) < 4 and all(c != classes for c, _ in makers):
+        makers.append((classes, _maker(keys, classes)))
 
 
-def _constructor(keys: frozenset[str]) -> Callable[[dict], Event]:
-    """``Event(**data)`` for dicts with exactly these keys, as a positional call (about twice as fast as
-    matching keyword arguments). Generated from the Event's own field names only."""
-    args = ", ".join(f"d[{name!r}]" if name in keys else "None" for name in _FIELD_NAMES)
-    namespace: dict[str, Any] = {"Event": Event}
-    exec(f"def make(d):\n    return Event({args})", namespace)
+def _maker(keys: tuple[str, ...], classes: tuple[type, ...]) -> Callable[[dict], Event | None]:
+    """A function of a dict with exactly these keys in this order: the Event when every value has the class
+    seen here and passes ``_checked``'s range checks, else None (the caller then runs the full check). As a
+    positional call, about twice as fast as matching keyword arguments. Generated from the Event's own field
+    names and the builtin class names only."""
+    names = {str: "_str", int: "_int", float: "_float", dict: "_dict", NoneType: "_none"}
+    lines = ["def make(d):"]
+    conds = []
+    for i, (key, cls) in enumerate(zip(keys, classes, strict=True)):
+        lines.append(f"    v{i} = d[{key!r}]")
+        cond = f"v{i}.__class__ is {names[cls]}"
+        if key == "event_type":
+            cond += f" and v{i} in _TYPES"
+        elif _CHECKS[key] is int and cls is int:
+            cond += f" and 0 <= v{i} <= _MAX_INT"
+        elif _CHECKS[key] is float and cls is not NoneType:
+            cond += f" and _isfinite(v{i})"
+        conds.append(f"({cond})")
+    index = {key: i for i, key in enumerate(keys)}
+    args = ", ".join(f"v{index[name]}" if name in index else "None" for name in _FIELD_NAMES)
+    lines.append(f"    if {' and '.join(conds)}:")
+    lines.append(f"        return Event({args})")
+    lines.append("    return None")
+    namespace: dict[str, Any] = {"Event": Event, "_TYPES": EVENT_TYPES, "_MAX_INT": _MAX_INT, "_isfinite": _isfinite,
+                                 "_str": str, "_int": int, "_float": float, "_dict": dict, "_none": NoneType}
+    exec("\n".join(lines), namespace)   # source built from known field names and fixed class names only
     return namespace["make"]
 
 
@@ -180,9 +198,9 @@ _isfinite = math.isfinite
 _CHECKS: dict[str, type] = {name: (str if name in _STR_FIELDS else int if name in _INT_FIELDS
                                    else float if name in _NUM_FIELDS else dict) for name in _FIELD_NAMES}
 _CHECK_NAMES = {str: "a string", int: "a non-negative integer", float: "a number", dict: "an object"}
-# (keys, value classes) of dicts that validated -> (int keys, number keys, constructor). Bounded: a hostile file of
+# keys (in order) of dicts that validated -> [(value classes, checking constructor)]. Bounded: a hostile file of
 # ever-new shapes only makes the cache stop growing.
-_SHAPES: dict[tuple[tuple, tuple], tuple[tuple[str, ...], tuple[str, ...], Callable[[dict], Event]]] = {}
+_SHAPES: dict[tuple[str, ...], list[tuple[tuple[type, ...], Callable[[dict], Event | None]]]] = {}
 _MAX_SHAPES = 1024
 
 

@@ -111,6 +111,12 @@ def simhash(tokens: list[str]) -> int:
     return greater | equal
 
 
+# The fingerprint of a short token list (after masking, results that differ only in numbers, ids or times have one
+# list). Bounded: 4,096 lists of at most 64 tokens, cleared when full.
+_BY_TOKENS: dict[tuple[str, ...], str] = {}
+_BY_TOKENS_MAX = 4_096
+
+
 def result_fingerprint(value: Any) -> str | None:
     """The similarity fingerprint of a tool result (None for None). Never raises."""
     if value is None:
@@ -119,9 +125,39 @@ def result_fingerprint(value: Any) -> str | None:
         text = _text(value)
         if not text.strip():
             return EMPTY
-        return f"{simhash(normalise(text)):016x}"
+        tokens = tuple(normalise(text))
+        fp = _BY_TOKENS.get(tokens)
+        if fp is None:
+            fp = f"{simhash(list(tokens)):016x}"
+            if len(tokens) <= 64:   # short results: masked, they repeat even when the raw texts differ
+                if len(_BY_TOKENS) >= _BY_TOKENS_MAX:
+                    _BY_TOKENS.clear()
+                _BY_TOKENS[tokens] = fp
+        return fp
     except Exception:   # a fingerprint is a hint: a result we cannot read gets none
         return None
+
+
+# A str result's fingerprint, keyed by its digest (``codec.digest``, which the tool call computes anyway): agents
+# get the same answers back (polling, errors, loops), and the raw text is not kept. Bounded, cleared when full.
+_BY_DIGEST: dict[str, str | None] = {}
+_BY_DIGEST_MAX = 4_096
+
+
+def text_fingerprint(text: str, text_digest: str | None) -> str | None:
+    """``result_fingerprint(text)`` for a str whose ``codec.digest`` is ``text_digest``: computed once per distinct
+    text (two texts with one 64-bit digest would share a fingerprint, as they already share a result hash)."""
+    if text_digest is None:
+        return result_fingerprint(text)
+    try:
+        return _BY_DIGEST[text_digest]
+    except KeyError:
+        pass
+    fp = result_fingerprint(text)
+    if len(_BY_DIGEST) >= _BY_DIGEST_MAX:
+        _BY_DIGEST.clear()
+    _BY_DIGEST[text_digest] = fp
+    return fp
 
 
 def similarity(a: str | None, b: str | None) -> float:

@@ -21,7 +21,7 @@ from .codec import digest
 from .errors import TOOL_ERROR, classify_exception
 from .events import Event
 from .exceptions import GuardError, LoopDetected, RunKilled
-from .fingerprint import result_fingerprint
+from .fingerprint import result_fingerprint, text_fingerprint
 
 if TYPE_CHECKING:
     from types import TracebackType
@@ -441,8 +441,8 @@ class ToolCall(_Scope):
 
     def set_result(self, result: Any) -> None:
         """Optional: hash the result so the loop guard can tell "same call, same answer" from progress."""
-        self.result_hash = digest(result)
-        self.result_fingerprint = result_fingerprint(result)
+        self.result_hash = h = digest(result)
+        self.result_fingerprint = text_fingerprint(result, h) if result.__class__ is str else result_fingerprint(result)
         if self.run.monitor.settings.capture_content:
             self._result = result
 

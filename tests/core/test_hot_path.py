@@ -172,3 +172,75 @@ def test_null_numeric_fields_read_as_left_out():
     # (not InvalidEvent), which stopped a replay instead of being read or counted.
     event = codec.decode(b'{"event_type":"llm_call","ts":1.0,"input_tokens":null,"cost_usd":null}\n')
     assert event.input_tokens is None and event.cost_usd is None
+
+
+# -- the fingerprint cache, the per-run shortcut and the runaway baseline -------------------------------------
+
+
+@settings(max_examples=300, deadline=None)
+@given(text=st.text(alphabet=st.sampled_from("ab 1:-.x\n0é"), max_size=40))
+def test_text_fingerprint_is_the_result_fingerprint(text):
+    from agentvigil.fingerprint import EMPTY, normalise, result_fingerprint, simhash, text_fingerprint
+
+    expected = f"{simhash(normalise(text)):016x}" if text.strip() else EMPTY   # the definition, no cache
+    assert result_fingerprint(text) == expected
+    assert result_fingerprint(text) == expected   # the second time from the token cache
+    assert text_fingerprint(text, digest(text)) == expected
+    assert text_fingerprint(text, digest(text)) == expected   # the second time from the cache
+
+
+@settings(max_examples=200, deadline=None)
+@given(ops=st.lists(st.tuples(st.sampled_from(["get", "peek", "pop", "end", "rejected"]),
+                              st.sampled_from(["s1", None]), st.sampled_from(["r1", "r2", "r3", None])),
+                    max_size=60),
+       limit=st.integers(1, 3))
+def test_per_run_state_is_the_dict_of_runs(ops, limit):
+    """PerRun's shortcut for the last run gives what a plain dict of (session, run) → state gives."""
+    from collections import OrderedDict
+
+    from agentvigil.detectors._state import PerRun
+
+    runs = PerRun(list, limit=limit)
+    model: OrderedDict = OrderedDict()
+    for op, session, run in ops:
+        key = (session, run)
+        kind = ev.RUN_END if op == "end" else ev.TOOL_END
+        event = Event(kind, 1.0, session_id=session, run_id=run, status="rejected" if op == "rejected" else "ok")
+        if op == "get":
+            state = runs.get(event)
+            if key not in model:
+                model[key] = state
+                if len(model) > limit:
+                    model.popitem(last=False)
+            assert state is model[key]
+            state.append(1)
+        elif op == "peek":
+            assert runs.peek(event) is model.get(key)
+        elif op == "pop":
+            assert runs.pop(event) is model.pop(key, None)
+        elif op == "end":
+            assert runs.tool_result(event) is None
+            model.pop(key, None)
+        else:
+            assert runs.tool_result(event) is None
+        assert len(runs) == len(model)
+
+
+@settings(max_examples=100, deadline=None)
+@given(runs=st.lists(st.tuples(st.integers(1, 400), st.lists(st.floats(0, 10), max_size=12)), min_size=1,
+                     max_size=60))
+def test_runaway_thresholds_match_the_per_checkpoint_scan(runs):
+    from agentvigil.detectors.runaway import CHECKPOINTS, RunawayPolicy, _Baseline, quantile
+
+    p = RunawayPolicy(min_runs=3)
+    baseline = _Baseline(p.baseline_runs)
+    for steps, values in runs:
+        baseline.runs.append((steps, dict(zip(CHECKPOINTS, values, strict=False))))
+    baseline.refresh(p)
+    expected = {}
+    for cp in CHECKPOINTS:   # the definition: one scan of the runs per checkpoint
+        values = sorted(s[cp] for _, s in baseline.runs if cp in s)
+        if len(values) < p.min_runs:
+            break
+        expected[cp] = p.spend_factor * quantile(values, p.quantile)
+    assert baseline.spend_limits == (expected if len(baseline.runs) >= p.min_runs else {})

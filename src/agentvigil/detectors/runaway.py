@@ -82,11 +82,22 @@ class _Baseline:
             self.length_limit, self.spend_limits = None, {}
             return
         self.length_limit = p.length_factor * quantile(sorted(r[0] for r in self.runs), p.quantile)
+        # One pass over the runs' checkpoints instead of one per checkpoint: each list holds the values in the
+        # runs' order, as the per-checkpoint scan did, so the sorted lists are the same.
+        by_checkpoint: dict[int, list[float]] = {}
+        for _, spend in self.runs:
+            for cp, value in spend.items():
+                values = by_checkpoint.get(cp)
+                if values is None:
+                    by_checkpoint[cp] = [value]
+                else:
+                    values.append(value)
         limits = {}
         for cp in CHECKPOINTS:
-            values = sorted(s[cp] for _, s in self.runs if cp in s)
+            values = by_checkpoint.get(cp, [])
             if len(values) < p.min_runs:
                 break
+            values.sort()
             limits[cp] = p.spend_factor * quantile(values, p.quantile)
         self.spend_limits = limits
 

@@ -72,6 +72,22 @@ def _fp(value: str | None) -> int | None:
         return None
 
 
+_FP_INTS: dict[str, int | None] = {}   # fingerprint -> _fp of it: results repeat (bounded, cleared when full)
+
+
+def _fp_int(value: str) -> int | None:
+    n = _FP_INTS.get(value, _MISSING)
+    if n is _MISSING:
+        n = _fp(value)
+        if len(_FP_INTS) >= 4096:
+            _FP_INTS.clear()
+        _FP_INTS[value] = n
+    return n  # type: ignore[return-value]
+
+
+_MISSING = object()
+
+
 _CLOGC = tuple(c * math.log(c) if c else 0.0 for c in range(1025))
 
 
@@ -148,7 +164,7 @@ class StuckDetector:
         actions.append(action)
         counts[action] = counts.get(action, 0) + 1
 
-        fp = None if result_fp is None or empty else _fp(result_fp)   # a recording without fingerprints: no call
+        fp = None if result_fp is None or empty else _fp_int(result_fp)   # a recording without fingerprints: no call
         if fp is not None:
             fps = s.fps
             if fps:

@@ -86,27 +86,14 @@ class SpanSink:
                 _ids(scope._span, event)
             return
         if kind == ev.TOOL_START:
-            a = {attr.OPERATION_NAME: "execute_tool", attr.TOOL_NAME: event.tool_name or "unknown",
-                 attr.TOOL_TYPE: "function", attr.AGENT_NAME: scope.run.monitor.agent}
-            if event.args_hash:
-                a[attr.ARGS_HASH] = event.args_hash
-            call_id = getattr(scope, "call_id", None)
-            if call_id:
-                a[attr.TOOL_CALL_ID] = call_id
-            raw = getattr(scope, "_args", None)
-            if self.capture_content and raw is not None:
-                a[attr.TOOL_CALL_ARGUMENTS] = json.dumps(raw, default=repr)[:8192]
-            self._open(scope, event, f"execute_tool {event.tool_name}", scope.run._parent_span(), a)
-        elif kind == ev.TOOL_END or kind == ev.STEP_END:
+            self._tool_start(event)
+        elif kind == ev.TOOL_END:
+            self._tool_end(event)
+        elif kind == ev.STEP_END:
             span = scope._span
             if span is not None:
                 self._end_ids(span, event)
-                if kind == ev.STEP_END:
-                    scope.run._current_step_span = scope._prev_span
-                if kind == ev.TOOL_END and self.capture_content:
-                    result = getattr(scope, "_result", None)
-                    if result is not None:
-                        span.set_attribute(attr.TOOL_CALL_RESULT, json.dumps(result, default=repr)[:8192])
+                scope.run._current_step_span = scope._prev_span
                 self._end(span, event)
         elif kind == ev.STEP_START:
             run = scope.run
@@ -158,6 +145,43 @@ class SpanSink:
                 span.set_attribute(attr.COST_USD, event.cost_usd or 0.0)
                 self._end_ids(span, event)
                 self._end(span, event)
+
+    def handler_for(self, event_type: str) -> Any:
+        """The tool-call writers directly (see ``pipeline.Sink``): the hottest events skip ``handle``'s dispatch."""
+        if event_type == ev.TOOL_START:
+            return self._tool_start
+        if event_type == ev.TOOL_END:
+            return self._tool_end
+        return None
+
+    def _tool_start(self, event: Event) -> None:
+        scope = event.scope
+        if scope is None:
+            return   # recorded events: no live scope to hang a span on
+        a = {attr.OPERATION_NAME: "execute_tool", attr.TOOL_NAME: event.tool_name or "unknown",
+             attr.TOOL_TYPE: "function", attr.AGENT_NAME: scope.run.monitor.agent}
+        if event.args_hash:
+            a[attr.ARGS_HASH] = event.args_hash
+        call_id = getattr(scope, "call_id", None)
+        if call_id:
+            a[attr.TOOL_CALL_ID] = call_id
+        raw = getattr(scope, "_args", None)
+        if self.capture_content and raw is not None:
+            a[attr.TOOL_CALL_ARGUMENTS] = json.dumps(raw, default=repr)[:8192]
+        self._open(scope, event, f"execute_tool {event.tool_name}", scope.run._parent_span(), a)
+
+    def _tool_end(self, event: Event) -> None:
+        scope = event.scope
+        if scope is None:
+            return
+        span = scope._span
+        if span is not None:
+            self._end_ids(span, event)
+            if self.capture_content:
+                result = getattr(scope, "_result", None)
+                if result is not None:
+                    span.set_attribute(attr.TOOL_CALL_RESULT, json.dumps(result, default=repr)[:8192])
+            self._end(span, event)
 
     def _open(self, scope: Any, event: Event, name: str, parent: Any, attributes: dict, kind: Any = None) -> None:
         if kind is None:
