@@ -168,7 +168,7 @@ def load(agents: int, workers: int, seconds: float, interval: float, rate: float
         procs = [subprocess.Popen([sys.executable, "-c", WORKER, str(w), str(workers), str(agents), str(seconds),
                                    str(rate / workers), str(names)],
                                   env=_env(tmp), stdout=subprocess.PIPE, text=True) for w in range(workers)]
-        scrapes, stable, series, last_growth = [], [], 0, 0.0
+        scrapes, stable, series, last_growth, timeline = [], [], 0, 0.0, []
         start = time.monotonic()
         deadline = start + seconds
         while time.monotonic() < deadline:
@@ -177,6 +177,7 @@ def load(agents: int, workers: int, seconds: float, interval: float, rate: float
                 body = response.read()
             scrapes.append((time.perf_counter() - t0) * 1000)
             previous, series = series, sum(1 for line in body.splitlines() if line and not line.startswith(b"#"))
+            timeline.append((round(time.monotonic() - start, 1), round(scrapes[-1], 1), series))
             if series == previous:  # no new series since the last scrape: nothing new to decode
                 stable.append(scrapes[-1])
             else:
@@ -200,6 +201,8 @@ def load(agents: int, workers: int, seconds: float, interval: float, rate: float
         "stable_scrapes": len(stable), "stable_scrape_ms_p50": stable_p50, "stable_scrape_ms_p99": stable_p99,
         "series_growing_until_s": last_growth,
         "scrape_ms_idle": idle_scrape,
+        # (seconds into the run, ms, series found) of the five slowest scrapes: where the p99 comes from
+        "slowest_scrapes": sorted(timeline, key=lambda t: -t[1])[:5],
         "loaded_tool_call_us_p50": statistics.median(r["tool_call_us_p50"] for r in results),
     }
 

@@ -290,6 +290,9 @@ def start_metrics_server(port: int = 9464, addr: str = "127.0.0.1", registry: Co
             return standby, thread
         thread = threading.Thread(target=server.serve_forever, name="agentvigil-metrics-http", daemon=True)
         thread.start()
-        return server, thread
-    return serve(handler, addr, port, web=web, idle_timeout=idle_timeout, max_connections=max_connections,
-                 name="agentvigil-metrics-http")
+    else:
+        server, thread = serve(handler, addr, port, web=web, idle_timeout=idle_timeout,
+                               max_connections=max_connections, name="agentvigil-metrics-http")
+    if fleet:  # this process serves the fleet: decode new file entries as they appear, not in a scrape
+        collector.start_prefetch()
+    return server, thread

@@ -32,7 +32,7 @@ from .multiprocess_merge import FamilyList, FleetCaps, MultiProcessMerge
 log = logging.getLogger("agentvigil")
 
 ENV = "PROMETHEUS_MULTIPROC_DIR"
-PREFETCH_INTERVAL = 0.25  # seconds between the serving process' looks for new file entries (a header read each)
+PREFETCH_INTERVAL = 0.1  # seconds between the serving process' looks for new file entries (a header read each)
 MIN_FREE_BYTES = 8 * 1024 * 1024  # below this the directory counts as full: one more file doubling may not fit
 _FILE = re.compile(r"^(?P<kind>[a-z]+)(?:_(?P<mode>[a-z]+))?_(?P<pid>\d+)\.db$")
 _warned: set[str] = set()
@@ -206,6 +206,16 @@ class FleetCollector:
         self.caps = FleetCaps(caps or {}, per_agent)
         self._merged = MultiProcessMerge(path, self.caps)
         self._prefetch: threading.Thread | None = None
+        self._prefetch_lock = threading.Lock()
+
+    def start_prefetch(self) -> None:
+        """Decode new file entries in the background from now on (idempotent): run by the serving process from
+        the moment it binds, so the series a deploy creates are decoded as they appear, not by a scrape."""
+        with self._prefetch_lock:
+            if self._prefetch is None:
+                self._prefetch = threading.Thread(target=self._prefetch_loop, name="agentvigil-multiprocess-merge",
+                                                  daemon=True)
+                self._prefetch.start()
 
     def collect(self) -> Iterable[Metric]:
         remove_dead_workers(self.path)
@@ -223,9 +233,7 @@ class FleetCollector:
         body = self._merged.render(encoder)
         self._count_folds()
         if self._prefetch is None:  # this process serves: from now on, decode new entries between scrapes
-            self._prefetch = threading.Thread(target=self._prefetch_loop, name="agentvigil-multiprocess-merge",
-                                              daemon=True)
-            self._prefetch.start()
+            self.start_prefetch()
         return body + encoder(FamilyList(list(self._free())))
 
     def _prefetch_loop(self, interval: float = PREFETCH_INTERVAL) -> None:

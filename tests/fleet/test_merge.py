@@ -161,6 +161,54 @@ def test_a_corrupted_file_is_counted_and_the_rest_still_merged(tmp_path):
     assert errors._value.get() == before + 1
 
 
+def test_a_key_in_every_workers_file_is_decoded_once_per_series(tmp_path, monkeypatch):
+    keys = [("c", "c_total", {"a": "x"}), ("c", "c_total", {"a": "y"})]
+    for pid in (1, 2, 3):  # the same series in every worker's file: summed
+        _write(str(tmp_path), f"counter_{pid}.db", [(*key, float(pid), 0.0) for key in keys])
+    for pid in (1, 2):  # a per-pid gauge: one series per pid, so one resolution per pid
+        _write(str(tmp_path), f"gauge_all_{pid}.db", [("g", "g", {"a": "x"}, float(pid), 0.0)])
+    merge = MultiProcessMerge(str(tmp_path))
+    resolved = []
+    resolve = merge._resolve
+    monkeypatch.setattr(merge, "_resolve", lambda *args: resolved.append(args[0]) or resolve(*args))
+    got = assert_same(str(tmp_path), merge)
+    assert len(resolved) == 2 + 2
+    assert ("c_total", (("a", "x"),), 6.0, None, None) in got["c"][2]
+    assert len(got["g"][2]) == 2
+
+
+def test_a_key_that_is_not_json_is_counted_and_the_rest_still_merged(tmp_path):
+    _write(str(tmp_path), "counter_1.db", [("c", "c_total", {"a": "x"}, 1.0, 0.0)])
+    mmaped = MmapedDict(str(tmp_path / "counter_2.db"))
+    try:
+        mmaped.write_value('["c", "c_total", {"a": "y"}', 2.0, 0.0)  # a torn key
+    finally:
+        mmaped.close()
+    from agentvigil.metrics import default_metrics
+
+    errors = default_metrics().internal_errors.labels("multiprocess")
+    before = errors._value.get()
+    got = canonical(MultiProcessMerge(str(tmp_path)).collect())
+    assert got["c"][2] == [("c_total", (("a", "x"),), 1.0, None, None)]
+    assert errors._value.get() == before + 1
+
+
+@pytest.mark.parametrize("accept", ACCEPT)
+def test_series_lines_filled_from_a_template_equal_the_encoders_own(tmp_path, accept):
+    values = ["plain", 'q"uo\\te\nnl', "ünï", "", "\\n", '"', "a,b=c}", "\x00", "\x001\x00"]
+    _write(str(tmp_path), "counter_1.db", [("c", "c_total", {"a": v, "b": w}, 1.0, 0.0)
+                                           for v in values for w in values[:3]])
+    _write(str(tmp_path), "histogram_1.db", [("h", "h_bucket", {"route": v, "le": le}, 1.0, 0.0)
+                                             for v in values for le in ("0.5", "+Inf")])
+    merge = MultiProcessMerge(str(tmp_path))
+    encoder, _ = choose_encoder(accept)
+    body = merge.render(encoder)
+    expected = encoder(FamilyList(merge.collect()))
+    assert body + (b"# EOF\n" if expected.endswith(b"# EOF\n") else b"") == expected
+    (_, _, templates), = merge._lines.values()
+    assert templates and None not in templates.values()  # the lines above came from templates, not the encoder
+
+
 # -- random writes --------------------------------------------------------------------------------------------
 
 def _write(directory: str, filename: str, entries: list) -> None:
@@ -217,11 +265,13 @@ def test_mostrecent_never_written_is_absent_like_prometheus_client(tmp_path, mod
 
 
 SERVER = r"""
-import gzip, json, sys, urllib.request
+import gzip, json, sys, threading, urllib.request
 from agentvigil import multiprocess
 multiprocess.prepare(sys.argv[1])
 import agentvigil
 server, _ = agentvigil.start_metrics_server(port=0)
+# new file entries are decoded in the background from the start, not first by a scrape
+prefetch = any(t.name == "agentvigil-multiprocess-merge" for t in threading.enumerate())
 mon = agentvigil.Monitor("http-agent", heartbeat=False)
 with mon.run() as run:
     with run.tool_call("search", {}):
@@ -236,6 +286,7 @@ for name, accept in (("text", "text/plain;version=0.0.4"),
         assert response.headers["Content-Encoding"] == "gzip"
         out[name] = {"type": response.headers["Content-Type"], "body": gzip.decompress(body).decode()}
 server.shutdown()
+out["prefetch_at_start"] = prefetch
 print(json.dumps(out))
 """
 
@@ -250,6 +301,7 @@ def test_metrics_endpoint_serves_the_merge_in_both_formats_gzipped(tmp_path):
                             text=True, timeout=60)
     assert result.returncode == 0, result.stderr
     out = json.loads(result.stdout)
+    assert out.pop("prefetch_at_start") is True
     assert out["text"]["type"].startswith("text/plain") and out["openmetrics"]["type"].startswith(
         "application/openmetrics-text")
     expected = {(s.name, tuple(sorted(s.labels.items())), s.value)
