@@ -115,7 +115,7 @@ def test_under_the_cap_the_merge_is_prometheus_clients(tmp_path):
 PER_AGENT = 58   # runs ×3, steps, three run histograms (15 + 15 + 14), six gauges, cost spikes, loops ×3
 PER_TOOL = 18    # ok, error, the duration histogram (13 buckets + +Inf + sum + count)
 PER_MODEL = 23   # ok, error, tokens ×4, cost, unpriced, cache ratio, the duration histogram (11 + 3)
-FIXED = 35       # build info, internal errors ×24, events dropped ×2, label overflow ×8
+FIXED = 36       # build info, internal errors ×24, events dropped ×2, label overflow ×8, price cache evictions
 
 
 def _series(registry: CollectorRegistry) -> int:
