@@ -4,8 +4,9 @@ without re-parsing every file entry on every scrape.
 prometheus_client stays the writer. Its files are append-only: a header with the bytes used, then entries
 (length, JSON key, padding, value and timestamp as two doubles) that never move; values change in place. So
 each file's entries are decoded once (and again only past the last decoded offset when the file grows), each
-entry resolved once to a *slot* (one output series, after the fleet label caps), and ``struct.Struct``s (one
-per decoded stretch of a file, merged past a few) unpack its doubles. A scrape then reads the files, unpacks,
+key resolved once to a *slot* (one output series, after the fleet label caps; the same key in every worker's
+file is resolved once), and ``struct.Struct``s (one per decoded stretch of a file, merged past a few) unpack
+its doubles. A scrape then reads the files, unpacks,
 and adds each value to its slot: counters, histograms, summaries and ``sum`` gauges add up, ``min``/``max``
 gauges keep the lowest or highest, ``mostrecent`` the value with the latest timestamp, ``all``/``liveall`` keep
 one series per pid, exactly as prometheus_client merges them (tests/fleet/test_merge.py diffs the two).
@@ -192,8 +193,10 @@ class MultiProcessMerge:
                 group[2].sort(key=self._slot_le.__getitem__)
         return slot
 
-    def _decode(self, entry: _File, data: bytes, used: int, typ: str, mode: str, pid: str) -> None:
-        """Resolve the entries between ``entry.end`` and ``used`` to slots, and add a Struct for them."""
+    def _decode(self, entry: _File, data: bytes, used: int, typ: str, mode: str, pid: str,
+                limit: int | None = None) -> None:
+        """Resolve the entries between ``entry.end`` and ``used`` (at most ``limit`` of them) to slots, and add a
+        Struct for them."""
         pos = entry.end
         per_pid = typ == "gauge" and mode not in _KIND
         # a key's slot depends only on its bytes, the file type and (per-pid gauges) the pid: resolved once per
@@ -205,8 +208,9 @@ class MultiProcessMerge:
         slots, positions, families = entry.slots, entry.positions, entry.families
         start = last = pos
         first = len(positions)
+        most = -1 if limit is None else first + limit
         try:
-            while pos < used:
+            while pos < used and len(positions) != most:
                 start = pos
                 length = _INT.unpack_from(data, pos)[0]
                 if length <= 0 or length + pos > used:
@@ -249,25 +253,30 @@ class MultiProcessMerge:
             labels_key = labels_key + (("pid", pid),)
         return self._slot(family, name, labels_key, le, typ, help_text, mode), family
 
-    def prefetch(self) -> int:
-        """Decode what the files gained since the last look, one file per hold of the lock, so that a scrape
-        while series are still appearing (a deploy) finds them decoded; returns the entries decoded. Run
-        between scrapes by the serving process (``FleetCollector``)."""
+    def prefetch(self, batch: int = 500) -> int:
+        """Decode what the files gained since the last look, at most ``batch`` entries per hold of the lock (a
+        scrape waits for one batch, not for a whole burst), so that a scrape while series are still appearing
+        (a deploy) finds them decoded; returns the entries decoded. Run between scrapes by the serving process
+        (``FleetCollector``)."""
         decoded = 0
         for path in glob.glob(os.path.join(self.path, "*.db")):
             parsed = _parse_name(path)
             if parsed is None:
                 continue
-            with self._lock:
-                entry = self._files.get(path)
-                before = len(entry.slots) if entry is not None else 0
-                read = self._read(path, *parsed, values=False)
-                if read is not None:
-                    decoded += len(read[0].slots) - (before if read[0] is entry else 0)
+            gained = batch
+            while gained >= batch:  # bounded: each turn decodes a full batch of the file's finite entries
+                with self._lock:
+                    entry = self._files.get(path)
+                    before = len(entry.slots) if entry is not None else 0
+                    read = self._read(path, *parsed, values=False, limit=batch)
+                    if read is None:
+                        break
+                    gained = len(read[0].slots) - (before if read[0] is entry else 0)
+                    decoded += gained
         return decoded
 
-    def _read(self, path: str, typ: str, mode: str, pid: str,
-              values: bool = True) -> tuple[_File, tuple[float, ...]] | None:
+    def _read(self, path: str, typ: str, mode: str, pid: str, values: bool = True,
+              limit: int | None = None) -> tuple[_File, tuple[float, ...]] | None:
         try:
             with open(path, "rb") as fh:
                 data = fh.read(mmap.PAGESIZE)
@@ -287,7 +296,7 @@ class MultiProcessMerge:
                 or data[entry.end - 16 - len(entry.check):entry.end - 16] != entry.check):
             entry = self._files[path] = _File(inode)
         if used > entry.end:
-            self._decode(entry, data, used, typ, mode, pid)
+            self._decode(entry, data, used, typ, mode, pid, limit)
         return entry, entry.values(data) if values else ()
 
     # -- merging (every scrape) -----------------------------------------------------------------------------
@@ -488,7 +497,7 @@ def _go(value: float) -> str:
 
 
 _MINUS_INF = float("-inf")
-_scan = json.JSONDecoder().scan_once
+_scan: Callable[[str, int], tuple[Any, int]] = json.JSONDecoder().scan_once  # type: ignore[attr-defined]
 _Merged = tuple[set[str], list[float], set[int]]
 
 

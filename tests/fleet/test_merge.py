@@ -325,3 +325,14 @@ def test_prefetch_decodes_new_entries_ahead_and_the_scrape_still_equals_promethe
     got = assert_same(str(tmp_path), merge)
     assert merge._files[str(tmp_path / "counter_1.db")] is decoded and len(decoded.slots) == 4
     assert ("c_total", (("a", "new"),), 4.0, None, None) in got["c"][2]
+
+
+def test_prefetch_in_small_batches_decodes_everything_and_the_scrape_still_equals_prometheus_client(tmp_path):
+    merge = MultiProcessMerge(str(tmp_path))
+    _write(str(tmp_path), "counter_1.db", [("c", "c_total", {"a": str(i)}, float(i), 0.0) for i in range(7)])
+    _write(str(tmp_path), "histogram_1.db", [("h", "h_bucket", {"le": le}, 1.0, 0.0) for le in ("0.5", "+Inf")])
+    assert merge.prefetch(batch=2) == 9 and merge.prefetch(batch=2) == 0
+    decoded = merge._files[str(tmp_path / "counter_1.db")]
+    assert len(decoded.slots) == 7 and len(decoded.chunks) == 4  # one Struct per batch
+    assert_same(str(tmp_path), merge)
+    assert merge._files[str(tmp_path / "counter_1.db")] is decoded

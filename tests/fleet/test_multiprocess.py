@@ -106,9 +106,8 @@ def test_gunicorn_killed_worker_live_gauges_removed_counters_kept(gunicorn):
 
 
 def _pool_task(n: int) -> int:
-    from agentvigil.metrics import default_metrics
-
     import agentvigil
+    from agentvigil.metrics import default_metrics
 
     monitor = agentvigil.Monitor("pool-agent", heartbeat=False)
     for _ in range(n):
@@ -155,6 +154,7 @@ def test_pool_workers_aggregate_and_dead_workers_are_cleaned(tmp_path):
     assert samples[("agent_runs_total", (("agent", "pool-agent"), ("status", "ok")))] == 40.0
     assert samples[("agent_tool_calls_total", (("agent", "pool-agent"), ("status", "ok"), ("tool", "fetch")))] == 40
     # the pool's workers are gone: no live-gauge file of theirs is left, their counters are
-    assert not [f for f in data["files"] if f.startswith("gauge_live") and int(f[:-3].rsplit("_", 1)[1]) in data["pids"]]
+    assert not [f for f in data["files"]
+                if f.startswith("gauge_live") and int(f[:-3].rsplit("_", 1)[1]) in data["pids"]]
     assert [f for f in data["files"] if f.startswith("counter_")]
     assert not [key for key in samples if key[0] == "agent_budget_limit_tokens"], "livemax of dead workers is gone"
