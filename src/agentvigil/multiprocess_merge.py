@@ -14,6 +14,7 @@ one series per pid, exactly as prometheus_client merges them (tests/fleet/test_m
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import glob
 import json
@@ -147,6 +148,8 @@ class MultiProcessMerge:
         self.path = path
         self.caps = caps
         self._lock = threading.Lock()
+        self._wanted = 0  # scrapes waiting for the lock: the prefetch gives way to them (a Lock is not fair)
+        self._wanted_lock = threading.Lock()
         self._files: dict[str, _File] = {}
         # per (file type, gauge mode, pid of per-pid gauges): JSON key bytes -> (slot, family)
         self._resolved: dict[tuple[str, str, str], dict[bytes, tuple[int, str]]] = {}
@@ -163,9 +166,21 @@ class MultiProcessMerge:
         self._lines: dict[tuple[Any, ...], tuple[dict[str, str], dict[int, str], dict[Any, _Template | None]]] = {}
 
     def collect(self) -> list[Metric]:
-        with self._lock:
+        with self._scrape():
             merged = self._collect()
             return [self._metric(family, info, samples) for family, info, samples in self._samples(merged)]
+
+    @contextlib.contextmanager
+    def _scrape(self) -> Iterator[None]:
+        """The lock, for a scrape: the prefetch stops at its next batch instead of taking the lock again."""
+        with self._wanted_lock:
+            self._wanted += 1
+        try:
+            with self._lock:
+                yield
+        finally:
+            with self._wanted_lock:
+                self._wanted -= 1
 
     # -- decoding (once per entry) --------------------------------------------------------------------------
     def _slot(self, family: str, name: str, labels: Labels, le: float | None, typ: str, help_text: str,
@@ -257,7 +272,7 @@ class MultiProcessMerge:
         """Decode what the files gained since the last look, at most ``batch`` entries per hold of the lock (a
         scrape waits for one batch, not for a whole burst), so that a scrape while series are still appearing
         (a deploy) finds them decoded; returns the entries decoded. Run between scrapes by the serving process
-        (``FleetCollector``)."""
+        (``FleetCollector``). A scrape waiting for the lock ends the pass (the next one goes on from there)."""
         decoded = 0
         for path in glob.glob(os.path.join(self.path, "*.db")):
             parsed = _parse_name(path)
@@ -265,6 +280,8 @@ class MultiProcessMerge:
                 continue
             gained = batch
             while gained >= batch:  # bounded: each turn decodes a full batch of the file's finite entries
+                if self._wanted:
+                    return decoded
                 with self._lock:
                     entry = self._files.get(path)
                     before = len(entry.slots) if entry is not None else 0
@@ -397,7 +414,7 @@ class MultiProcessMerge:
         """What ``encoder`` (prometheus_client's ``generate_latest`` or ``openmetrics.generate_latest``) makes
         of ``collect()``, without its trailing ``# EOF``. Each family's header and each series' line up to its
         value are rendered by ``encoder`` itself, once, and kept; a scrape only formats the values."""
-        with self._lock:
+        with self._scrape():
             merged = self._collect()
             key = _encoder_key(encoder)
             if key not in self._lines and len(self._lines) >= 4:  # Accept headers choose it: keep a few

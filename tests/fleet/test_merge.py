@@ -336,3 +336,13 @@ def test_prefetch_in_small_batches_decodes_everything_and_the_scrape_still_equal
     assert len(decoded.slots) == 7 and len(decoded.chunks) == 4  # one Struct per batch
     assert_same(str(tmp_path), merge)
     assert merge._files[str(tmp_path / "counter_1.db")] is decoded
+
+
+def test_prefetch_gives_way_to_a_waiting_scrape(tmp_path):
+    merge = MultiProcessMerge(str(tmp_path))
+    _write(str(tmp_path), "counter_1.db", [("c", "c_total", {"a": str(i)}, 1.0, 0.0) for i in range(3)])
+    merge._wanted = 1  # a scrape is waiting for the lock
+    assert merge.prefetch() == 0
+    merge._wanted = 0
+    assert merge.prefetch() == 3
+    assert_same(str(tmp_path), merge)
