@@ -23,14 +23,11 @@ import base64
 import json
 import struct
 import zlib
-from typing import TYPE_CHECKING, Any, Iterator
+from typing import Any, Iterator
 from urllib.parse import unquote
 
 from agentvigil.testing.reply import Reply, words
 from agentvigil.testing.wire_anthropic import _anthropic_message, _anthropic_stream
-
-if TYPE_CHECKING:
-    from agentvigil.testing.fake_provider import _Handler
 
 __all__ = ["encode_event", "handle"]
 
@@ -196,7 +193,7 @@ def _invoke_stream(reply: "Reply", model_id: str, n: int) -> Iterator[bytes]:
         yield _event("chunk", {"bytes": data})
 
 
-def _send_stream(handler: "_Handler", frames: Iterator[bytes], reply: "Reply") -> None:
+def _send_stream(handler: Any, frames: Iterator[bytes], reply: "Reply") -> None:
     head = ["HTTP/1.1 200 OK", "Content-Type: application/vnd.amazon.eventstream", "Transfer-Encoding: chunked",
             f"x-amzn-RequestId: {_REQUEST_ID}"]
     head += [f"{k}: {v}" for k, v in reply.headers.items()]
@@ -210,7 +207,7 @@ def _send_stream(handler: "_Handler", frames: Iterator[bytes], reply: "Reply") -
     handler.wfile.flush()
 
 
-def handle(handler: "_Handler", reply: "Reply", body: dict[str, Any], path: str, n: int) -> None:
+def handle(handler: Any, reply: "Reply", body: dict[str, Any], path: str, n: int) -> None:
     """Answer one ``/model/{modelId}/<operation>`` request."""
     model_id, _, operation = unquote(path[len("/model/"):]).rpartition("/")
     headers = {"x-amzn-RequestId": _REQUEST_ID, **reply.headers}
