@@ -124,6 +124,13 @@ def cap_limits(max_label_values: int | None = None) -> dict[str, int]:
             "tool/agent": caps["tool/agent"], "model/agent": caps["model/agent"]}
 
 
+
+class _NoCount:
+    """Stands in for a counter whose value could not be created (no room for its multiprocess file)."""
+
+    def inc(self, amount: float = 1) -> None:
+        pass
+
 class AgentMetrics:
     """All agentvigil metric families on one registry. ``max_label_values`` overrides
     ``AGENTVIGIL_MAX_LABEL_VALUES``; ``max_agents`` (default ``AGENTVIGIL_MAX_AGENTS``, never above the label
@@ -222,8 +229,12 @@ class AgentMetrics:
                                       "because a label reached its cap.", ["label"], registry=r)
         self.events_dropped = Counter("agentvigil_events_dropped", "Events or spans dropped by a sink "
                                       "(full queue, failed export).", ["sink"], registry=r)
-        self.price_cache_evictions = Counter("agentvigil_price_cache_evictions", "Model price lookups dropped "
-                                             "from a PriceBook's bounded caches (oldest first).", registry=r)
+        self.price_cache_evictions: Counter | _NoCount
+        try:  # unlabelled, so its value (an mmap entry in multiprocess mode) is created right here
+            self.price_cache_evictions = Counter("agentvigil_price_cache_evictions", "Model price lookups dropped "
+                                                 "from a PriceBook's bounded caches (oldest first).", registry=r)
+        except OSError:  # a full PROMETHEUS_MULTIPROC_DIR (multiprocess.py reports it): count nothing, never raise
+            self.price_cache_evictions = _NoCount()
         self.build_info = Gauge("agentvigil_build_info", "agentvigil version.", ["version"], registry=r,
                                 multiprocess_mode="max")
         try:

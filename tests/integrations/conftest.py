@@ -3,6 +3,8 @@ registry, an in-memory span exporter and a Monitor wired to both, per test."""
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 from prometheus_client import CollectorRegistry
 
@@ -77,3 +79,23 @@ def internal_errors(component_prefix: str = "instrumentation") -> float:
                     component_prefix):
                 total += s.value
     return total
+
+
+def instrument_fixture(instrumentor: type) -> Any:
+    """A module's ``instrument`` fixture: ``instrument(**kw)`` instruments ``instrumentor`` with the test monitor
+    (unless ``monitor=`` is given) and always uninstruments afterwards."""
+
+    @pytest.fixture
+    def instrument(monitor: Any) -> Any:
+        inst = instrumentor()
+
+        def go(**kw: Any) -> Any:
+            kw.setdefault("monitor", monitor)
+            inst.instrument(**kw)
+            return inst
+
+        yield go
+        if inst.is_instrumented_by_opentelemetry:
+            inst.uninstrument()
+
+    return instrument

@@ -14,7 +14,7 @@ from agentvigil.instrumentation.anthropic import AnthropicInstrumentor  # noqa: 
 from agentvigil.instrumentation.anthropic import patch as ant_patch  # noqa: E402
 from agentvigil.testing import Reply  # noqa: E402
 
-from .conftest import internal_errors  # noqa: E402
+from .conftest import instrument_fixture, internal_errors  # noqa: E402
 
 PROXY = getattr(wrapt, "BaseObjectProxy", wrapt.ObjectProxy)
 MODEL = "claude-haiku-4-5"
@@ -24,18 +24,7 @@ L = {"agent": "itest", "provider": "anthropic", "model": MODEL}
 CACHED = dict(input_tokens=1200, cache_read_tokens=1000, cache_write_tokens=100, output_tokens=80)
 
 
-@pytest.fixture
-def instrument(monitor):
-    inst = AnthropicInstrumentor()
-
-    def go(**kw):
-        kw.setdefault("monitor", monitor)
-        inst.instrument(**kw)
-        return inst
-
-    yield go
-    if inst.is_instrumented_by_opentelemetry:
-        inst.uninstrument()
+instrument = instrument_fixture(AnthropicInstrumentor)
 
 
 @pytest.fixture

@@ -22,7 +22,7 @@ from agentvigil.instrumentation.bedrock import patch as br_patch  # noqa: E402
 from agentvigil.testing import Reply  # noqa: E402
 from agentvigil.testing.wire_bedrock import encode_event  # noqa: E402
 
-from .conftest import internal_errors  # noqa: E402
+from .conftest import instrument_fixture, internal_errors  # noqa: E402
 
 MODEL = "anthropic.claude-3-5-sonnet-20240620-v1:0"
 MSGS = [{"role": "user", "content": [{"text": "secret prompt text"}]}]
@@ -53,18 +53,7 @@ def _no_aws(monkeypatch):
     monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", os.devnull)
 
 
-@pytest.fixture
-def instrument(monitor):
-    inst = BedrockInstrumentor()
-
-    def go(**kw):
-        kw.setdefault("monitor", monitor)
-        inst.instrument(**kw)
-        return inst
-
-    yield go
-    if inst.is_instrumented_by_opentelemetry:
-        inst.uninstrument()
+instrument = instrument_fixture(BedrockInstrumentor)
 
 
 def _client(fake, service="bedrock-runtime"):

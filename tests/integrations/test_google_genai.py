@@ -19,7 +19,7 @@ from agentvigil.instrumentation.google_genai import GoogleGenAIInstrumentor  # n
 from agentvigil.instrumentation.google_genai import patch as gg_patch  # noqa: E402
 from agentvigil.testing import Reply  # noqa: E402
 
-from .conftest import internal_errors  # noqa: E402
+from .conftest import instrument_fixture, internal_errors  # noqa: E402
 
 PROXY = getattr(wrapt, "BaseObjectProxy", wrapt.ObjectProxy)
 MODEL = "gemini-2.5-flash"
@@ -33,18 +33,7 @@ CACHED_COST = (200 * 0.30 + 1000 * 0.03 + 80 * 2.50) / 1e6
 SDK = tuple(int(x) for x in SDK_VERSION.split(".")[:2])
 
 
-@pytest.fixture
-def instrument(monitor):
-    inst = GoogleGenAIInstrumentor()
-
-    def go(**kw):
-        kw.setdefault("monitor", monitor)
-        inst.instrument(**kw)
-        return inst
-
-    yield go
-    if inst.is_instrumented_by_opentelemetry:
-        inst.uninstrument()
+instrument = instrument_fixture(GoogleGenAIInstrumentor)
 
 
 def make_client(fake, **http):

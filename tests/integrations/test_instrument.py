@@ -54,6 +54,8 @@ def _wrapped_targets():
 
         found["google_genai"] = isinstance(Models.__dict__["generate_content"], proxy)
     if "agents" in SDKS:
+        import agents  # noqa: F401 - first, as an agent does: our processor module subclasses the SDK's class
+
         from agentvigil.instrumentation.openai_agents import trace_processors
         from agentvigil.instrumentation.openai_agents.processor import AgentsProcessor
 

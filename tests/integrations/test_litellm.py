@@ -23,7 +23,7 @@ from agentvigil.instrumentation.litellm import LiteLLMInstrumentor  # noqa: E402
 from agentvigil.instrumentation.litellm.callback import AgentVigilLogger  # noqa: E402
 from agentvigil.testing import Reply  # noqa: E402
 
-from .conftest import internal_errors  # noqa: E402
+from .conftest import instrument_fixture, internal_errors  # noqa: E402
 
 litellm.telemetry = False
 litellm.suppress_debug_info = True
@@ -57,18 +57,7 @@ async def await_for(check, timeout: float = 15.0) -> None:
         await asyncio.sleep(0.01)
 
 
-@pytest.fixture
-def instrument(monitor):
-    inst = LiteLLMInstrumentor()
-
-    def go(**kw):
-        kw.setdefault("monitor", monitor)
-        inst.instrument(**kw)
-        return inst
-
-    yield go
-    if inst.is_instrumented_by_opentelemetry:
-        inst.uninstrument()
+instrument = instrument_fixture(LiteLLMInstrumentor)
 
 
 @pytest.fixture

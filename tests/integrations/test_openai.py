@@ -15,7 +15,7 @@ from agentvigil.instrumentation.openai import OpenAIInstrumentor  # noqa: E402
 from agentvigil.instrumentation.openai import patch as oai_patch  # noqa: E402
 from agentvigil.testing import Reply  # noqa: E402
 
-from .conftest import internal_errors  # noqa: E402
+from .conftest import instrument_fixture, internal_errors  # noqa: E402
 
 # The Responses API exists from openai 1.66; scripts/test-oldest.sh runs this file against older releases too.
 HAS_RESPONSES = hasattr(openai.OpenAI, "responses")
@@ -26,19 +26,7 @@ MSGS = [{"role": "user", "content": "secret prompt text"}]
 L = {"agent": "itest", "provider": "openai", "model": MODEL}
 
 
-@pytest.fixture
-def instrument(monitor):
-    """instrument(**kw) with the test monitor; always uninstrumented afterwards."""
-    inst = OpenAIInstrumentor()
-
-    def go(**kw):
-        kw.setdefault("monitor", monitor)
-        inst.instrument(**kw)
-        return inst
-
-    yield go
-    if inst.is_instrumented_by_opentelemetry:
-        inst.uninstrument()
+instrument = instrument_fixture(OpenAIInstrumentor)
 
 
 @pytest.fixture

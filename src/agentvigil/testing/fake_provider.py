@@ -30,11 +30,15 @@ import struct
 import threading
 import time
 from collections import deque
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Iterator
 
 from agentvigil.testing import wire_gemini
+from agentvigil.testing.reply import Reply
+from agentvigil.testing.reply import sse as _sse
+from agentvigil.testing.reply import words as _words
+from agentvigil.testing.wire_anthropic import _anthropic_error, _anthropic_message, _anthropic_stream
 
 __all__ = ["FakeProvider", "RecordedRequest", "Reply"]
 
@@ -50,80 +54,6 @@ _OPENAI_ERROR_TYPES = {
     502: ("server_error", None),
     503: ("server_error", None),
 }
-_ANTHROPIC_ERROR_TYPES = {
-    400: "invalid_request_error",
-    401: "authentication_error",
-    403: "permission_error",
-    404: "not_found_error",
-    413: "request_too_large",
-    429: "rate_limit_error",
-    500: "api_error",
-    529: "overloaded_error",
-}
-
-
-@dataclass
-class Reply:
-    """What the fake provider answers to one request. Every field has a sensible default."""
-
-    text: str = "Hello from the fake provider."
-    #: Response model. ``None`` echoes the request's ``model``.
-    model: str | None = None
-    #: Whole prompt, INCLUDING cached tokens (see the module docstring for the per-provider rendering).
-    input_tokens: int = 12
-    output_tokens: int = 5
-    cache_read_tokens: int = 0
-    cache_write_tokens: int = 0
-    reasoning_tokens: int = 0
-    #: Tool calls to return instead of (or besides) text: ``[{"name": "search", "arguments": {"q": "cats"}}]``.
-    tool_calls: list[dict[str, Any]] = field(default_factory=list)
-    #: ``None``: natural stop reason ("stop"/"end_turn", or the tool-call one when tool_calls are present).
-    finish_reason: str | None = None
-    #: HTTP status. Anything >= 400 sends the provider's JSON error body instead of a completion.
-    status: int = 200
-    error_type: str | None = None
-    error_message: str | None = None
-    #: Extra response headers, e.g. ``{"retry-after": "2"}``.
-    headers: dict[str, str] = field(default_factory=dict)
-    #: Seconds to wait before answering (use it with a short client timeout to provoke timeouts).
-    delay_s: float = 0.0
-    #: Seconds to wait between SSE events.
-    chunk_delay_s: float = 0.0
-    #: OpenAI chat streams: ``None`` follows the request (``stream_options.include_usage``); ``False`` never sends
-    #: the usage chunk; ``True`` always does. Anthropic streams: ``False`` drops usage from the stream events.
-    stream_usage: bool | None = None
-    #: Streams only: after this many content deltas, send an error event (Anthropic ``overloaded_error`` style /
-    #: OpenAI ``{"error": ...}`` chunk) and end the stream.
-    fail_after_chunks: int | None = None
-    #: Embeddings: vector length.
-    dimensions: int = 8
-
-    @classmethod
-    def error(cls, status: int, message: str | None = None, *, error_type: str | None = None,
-              retry_after: float | None = None, **kw: Any) -> "Reply":
-        headers = dict(kw.pop("headers", {}) or {})
-        if retry_after is not None:
-            headers["retry-after"] = str(retry_after)
-            headers["retry-after-ms"] = str(int(retry_after * 1000))
-        return cls(status=status, error_message=message, error_type=error_type, headers=headers, **kw)
-
-    @classmethod
-    def rate_limited(cls, retry_after: float = 1.0, **kw: Any) -> "Reply":
-        return cls.error(429, "Rate limit reached for requests", retry_after=retry_after, **kw)
-
-    @classmethod
-    def overloaded(cls, **kw: Any) -> "Reply":
-        """Anthropic's 529 ``overloaded_error``."""
-        return cls.error(529, "Overloaded", error_type="overloaded_error", **kw)
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> "Reply":
-        known = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in data.items() if k in known})
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
 
 @dataclass
 class RecordedRequest:
@@ -136,19 +66,6 @@ class RecordedRequest:
     def stream(self) -> bool:
         return isinstance(self.body, dict) and bool(self.body.get("stream"))
 
-
-def _words(text: str) -> list[str]:
-    """Split text into a few deltas that concatenate back to the text."""
-    if not text:
-        return []
-    parts = text.split(" ")
-    return [p + (" " if i < len(parts) - 1 else "") for i, p in enumerate(parts)]
-
-
-def _sse(data: Any, event: str | None = None) -> bytes:
-    payload = data if isinstance(data, str) else json.dumps(data, separators=(",", ":"))
-    head = f"event: {event}\n" if event else ""
-    return f"{head}data: {payload}\n\n".encode()
 
 
 class _Counter:
@@ -312,79 +229,6 @@ def _embeddings(reply: Reply, body: dict[str, Any]) -> dict[str, Any]:
 
 # ------------------------------------------------------------------------------------------------ Anthropic ----
 
-
-def _anthropic_error(reply: Reply) -> dict[str, Any]:
-    etype = reply.error_type or _ANTHROPIC_ERROR_TYPES.get(reply.status, "api_error" if reply.status >= 500
-                                                            else "invalid_request_error")
-    return {"type": "error", "error": {"type": etype, "message": reply.error_message or etype},
-            "request_id": "req_fake"}
-
-
-def _anthropic_usage(reply: Reply, *, output_tokens: int | None = None) -> dict[str, Any]:
-    return {"input_tokens": max(0, reply.input_tokens - reply.cache_read_tokens - reply.cache_write_tokens),
-            "cache_creation_input_tokens": reply.cache_write_tokens,
-            "cache_read_input_tokens": reply.cache_read_tokens,
-            "output_tokens": reply.output_tokens if output_tokens is None else output_tokens,
-            "service_tier": "standard"}
-
-
-def _anthropic_content(reply: Reply, n: int) -> list[dict[str, Any]]:
-    content: list[dict[str, Any]] = []
-    if reply.text:
-        content.append({"type": "text", "text": reply.text})
-    for i, tc in enumerate(reply.tool_calls):
-        content.append({"type": "tool_use", "id": f"toolu_fake_{n}_{i}", "name": tc["name"],
-                        "input": tc.get("arguments", {})})
-    return content
-
-
-def _anthropic_message(reply: Reply, body: dict[str, Any], n: int) -> dict[str, Any]:
-    return {"id": f"msg_fake_{n}", "type": "message", "role": "assistant",
-            "model": reply.model or body.get("model", "fake-model"), "content": _anthropic_content(reply, n),
-            "stop_reason": reply.finish_reason or ("tool_use" if reply.tool_calls else "end_turn"),
-            "stop_sequence": None, "usage": _anthropic_usage(reply)}
-
-
-def _anthropic_stream(reply: Reply, body: dict[str, Any], n: int) -> Iterator[bytes]:
-    start = _anthropic_message(reply, body, n)
-    start.update(content=[], stop_reason=None)
-    start["usage"] = _anthropic_usage(reply, output_tokens=1)
-    if reply.stream_usage is False:
-        start["usage"] = {"input_tokens": 0, "output_tokens": 0}
-    yield _sse({"type": "message_start", "message": start}, event="message_start")
-    index = 0
-    if reply.text:
-        yield _sse({"type": "content_block_start", "index": 0, "content_block": {"type": "text", "text": ""}},
-                   event="content_block_start")
-        yield _sse({"type": "ping"}, event="ping")
-        for i, piece in enumerate(_words(reply.text)):
-            if reply.fail_after_chunks is not None and i >= reply.fail_after_chunks:
-                err = _anthropic_error(Reply(status=529, error_type=reply.error_type or "overloaded_error",
-                                             error_message=reply.error_message or "Overloaded"))
-                yield _sse(err, event="error")
-                return
-            yield _sse({"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": piece}},
-                       event="content_block_delta")
-        yield _sse({"type": "content_block_stop", "index": 0}, event="content_block_stop")
-        index = 1
-    for i, tc in enumerate(reply.tool_calls):
-        block = {"type": "tool_use", "id": f"toolu_fake_{n}_{i}", "name": tc["name"], "input": {}}
-        yield _sse({"type": "content_block_start", "index": index, "content_block": block},
-                   event="content_block_start")
-        yield _sse({"type": "content_block_delta", "index": index,
-                    "delta": {"type": "input_json_delta", "partial_json": json.dumps(tc.get("arguments", {}))}},
-                   event="content_block_delta")
-        yield _sse({"type": "content_block_stop", "index": index}, event="content_block_stop")
-        index += 1
-    delta_usage = {"output_tokens": reply.output_tokens if reply.stream_usage is not False else 0}
-    yield _sse({"type": "message_delta",
-                "delta": {"stop_reason": reply.finish_reason or ("tool_use" if reply.tool_calls else "end_turn"),
-                          "stop_sequence": None},
-                "usage": delta_usage}, event="message_delta")
-    yield _sse({"type": "message_stop"}, event="message_stop")
-
-
-# ----------------------------------------------------------------------------------------------------- server ----
 
 
 class _Handler(BaseHTTPRequestHandler):

@@ -23,11 +23,11 @@ import base64
 import json
 import struct
 import zlib
-from typing import TYPE_CHECKING, Any, Iterator
+from typing import Any, Iterator
 from urllib.parse import unquote
 
-if TYPE_CHECKING:
-    from agentvigil.testing.fake_provider import Reply, _Handler
+from agentvigil.testing.reply import Reply, words
+from agentvigil.testing.wire_anthropic import _anthropic_message, _anthropic_stream
 
 __all__ = ["encode_event", "handle"]
 
@@ -100,12 +100,11 @@ def _converse(reply: "Reply", n: int) -> dict[str, Any]:
 
 
 def _converse_stream(reply: "Reply", n: int) -> Iterator[bytes]:
-    from agentvigil.testing.fake_provider import _words
 
     yield _event("messageStart", {"role": "assistant"})
     index = 0
     if reply.text:
-        for i, piece in enumerate(_words(reply.text)):
+        for i, piece in enumerate(words(reply.text)):
             if reply.fail_after_chunks is not None and i >= reply.fail_after_chunks:
                 yield _exception(reply.error_type or "modelStreamErrorException",
                                  reply.error_message or "The model stream failed")
@@ -130,7 +129,6 @@ def _is_anthropic(model_id: str, body: dict[str, Any]) -> bool:
 
 
 def _invoke(reply: "Reply", model_id: str, body: dict[str, Any], n: int) -> dict[str, Any]:
-    from agentvigil.testing.fake_provider import _anthropic_message
 
     usage = reply.stream_usage is not False
     if _is_anthropic(model_id, body):
@@ -175,7 +173,6 @@ def _count_headers(reply: "Reply", embeddings: bool = False) -> dict[str, str]:
 
 def _invoke_stream(reply: "Reply", model_id: str, n: int) -> Iterator[bytes]:
     """``chunk`` events carrying the Anthropic stream events, as Bedrock wraps them."""
-    from agentvigil.testing.fake_provider import _anthropic_stream
 
     events = []
     for raw in _anthropic_stream(reply, {"model": model_id}, n):
@@ -196,7 +193,7 @@ def _invoke_stream(reply: "Reply", model_id: str, n: int) -> Iterator[bytes]:
         yield _event("chunk", {"bytes": data})
 
 
-def _send_stream(handler: "_Handler", frames: Iterator[bytes], reply: "Reply") -> None:
+def _send_stream(handler: Any, frames: Iterator[bytes], reply: "Reply") -> None:
     head = ["HTTP/1.1 200 OK", "Content-Type: application/vnd.amazon.eventstream", "Transfer-Encoding: chunked",
             f"x-amzn-RequestId: {_REQUEST_ID}"]
     head += [f"{k}: {v}" for k, v in reply.headers.items()]
@@ -210,7 +207,7 @@ def _send_stream(handler: "_Handler", frames: Iterator[bytes], reply: "Reply") -
     handler.wfile.flush()
 
 
-def handle(handler: "_Handler", reply: "Reply", body: dict[str, Any], path: str, n: int) -> None:
+def handle(handler: Any, reply: "Reply", body: dict[str, Any], path: str, n: int) -> None:
     """Answer one ``/model/{modelId}/<operation>`` request."""
     model_id, _, operation = unquote(path[len("/model/"):]).rpartition("/")
     headers = {"x-amzn-RequestId": _REQUEST_ID, **reply.headers}

@@ -20,10 +20,9 @@ the whole prompt (Gemini's count includes cached tokens too), ``cachedContentTok
 from __future__ import annotations
 
 import json
-from typing import TYPE_CHECKING, Any, Iterator
+from typing import Any, Iterator
 
-if TYPE_CHECKING:
-    from agentvigil.testing.fake_provider import Reply
+from agentvigil.testing.reply import Reply, words
 
 _ACTIONS = (":generateContent", ":streamGenerateContent", ":batchEmbedContents", ":embedContent")
 
@@ -82,7 +81,6 @@ def response(reply: "Reply", model: str, n: int) -> dict[str, Any]:
 
 
 def stream(reply: "Reply", model: str, n: int) -> Iterator[bytes]:
-    from agentvigil.testing.fake_provider import _words
 
     def chunk(parts: list[dict[str, Any]], final: bool) -> bytes:
         candidate: dict[str, Any] = {"content": {"parts": parts, "role": "model"}, "index": 0}
@@ -94,7 +92,7 @@ def stream(reply: "Reply", model: str, n: int) -> Iterator[bytes]:
             body["usageMetadata"] = usage(reply, final=final)
         return b"data: " + json.dumps(body, separators=(",", ":")).encode() + b"\r\n\r\n"
 
-    pieces: list[list[dict[str, Any]]] = [[{"text": w}] for w in _words(reply.text)]
+    pieces: list[list[dict[str, Any]]] = [[{"text": w}] for w in words(reply.text)]
     if reply.tool_calls:
         pieces.append(_calls(reply, n))
     if not pieces:
@@ -108,7 +106,6 @@ def stream(reply: "Reply", model: str, n: int) -> Iterator[bytes]:
 
 
 def _failure(reply: "Reply") -> "Reply":
-    from agentvigil.testing.fake_provider import Reply
 
     return Reply(status=503, error_type=reply.error_type or "UNAVAILABLE",
                  error_message=reply.error_message or "The model is overloaded. Please try again later.")

@@ -24,15 +24,16 @@ from agentvigil.instrumentation.crewai.patch import (
     CrewCallbacks,
     EventBridge,
     kickoff_wrapper,
+    task_wrapper,
 )
 
 __all__ = ["CrewAIInstrumentor", "CrewCallbacks"]
 
 _KICKOFFS = (("kickoff", False), ("kickoff_async", True), ("akickoff", True))
+_TASK_RUNNERS = (("_execute_core", False), ("_aexecute_core", True))
 _EVENTS = (
-    ("TaskStartedEvent", "on_task_started"), ("TaskCompletedEvent", "on_task_finished"),
-    ("TaskFailedEvent", "on_task_finished"), ("ToolUsageStartedEvent", "on_tool_started"),
-    ("ToolUsageFinishedEvent", "on_tool_finished"), ("ToolUsageErrorEvent", "on_tool_finished"),
+    ("ToolUsageStartedEvent", "on_tool_started"), ("ToolUsageFinishedEvent", "on_tool_finished"),
+    ("ToolUsageErrorEvent", "on_tool_finished"),
 )
 
 
@@ -43,7 +44,7 @@ class CrewAIInstrumentor(BaseInstrumentor):  # type: ignore[misc]
         return _instruments
 
     def _instrument(self, **kwargs: Any) -> None:
-        from crewai import Crew
+        from crewai import Crew, Task
 
         monitor = kwargs.get("monitor")
         self._wrapped: list[tuple[Any, str]] = []
@@ -51,6 +52,10 @@ class CrewAIInstrumentor(BaseInstrumentor):  # type: ignore[misc]
             if hasattr(Crew, method):
                 wrap_function_wrapper("crewai", f"Crew.{method}", kickoff_wrapper(monitor, is_async))
                 self._wrapped.append((Crew, method))
+        for method, is_async in _TASK_RUNNERS:
+            if hasattr(Task, method):
+                wrap_function_wrapper("crewai", f"Task.{method}", task_wrapper(is_async))
+                self._wrapped.append((Task, method))
         self._bridge = EventBridge()
         self._handlers: list[tuple[Any, Any]] = []
         try:
@@ -71,6 +76,9 @@ class CrewAIInstrumentor(BaseInstrumentor):  # type: ignore[misc]
         for klass, method in getattr(self, "_wrapped", []):
             unwrap(klass, method)
         self._wrapped = []
+        bridge = getattr(self, "_bridge", None)
+        if bridge is not None:
+            bridge.active = False
         try:
             from crewai.events import crewai_event_bus
 

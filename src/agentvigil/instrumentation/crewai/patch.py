@@ -3,10 +3,11 @@
 * ``Crew.kickoff`` / ``kickoff_async`` / ``akickoff`` → a **run** (entered as a context manager in the thread that
   runs the crew, so SDK-level LLM instrumentation, OpenAI / Anthropic, attributes calls to it). A kickoff inside
   an agentvigil run you opened yourself uses that run.
-* CrewAI's event bus → **steps** (``TaskStarted`` / ``TaskCompleted`` / ``TaskFailed``) and **tool calls**
-  (``ToolUsageStarted`` / ``ToolUsageFinished`` / ``ToolUsageError``). CrewAI runs sync handlers in a thread
-  pool with a copy of the emitting context, so ``current_run()`` inside a handler is the crew's run; events may
-  be handled out of order, so finish events that arrive before their start are held until it arrives.
+* ``Task._execute_core`` / ``_aexecute_core`` → a **step** per task, in the thread that runs it.
+* CrewAI's event bus → **tool calls** (``ToolUsageStarted`` / ``ToolUsageFinished`` / ``ToolUsageError``).
+  CrewAI runs sync handlers in a thread pool with a copy of the emitting context, so ``current_run()`` inside a
+  handler is the crew's run; events may be handled out of order, so finish events that arrive before their
+  start are held until it arrives (paired by ``started_event_id``).
 * :class:`CrewCallbacks` — the explicit ``step_callback`` / ``task_callback`` adapter for crews you do not want
   patched: each agent step marks progress, each finished task counts as a step.
 """
@@ -20,9 +21,8 @@ from agentvigil.exceptions import GuardError
 from agentvigil.instrumentation._common import internal_error
 
 
-def _task_name(event: Any) -> str:
-    task = getattr(event, "task", None)
-    name = getattr(event, "task_name", None) or getattr(task, "name", None)
+def _task_name(task: Any) -> str:
+    name = getattr(task, "name", None)
     if not name:
         desc = getattr(task, "description", None) or "task"
         name = str(desc).strip().splitlines()[0][:60] if desc else "task"
@@ -34,18 +34,26 @@ def _start_key(event: Any) -> str | None:
 
 
 class EventBridge:
-    """Pairs CrewAI start/finish events and turns them into agentvigil steps and tool calls."""
+    """Pairs CrewAI tool start/finish events and turns them into agentvigil tool calls."""
 
     def __init__(self) -> None:
+        # CrewAI before 1.10 has no ``crewai_event_bus.off``: after uninstrument() the handlers stay registered,
+        # so they check this flag and do nothing.
+        self.active = True
         self._lock = threading.Lock()
         self._open: dict[str, Any] = {}        # start event id -> Step / ToolCall
         self._early: dict[str, tuple] = {}     # start event id -> (result, error) for finishes seen first
         self._fifo: dict[tuple, list[str]] = {}  # (kind, run id, name) -> start ids, when no started_event_id
+        # (kind, run id, name) -> finishes seen before any start: CrewAI before 1.10 sends no started_event_id
+        self._early_fifo: dict[tuple, list[tuple]] = {}
 
     def _open_obj(self, kind: str, event: Any, run: Any, obj: Any, name: str) -> None:
         key = getattr(event, "event_id", None) or str(id(obj))
         with self._lock:
             early = self._early.pop(key, None)
+            waiting = self._early_fifo.get((kind, id(run), name))
+            if early is None and waiting:
+                early = waiting.pop(0)
             if early is None:
                 self._open[key] = obj
                 self._fifo.setdefault((kind, id(run), name), []).append(key)
@@ -69,41 +77,20 @@ class EventBridge:
             if obj is None and key is not None:
                 self._early[key] = (result, error)
                 return
+            if obj is None:
+                self._early_fifo.setdefault((kind, id(run), name), []).append((result, error))
+                return
         if obj is not None:
             self._finish(obj, result, error)
 
     @staticmethod
     def _finish(obj: Any, result: Any, error: Any) -> None:
-        from agentvigil.monitor import Step
-
-        if isinstance(obj, Step):
-            obj.end(error)
-        else:
-            obj.end(result=result, error=error)
+        obj.end(result=result, error=error)
 
     # -- handlers (called by CrewAI's event bus, never raise) -------------------------------------------------
-    def on_task_started(self, source: Any, event: Any) -> None:
-        try:
-            from agentvigil.instrumentation import _api as agentvigil
-
-            run = agentvigil.current_run()
-            if run is None:
-                return
-            name = _task_name(event)
-            self._open_obj("task", event, run, run.start_step(name), name)
-        except Exception as exc:
-            internal_error("instrumentation.crewai", exc)
-
-    def on_task_finished(self, source: Any, event: Any) -> None:
-        try:
-            error = None
-            if getattr(event, "type", "") == "task_failed":
-                error = RuntimeError(str(getattr(event, "error", "task failed")))
-            self._close_obj("task", event, _task_name(event), None, error)
-        except Exception as exc:
-            internal_error("instrumentation.crewai", exc)
-
     def on_tool_started(self, source: Any, event: Any) -> None:
+        if not self.active:
+            return
         try:
             from agentvigil.instrumentation import _api as agentvigil
 
@@ -117,6 +104,8 @@ class EventBridge:
             internal_error("instrumentation.crewai", exc)
 
     def on_tool_finished(self, source: Any, event: Any) -> None:
+        if not self.active:
+            return
         try:
             name = str(getattr(event, "tool_name", None) or "tool")
             error = None
@@ -126,6 +115,51 @@ class EventBridge:
             self._close_obj("tool", event, name, getattr(event, "output", None), error)
         except Exception as exc:
             internal_error("instrumentation.crewai", exc)
+
+
+def task_wrapper(is_async: bool) -> Any:
+    """``wrapt`` wrapper for ``Task._execute_core`` / ``_aexecute_core``: the task's step, opened in the thread
+    that runs the task. A step opened from ``TaskStartedEvent`` would race the task's first model call (the
+    bus runs handlers later, in a pool), and that call's span would then hang off the run, not the step."""
+
+    def _start(instance: Any) -> Any:
+        try:
+            from agentvigil.instrumentation import _api as agentvigil
+
+            run = agentvigil.current_run()
+            return run.start_step(_task_name(instance)) if run is not None else None
+        except Exception as exc:
+            internal_error("instrumentation.crewai", exc)
+            return None
+
+    if is_async:
+        async def async_wrapper(wrapped: Any, instance: Any, args: tuple, kwargs: dict[str, Any]) -> Any:
+            step = _start(instance)
+            if step is None:
+                return await wrapped(*args, **kwargs)
+            try:
+                result = await wrapped(*args, **kwargs)
+            except BaseException as exc:
+                step.end(exc)
+                raise
+            step.end()
+            return result
+
+        return async_wrapper
+
+    def wrapper(wrapped: Any, instance: Any, args: tuple, kwargs: dict[str, Any]) -> Any:
+        step = _start(instance)
+        if step is None:
+            return wrapped(*args, **kwargs)
+        try:
+            result = wrapped(*args, **kwargs)
+        except BaseException as exc:
+            step.end(exc)
+            raise
+        step.end()
+        return result
+
+    return wrapper
 
 
 class _ToolError(Exception):
