@@ -35,7 +35,8 @@ WATCHER_PARAMS: dict[str, dict[str, tuple[type, object]]] = {
               "similar": (float, 0.9), "empty_weight": (float, 0.25)},
     "runaway": {"quantile": (float, 0.95), "length_factor": (float, 2.0), "spend_factor": (float, 2.0),
                 "min_runs": (int, 20), "baseline_runs": (int, 200), "limit_fraction": (float, 0.8),
-                "state_file": (str, None)},
+                "state_file": (str, None), "slope_window": (int, 8), "slope_factor": (float, 2.0),
+                "min_slope": (float, 500.0), "slope_horizon": (int, 10), "context_window": (int, None)},
 }
 DEFAULT_ACTIONS: dict[str, tuple[str, ...]] = {}   # every watcher alerts on the terminal; kill only when asked
 WEBHOOK_PARAMS = {"url": str, "events": list, "slack": bool, "timeout_seconds": float, "retries": int}

@@ -235,11 +235,11 @@ def test_runaway_thresholds_match_the_per_checkpoint_scan(runs):
     p = RunawayPolicy(min_runs=3)
     baseline = _Baseline(p.baseline_runs)
     for steps, values in runs:
-        baseline.runs.append((steps, dict(zip(CHECKPOINTS, values, strict=False))))
+        baseline.runs.append((steps, dict(zip(CHECKPOINTS, values, strict=False)), {}))
     baseline.refresh(p)
     expected = {}
     for cp in CHECKPOINTS:   # the definition: one scan of the runs per checkpoint
-        values = sorted(s[cp] for _, s in baseline.runs if cp in s)
+        values = sorted(s[cp] for _, s, _ in baseline.runs if cp in s)
         if len(values) < p.min_runs:
             break
         expected[cp] = p.spend_factor * quantile(values, p.quantile)

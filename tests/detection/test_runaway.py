@@ -78,3 +78,129 @@ def test_broken_state_file_is_counted_not_raised(tmp_path):
     path.write_text("{not json")
     det = RunawayDetector(RunawayPolicy(state_file=str(path)))
     assert det.baseline_size("a") == 0
+
+
+# -- context growth (input tokens per call) -----------------------------------------------------------------
+
+def context_run(det, run_id, inputs, cost_per_token=0.0, steps_per_call=1, status="ok", **limits):
+    """One call per entry of ``inputs`` (its input tokens), each followed by ``steps_per_call`` tool results."""
+    s = Stream(run_id)
+    events = [s.start(**limits)]
+    for i, tokens in enumerate(inputs):
+        events.append(s.llm(tokens * cost_per_token, tokens=tokens))
+        for k in range(steps_per_call):
+            events.append(s.tool("bash", f"cmd {run_id} {i} {k}", f"out {i} {k}"))
+    events.append(s.end(status))
+    return verdicts(det, events)
+
+
+def noisy_flat(n, level=20_000, seed=0):
+    """Context that stays around ``level``: ±10 % noise and an occasional large tool result (one call)."""
+    import random
+    rng = random.Random(seed)
+    values = [int(level * (1 + rng.uniform(-0.1, 0.1))) for _ in range(n)]
+    for i in range(7, n, 11):
+        values[i] = level * 3
+    return values
+
+
+def test_theil_sen_ignores_a_spike():
+    from collections import deque
+
+    from agentvigil.detectors.runaway import theil_sen
+    assert theil_sen(deque([100, 200, 300, 400, 500])) == 100
+    assert theil_sen(deque([1000, 1000, 90_000, 1000, 1000, 1000])) == 0
+
+
+def test_context_growing_toward_the_model_window_is_projected():
+    det = RunawayDetector(RunawayPolicy(context_window=128_000))
+    inputs = [5_000 + 6_000 * i for i in range(30)]          # reaches 128k at call 21
+    found = context_run(det, "growing", inputs)
+    assert [v.detail["why"] for v in found] == ["context_limit"]
+    detail = found[0].detail
+    assert detail["input_tokens_per_call"] == 6_000
+    assert detail["threshold"] == 128_000
+    # 10 calls ahead (slope_horizon) of the window, well before the window is reached
+    assert detail["steps"] < 21
+    assert 5_000 + 6_000 * detail["steps"] + 6_000 * 10 >= 128_000
+
+
+def test_context_window_declared_on_run_start():
+    det = RunawayDetector()
+    found = context_run(det, "growing", [5_000 + 6_000 * i for i in range(30)], context_window=64_000)
+    assert [v.detail["why"] for v in found] == ["context_limit"]
+    assert found[0].detail["threshold"] == 64_000
+
+
+def test_context_growth_projected_to_the_declared_cost_limit():
+    det = RunawayDetector()
+    # $1 per 100k input tokens: 0.8 of the $5 limit is reached at call 14, the projection warns earlier
+    inputs = [2_000 + 4_000 * i for i in range(30)]
+    found = context_run(det, "pricey", inputs, cost_per_token=1e-5, max_cost_usd=5.0)
+    assert [v.detail["why"] for v in found] == ["cost_projection"]
+    assert found[0].detail["cost_usd"] < 0.8 * 5.0
+    assert found[0].detail["input_tokens_per_call"] == 4_000
+
+
+def test_noisy_flat_context_stays_quiet_even_with_limits():
+    det = RunawayDetector(RunawayPolicy(context_window=128_000, min_runs=20))
+    for i in range(25):
+        assert context_run(det, f"h{i}", noisy_flat(60, seed=i), cost_per_token=1e-6, max_cost_usd=5.0) == []
+    assert context_run(det, "flat", noisy_flat(60, seed=99), cost_per_token=1e-6, max_cost_usd=5.0,
+                       context_window=100_000) == []
+
+
+def test_context_slope_against_completed_runs_at_the_same_step():
+    det = RunawayDetector(RunawayPolicy(min_runs=20))
+    for i in range(25):   # healthy runs: context grows by about 1,000 tokens a call
+        assert context_run(det, f"h{i}", [3_000 + 1_000 * k + (i * 37) % 200 for k in range(20)]) == []
+    # starts smaller, so its spend by step 5 is still ordinary; its growth is not
+    found = context_run(det, "ballooning", [1_000 + 2_500 * k for k in range(20)])
+    assert [v.detail["why"] for v in found] == ["context_slope"]
+    assert found[0].detail["steps"] == 5                      # the first checkpoint
+    assert found[0].detail["input_tokens_per_call"] == 2_500
+    assert found[0].detail["threshold"] == 2_000             # slope_factor × the healthy runs' 1,000
+
+
+def test_context_slope_has_a_floor_for_flat_baselines():
+    det = RunawayDetector(RunawayPolicy(min_runs=20))
+    for i in range(25):   # baseline slope about 0: twice it is still tiny
+        context_run(det, f"h{i}", noisy_flat(20, level=4_000, seed=i))
+    assert context_run(det, "mild", [4_000 + 300 * k for k in range(20)]) == []   # under min_slope (500)
+
+
+def test_context_state_is_bounded():
+    from agentvigil.detectors.runaway import CHECKPOINTS
+    det = RunawayDetector(RunawayPolicy(slope_window=6))
+    s = Stream("long")
+    det.feed(s.start())
+    for i in range(2_000):
+        det.feed(s.llm(0.0, tokens=1_000 + (i % 7)))
+        det.feed(s.tool("bash", f"c{i}", "o"))
+    state = det._runs.get(s.tool("bash", "x", "o"))
+    assert state.inputs is not None and len(state.inputs) == 6
+    assert set(state.slopes) <= set(CHECKPOINTS)
+    det.feed(s.end())
+    assert det.baseline_size("a") == 1
+
+
+def test_context_slopes_persist_and_old_state_files_load(tmp_path):
+    path = tmp_path / "runaway.json"
+    path.write_text(json.dumps({"version": 1, "agents": {"a": {"priced": False,
+                                                               "runs": [[10, {"5": 1e6, "10": 2e6}]] * 25}}}))
+    det = RunawayDetector(RunawayPolicy(min_runs=20, state_file=str(path)))   # written before the slope
+    assert det.baseline_size("a") == 25
+    context_run(det, "h", [3_000 + 1_000 * k for k in range(12)])
+    runs = json.loads(path.read_text())["agents"]["a"]["runs"]
+    assert runs[-1][2] == {"5": 1_000.0, "10": 1_000.0}
+
+
+def test_context_thresholds_are_settable():
+    from agentvigil.policy import WatchConfig, apply_setting
+    config = WatchConfig.defaults()
+    for text in ("runaway.slope_window=5", "runaway.slope_factor=3", "runaway.min_slope=250",
+                 "runaway.slope_horizon=4", "runaway.context_window=32000"):
+        apply_setting(config, text)
+    assert config.watchers["runaway"].params["context_window"] == 32_000
+    policy = RunawayPolicy(**config.watchers["runaway"].params)
+    assert (policy.slope_window, policy.slope_factor, policy.min_slope, policy.slope_horizon) == (5, 3.0, 250.0, 4)

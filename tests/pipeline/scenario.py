@@ -34,11 +34,14 @@ def scenario(record_dir: str, registry: CollectorRegistry) -> agentvigil.Monitor
                               duration_s=0.2)
             with budget.reserve(200) as reservation:
                 reservation.commit(110)
-    with mon.run(task_id="loop") as run:    # loop + same_result + an expensive run (cost over baseline)
-        for _ in range(4):
+    # loop + same_result + an expensive run (cost over baseline) whose context grows toward its cost limit
+    # (runaway's cost projection)
+    with mon.run(task_id="loop", max_cost_usd=1.0) as run:
+        for i in range(4):
             with run.step():
                 with run.tool_call("read_file", {"path": "a.py"}) as call:
                     call.set_result("same")
+            run.llm_usage("fake", "fake-model", input_tokens=10_000 + 20_000 * i, output_tokens=10)
         run.llm_usage("fake", "fake-model", input_tokens=5_000, output_tokens=500)
     try:
         with mon.run(task_id="errors") as run:   # tool errors by kind, unpriced model, a provider outage

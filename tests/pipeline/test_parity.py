@@ -107,7 +107,7 @@ def test_verdict_parity_inprocess_replay_watch_supervise(recorded):
     inprocess = sorted(_key({"detector": e.detector, "run_id": e.run_id, "step_index": e.step_index})
                        for e in map(decode, lines) if e.event_type == ev.DETECTION)
     assert {k[0] for k in inprocess} >= {"same_result", "cost_over_baseline", "breaker", "budget", "correlated",
-                                       "run_limit"}
+                                       "run_limit", "runaway"}
     replayed = sorted(_key(r) for r in replay(str(recorded["session"])))
     watched = sorted(_key(r) for r in _watch(recorded["session"], None) if r.get("type") == "breach")
     supervised = sorted(_key(r) for r in recorded["journal"] if r.get("type") == "detection")

@@ -6,11 +6,16 @@ Compared with the agent's own completed, healthy runs (status ok, never flagged 
 * spend at the same step index — cumulative cost (or tokens, when nothing is priced) at a checkpoint step
   above ``spend_factor`` × the ``quantile`` of what completed runs had spent by that step;
 * limits — when the run declared ``max_steps`` / ``max_cost_usd`` (``Monitor.run(...)``, recorded on
-  ``run_start``), having used ``limit_fraction`` of either.
+  ``run_start``), having used ``limit_fraction`` of either;
+* context growth — the Theil–Sen slope of the input tokens of the run's last ``slope_window`` calls, either
+  above ``slope_factor`` × the ``quantile`` of completed runs' slopes at the same checkpoint step
+  (``context_slope``), or projected over the next ``slope_horizon`` calls past the model's
+  ``context_window`` (``context_limit``) or the declared ``max_cost_usd`` (``cost_projection``).
 
 The baseline keeps the last ``baseline_runs`` runs per agent, checkpointed at geometric step indices, so
 memory is bounded and each event costs O(1) (quantiles are recomputed as runs complete, every 5 % of the
-baseline once it is full enough). With
+baseline once it is full enough; the slope costs O(``slope_window``²), computed only at a checkpoint or when
+the run has a window or cost limit to project to). With
 ``state_file`` it persists across processes (JSON, replaced atomically), so a harness that starts one process
 per task has a baseline from its second run.
 """
@@ -20,6 +25,7 @@ from __future__ import annotations
 import json
 import os
 from collections import deque
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 from .. import events as ev
@@ -44,6 +50,23 @@ class RunawayPolicy:
     baseline_runs: int = 200      # completed runs kept per agent
     limit_fraction: float = 0.8   # of the run's declared max_steps / max_cost_usd
     state_file: str | None = None
+    slope_window: int = 8         # last calls' input tokens the context-growth slope is fitted on
+    slope_factor: float = 2.0     # slope above this × the slope quantile at the same step
+    min_slope: float = 500.0      # input tokens per call: flatter growth is never flagged against the baseline
+    slope_horizon: int = 10       # calls ahead the slope is projected to the context window / max_cost_usd
+    context_window: int | None = None   # the model's context window in tokens (or run_start detail)
+
+
+MIN_SLOPE_POINTS = 4   # calls needed before a slope means anything
+
+
+def theil_sen(values: deque[int]) -> float:
+    """Median of the pairwise slopes of ``values`` against their index: robust to a few noisy calls."""
+    n = len(values)
+    slopes = [(values[j] - values[i]) / (j - i) for i in range(n) for j in range(i + 1, n)]
+    slopes.sort()
+    mid = len(slopes) // 2
+    return slopes[mid] if len(slopes) % 2 else (slopes[mid - 1] + slopes[mid]) / 2
 
 
 def quantile(sorted_values: list[float], q: float) -> float:
@@ -60,16 +83,18 @@ def quantile(sorted_values: list[float], q: float) -> float:
 class _Baseline:
     """One agent's completed runs, and the thresholds derived from them (recomputed per completed run)."""
 
-    __slots__ = ("runs", "length_limit", "spend_limits", "stale")
+    __slots__ = ("runs", "length_limit", "spend_limits", "slope_limits", "stale")
 
     def __init__(self, keep: int) -> None:
-        self.runs: deque[tuple[int, dict[int, float]]] = deque(maxlen=keep)
+        # (length, spend by checkpoint, context slope by checkpoint)
+        self.runs: deque[tuple[int, dict[int, float], dict[int, float]]] = deque(maxlen=keep)
         self.length_limit: float | None = None
         self.spend_limits: dict[int, float] = {}
+        self.slope_limits: dict[int, float] = {}
         self.stale = 0   # runs added since the thresholds were computed
 
-    def add(self, steps: int, spend: dict[int, float], p: RunawayPolicy) -> None:
-        self.runs.append((steps, spend))
+    def add(self, steps: int, spend: dict[int, float], slopes: dict[int, float], p: RunawayPolicy) -> None:
+        self.runs.append((steps, spend, slopes))
         self.stale += 1
         # Quantiles move slowly: recompute after each run while the baseline is small, then every 5 % of it,
         # which keeps the per-event cost O(1) amortised.
@@ -79,31 +104,38 @@ class _Baseline:
     def refresh(self, p: RunawayPolicy) -> None:
         self.stale = 0
         if len(self.runs) < p.min_runs:
-            self.length_limit, self.spend_limits = None, {}
+            self.length_limit, self.spend_limits, self.slope_limits = None, {}, {}
             return
         self.length_limit = p.length_factor * quantile(sorted(r[0] for r in self.runs), p.quantile)
-        # One pass over the runs' checkpoints instead of one per checkpoint: each list holds the values in the
-        # runs' order, as the per-checkpoint scan did, so the sorted lists are the same.
-        by_checkpoint: dict[int, list[float]] = {}
-        for _, spend in self.runs:
-            for cp, value in spend.items():
-                values = by_checkpoint.get(cp)
-                if values is None:
-                    by_checkpoint[cp] = [value]
-                else:
-                    values.append(value)
-        limits = {}
-        for cp in CHECKPOINTS:
-            values = by_checkpoint.get(cp, [])
-            if len(values) < p.min_runs:
-                break
-            values.sort()
-            limits[cp] = p.spend_factor * quantile(values, p.quantile)
-        self.spend_limits = limits
+        self.spend_limits = _limits_by_checkpoint((r[1] for r in self.runs), p.spend_factor, p, 0.0)
+        self.slope_limits = _limits_by_checkpoint((r[2] for r in self.runs), p.slope_factor, p, p.min_slope)
+
+
+def _limits_by_checkpoint(series: Iterable[dict[int, float]], factor: float, p: RunawayPolicy,
+                          floor: float) -> dict[int, float]:
+    # One pass over the runs' checkpoints instead of one per checkpoint: each list holds the values in the
+    # runs' order, as the per-checkpoint scan did, so the sorted lists are the same.
+    by_checkpoint: dict[int, list[float]] = {}
+    for values_at in series:
+        for cp, value in values_at.items():
+            values = by_checkpoint.get(cp)
+            if values is None:
+                by_checkpoint[cp] = [value]
+            else:
+                values.append(value)
+    limits = {}
+    for cp in CHECKPOINTS:
+        values = by_checkpoint.get(cp, [])
+        if len(values) < p.min_runs:
+            break
+        values.sort()
+        limits[cp] = max(floor, factor * quantile(values, p.quantile))
+    return limits
 
 
 class _Run:
-    __slots__ = ("steps", "cost", "tokens", "spend", "max_steps", "max_cost", "flagged")
+    __slots__ = ("steps", "cost", "tokens", "spend", "max_steps", "max_cost", "flagged", "inputs", "input_total",
+                 "slopes", "window")
 
     def __init__(self) -> None:
         self.steps = 0
@@ -113,6 +145,10 @@ class _Run:
         self.max_steps: float | None = None
         self.max_cost: float | None = None
         self.flagged = False
+        self.inputs: deque[int] | None = None   # the last slope_window calls' input tokens (made on the first)
+        self.input_total = 0
+        self.slopes: dict[int, float] = {}       # context slope at each checkpoint step
+        self.window: float | None = None         # context window declared on run_start
 
 
 class RunawayDetector:
@@ -145,18 +181,59 @@ class RunawayDetector:
                 state.cost += event.cost_usd
             state.tokens += event.token_count if event.token_count is not None else (
                 (event.input_tokens or 0) + (event.output_tokens or 0))
-            if state.max_cost and not state.flagged and state.cost >= self.policy.limit_fraction * state.max_cost:
+            if event.input_tokens is not None and event.input_tokens >= 0:
+                if state.inputs is None:
+                    state.inputs = deque(maxlen=max(2, self.policy.slope_window))
+                state.inputs.append(event.input_tokens)
+                state.input_total += event.input_tokens
+            if state.flagged:
+                return None
+            if state.max_cost and state.cost >= self.policy.limit_fraction * state.max_cost:
                 return self._fire(event, state, "cost_limit", state.cost, state.max_cost)
-            return None
+            return self._project(event, state)
         if kind == ev.RUN_START:
             state = self._runs.get(event)
             detail = event.detail or {}
             state.max_steps = _positive(detail.get("max_steps"))
             state.max_cost = _positive(detail.get("max_cost_usd"))
+            state.window = _positive(detail.get("context_window"))
             return None
         state = self._runs.pop(event) or _Run()   # run_end
         if event.status == "ok" and not state.flagged and state.steps:
             self._learn(event.agent_id, state)
+        return None
+
+    def _slope(self, state: _Run) -> float | None:
+        inputs = state.inputs
+        if inputs is None or len(inputs) < MIN_SLOPE_POINTS:
+            return None
+        return theil_sen(inputs)
+
+    def _project(self, event: Event, state: _Run) -> list[Event] | None:
+        """Context growing toward the model's window or the declared budget within ``slope_horizon`` calls."""
+        p = self.policy
+        window = state.window or (float(p.context_window) if p.context_window else None)
+        priced = state.max_cost is not None and state.cost > 0 and state.input_total > 0
+        if (window is None and not priced) or state.inputs is None:
+            return None
+        slope = self._slope(state)
+        if slope is None or slope <= 0:
+            return None
+        ahead = p.slope_horizon
+        if state.max_steps:
+            ahead = min(ahead, max(0, int(state.max_steps) - state.steps))
+        if ahead <= 0:
+            return None
+        last = state.inputs[-1]
+        if window is not None and last + slope * ahead >= window:
+            return self._fire(event, state, "context_limit", last + slope * ahead, window, slope)
+        if priced and state.max_cost is not None:
+            # The next calls' input tokens (last + slope × i, i = 1..ahead) at this run's own price per input
+            # token so far (output cost included, which errs towards warning early).
+            future = ahead * last + slope * ahead * (ahead + 1) / 2
+            projected = state.cost + state.cost / state.input_total * future
+            if projected >= state.max_cost:
+                return self._fire(event, state, "cost_projection", projected, state.max_cost, slope)
         return None
 
     def _spend(self, agent: str | None, state: _Run) -> float:
@@ -175,14 +252,23 @@ class RunawayDetector:
             limit = baseline.spend_limits.get(steps) if baseline is not None else None
             if limit is not None and spend > limit > 0:
                 return self._fire(event, state, "spend_at_step", spend, limit)
+            slope = self._slope(state)
+            if slope is not None:
+                state.slopes[steps] = slope
+                limit = baseline.slope_limits.get(steps) if baseline is not None else None
+                if limit is not None and slope > limit > 0:
+                    return self._fire(event, state, "context_slope", slope, limit, slope)
         if baseline is not None and baseline.length_limit is not None and steps > baseline.length_limit:
             return self._fire(event, state, "length", steps, baseline.length_limit)
         return None
 
-    def _fire(self, event: Event, state: _Run, why: str, value: float, limit: float) -> list[Event]:
+    def _fire(self, event: Event, state: _Run, why: str, value: float, limit: float,
+              slope: float | None = None) -> list[Event]:
         state.flagged = True
         detail = {"why": why, "value": round(value, 6), "threshold": round(limit, 6), "steps": state.steps,
                   "cost_usd": round(state.cost, 6), "tokens": state.tokens}
+        if slope is not None:
+            detail["input_tokens_per_call"] = round(slope, 3)
         return [detection(event, RUNAWAY, detail,
                           f"run on course to exhaust its budget: {why} {value:.4g} over {limit:.4g} "
                           f"after {state.steps} steps")]
@@ -193,7 +279,7 @@ class RunawayDetector:
             if len(self._baselines) >= MAX_AGENTS:
                 return
             baseline = self._baselines[agent] = _Baseline(self.policy.baseline_runs)
-        baseline.add(state.steps, state.spend, self.policy)
+        baseline.add(state.steps, state.spend, state.slopes, self.policy)
         if self.policy.state_file:
             self._save(self.policy.state_file)
 
@@ -216,8 +302,11 @@ class RunawayDetector:
                 return
             for agent, body in list(data.get("agents", {}).items())[:MAX_AGENTS]:
                 baseline = _Baseline(self.policy.baseline_runs)
-                for steps, spend in body.get("runs", []):
-                    baseline.runs.append((int(steps), {int(k): float(v) for k, v in spend.items()}))
+                for steps, spend, *rest in body.get("runs", []):
+                    # files written before the context slope have two fields per run
+                    slopes = rest[0] if rest else {}
+                    baseline.runs.append((int(steps), {int(k): float(v) for k, v in spend.items()},
+                                          {int(k): float(v) for k, v in slopes.items()}))
                 baseline.refresh(self.policy)
                 key = None if agent == "" else agent
                 self._baselines[key] = baseline
@@ -229,7 +318,7 @@ class RunawayDetector:
     def _save(self, path: str) -> None:
         data = {"version": STATE_VERSION, "agents": {
             "" if agent is None else agent: {"priced": self._priced.get(agent, False),
-                                             "runs": [[steps, spend] for steps, spend in b.runs]}
+                                             "runs": [list(run) for run in b.runs]}
             for agent, b in self._baselines.items()}}
         tmp = f"{path}.{os.getpid()}.tmp"
         try:
