@@ -169,23 +169,27 @@ class Monitor:
     # -- public API --------------------------------------------------------------------------------------
     def run(self, task_id: str | None = None, *, correlation_id: str | None = None,
             max_cost_usd: float | None = None, max_steps: int | None = None,
-            max_seconds: float | None = None, labels: dict[str, str] | None = None) -> Run:
+            max_seconds: float | None = None, labels: dict[str, str] | None = None,
+            context_window: int | None = None) -> Run:
         """A run of the agent (one task). Use as ``with`` or ``async with``. ``max_cost_usd``/``max_steps``/
         ``max_seconds`` are the run's own limits (docs/limits.md): recorded on ``run_start`` (the runaway
         detector projects against them) and enforced: once one is reached the run raises
-        ``RunLimitExceeded`` at its next step, tool-call or LLM-call boundary."""
-        return Run(self, task_id, correlation_id, managed=True, limits=_limits(max_cost_usd, max_steps, max_seconds),
+        ``RunLimitExceeded`` at its next step, tool-call or LLM-call boundary. ``context_window`` (the model's,
+        in tokens) is recorded too but not enforced: runaway projects the run's context growth against it."""
+        return Run(self, task_id, correlation_id, managed=True,
+                   limits=_limits(max_cost_usd, max_steps, max_seconds, context_window),
                    labels=_custom_labels(labels, self.metrics.extra_labels, self.labels))
 
     def start_run(self, task_id: str | None = None, *, correlation_id: str | None = None,
                   max_cost_usd: float | None = None, max_steps: int | None = None,
-                  max_seconds: float | None = None, labels: dict[str, str] | None = None) -> Run:
+                  max_seconds: float | None = None, labels: dict[str, str] | None = None,
+                  context_window: int | None = None) -> Run:
         """Start a run by hand (callback-style frameworks); finish it with ``run.end()``. Raises RunKilled
         while a kill signal or kill file is in force."""
         if control.stop_reason is not None:
             raise RunKilled(control.stop_reason)
         run = Run(self, task_id, correlation_id, managed=False,
-                  limits=_limits(max_cost_usd, max_steps, max_seconds),
+                  limits=_limits(max_cost_usd, max_steps, max_seconds, context_window),
                   labels=_custom_labels(labels, self.metrics.extra_labels, self.labels))
         run._begin()
         return run
@@ -328,11 +332,12 @@ __all__ = ["LLMCall", "Monitor", "Run", "Step", "ToolCall", "default_monitor", "
            "subscribe"]
 
 
-def _limits(max_cost_usd: float | None, max_steps: int | None, max_seconds: float | None = None) -> dict | None:
+def _limits(max_cost_usd: float | None, max_steps: int | None, max_seconds: float | None = None,
+            context_window: int | None = None) -> dict | None:
     """The limits that are set: positive finite numbers (anything else is no limit, never an error raised
     into the agent)."""
     limits = {k: v for k, v in (("max_cost_usd", max_cost_usd), ("max_steps", max_steps),
-                                ("max_seconds", max_seconds))
+                                ("max_seconds", max_seconds), ("context_window", context_window))
               if isinstance(v, (int, float)) and not isinstance(v, bool) and 0 < v < float("inf")}
     return limits or None
 

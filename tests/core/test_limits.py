@@ -149,3 +149,17 @@ def test_cost_budget_rejects_bad_amounts_naming_them(registry):
     r = b.reserve(0.1)
     r.commit(float("nan"))   # bad usage data: charged what was reserved, never raised
     assert b.spent_usd == pytest.approx(0.1)
+
+
+def test_context_window_on_run_is_projected_by_runaway_and_not_enforced(make_monitor, sample):
+    mon = make_monitor("ctx")
+    verdicts = []
+    mon.subscribe(verdicts.append)
+    with mon.run(task_id="t", context_window=64_000) as run:
+        for i in range(30):   # the prompt grows 6,000 tokens a call: the window is within reach after a few
+            with run.step():
+                run.llm_usage("openai", "gpt-4o-mini", input_tokens=5_000 + 6_000 * i, output_tokens=50)
+    runaway = [v for v in verdicts if v.detector == "runaway"]
+    assert [v.detail["why"] for v in runaway] == ["context_limit"]
+    assert runaway[0].detail["threshold"] == 64_000
+    assert sample("agent_runs_total", agent="ctx", status="ok") == 1   # recorded, never a RunLimitExceeded
