@@ -119,7 +119,7 @@ class Run:
                  limits: dict | None = None, labels: dict[str, str] | None = None):
         self.monitor = monitor
         self.labels = labels or None   # custom label values (declared set), on run_start for the metric sink
-        self.limits = limits   # {"max_cost_usd", "max_steps", "max_seconds", "context_window"}: on run_start (run_limit, runaway)
+        self.limits = limits   # max_cost_usd, max_steps, max_seconds, context_window: on run_start
         self.run_id = uuid.uuid4().hex[:16]
         self.task_id = task_id
         self.correlation_id = correlation_id
