@@ -106,6 +106,7 @@ def anthropic_finish_reason(stop_reason: Any) -> str | None:
 
 
 def _get(obj: Any, name: str, default: Any = None) -> Any:
+    """``obj[name]`` for a dict, ``obj.name`` otherwise: SDKs hand over pydantic objects or plain dicts."""
     if obj is None:
         return default
     if isinstance(obj, dict):

@@ -41,6 +41,7 @@ from agentvigil.instrumentation._common import (
     internal_error,
     is_given,
 )
+from agentvigil.instrumentation._semconv import _get
 
 PROVIDER = "anthropic"
 
@@ -72,14 +73,6 @@ def error_kind(exc: BaseException) -> str | None:
             return None  # let the core look for context-length markers in the message
         return kind
     return None
-
-
-def _get(obj: Any, name: str, default: Any = None) -> Any:
-    if obj is None:
-        return default
-    if isinstance(obj, dict):
-        return obj.get(name, default)
-    return getattr(obj, name, default)
 
 
 def messages_request(kwargs: dict[str, Any], opts: Options,

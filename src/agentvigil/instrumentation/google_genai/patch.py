@@ -38,6 +38,7 @@ from agentvigil.instrumentation._common import (
     Options,
     StreamRecorder,
 )
+from agentvigil.instrumentation._semconv import _get
 
 GEMINI = "gcp.gemini"
 VERTEX = "gcp.vertex_ai"
@@ -70,14 +71,6 @@ def error_kind(exc: BaseException) -> str | None:
     if isinstance(code, int) and 400 <= code < 600:
         return None
     return _STATUS_KINDS.get(str(getattr(exc, "status", None)))
-
-
-def _get(obj: Any, name: str, default: Any = None) -> Any:
-    if obj is None:
-        return default
-    if isinstance(obj, dict):
-        return obj.get(name, default)
-    return getattr(obj, name, default)
 
 
 def is_vertex(instance: Any) -> bool:

@@ -12,7 +12,7 @@ from __future__ import annotations
 from typing import Any
 from urllib.parse import urlparse
 
-from agentvigil import errors
+from agentvigil.errors import NETWORK, SERVER_ERROR, TIMEOUT, UNKNOWN, classify_exception
 from agentvigil.instrumentation import _semconv as sc
 from agentvigil.instrumentation._common import (
     REQUEST_MAX_TOKENS,
@@ -60,12 +60,7 @@ OPERATIONS = {
 }
 
 
-def get(obj: Any, name: str, default: Any = None) -> Any:
-    if obj is None:
-        return default
-    if isinstance(obj, dict):
-        return obj.get(name, default)
-    return getattr(obj, name, default)
+get = sc._get   # callback.py reads SDK objects and dicts alike through m.get
 
 
 def call_type(value: Any) -> str:
@@ -169,14 +164,14 @@ def error_kind(exc: BaseException) -> str | None:
     """LiteLLM re-raises a transport failure of the provider client (connection refused, reset) as a 500
     ``InternalServerError`` / ``APIError``; the cause chain keeps the real one. ``None``: the core's taxonomy
     classifies the exception itself (LiteLLM's classes carry the usual names and status codes)."""
-    if errors.classify_exception(exc) not in (errors.SERVER_ERROR, errors.UNKNOWN):
+    if classify_exception(exc) not in (SERVER_ERROR, UNKNOWN):
         return None
     cause = exc.__cause__ or exc.__context__
     for _ in range(8):   # bounded: a cyclic or very long chain is not followed further
         if cause is None:
             return None
-        kind = errors.classify_exception(cause)
-        if kind in (errors.NETWORK, errors.TIMEOUT):
+        kind = classify_exception(cause)
+        if kind in (NETWORK, TIMEOUT):
             return kind
         cause = cause.__cause__ or cause.__context__
     return None

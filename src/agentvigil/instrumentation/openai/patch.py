@@ -30,6 +30,7 @@ from agentvigil.instrumentation._common import (
     StreamRecorder,
     is_given,
 )
+from agentvigil.instrumentation._semconv import _get
 
 PROVIDER = "openai"
 _RAW_RESPONSE_HEADER = "x-stainless-raw-response"
@@ -60,14 +61,6 @@ def error_kind(exc: BaseException) -> str | None:
             if kind:
                 return kind
     return None
-
-
-def _get(obj: Any, name: str, default: Any = None) -> Any:
-    if obj is None:
-        return default
-    if isinstance(obj, dict):
-        return obj.get(name, default)
-    return getattr(obj, name, default)
 
 
 def _is_raw(kwargs: dict[str, Any]) -> bool:
