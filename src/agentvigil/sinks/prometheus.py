@@ -9,8 +9,10 @@ caches them per agent/tool/model), one lock for the little state derived here (o
 from __future__ import annotations
 
 import threading
+import time
+from bisect import bisect_left
 from collections import deque
-from typing import Callable, TypeGuard
+from typing import Any, Callable, TypeGuard
 
 from .. import events as ev
 from ..errors import ERROR_KINDS, TOOL_ERROR, UNKNOWN
@@ -28,6 +30,68 @@ def _exemplar(event: Event) -> dict | None:
     if event.trace_id is None or event.span_id is None:
         return None
     return {"trace_id": event.trace_id, "span_id": event.span_id}
+
+
+try:   # public in prometheus_client (the type its exposition reads); absent: observe() validates as usual
+    from prometheus_client.samples import Exemplar as _Exemplar
+except ImportError:  # pragma: no cover - depends on the installed version
+    _Exemplar = None  # type: ignore[assignment,misc]
+
+_INF = float("inf")
+_time = time.time
+# Exemplar label names and their length, fixed: ``trace_id`` and ``span_id`` are valid label names, and the
+# labels stay within prometheus_client's 128-character limit when the two ids are at most 113 characters.
+_ID_RUNES = 128 - len("trace_id") - len("span_id")
+
+
+def _fast(histogram: Any) -> tuple[list, list] | None:
+    """(bounds, buckets) of a prometheus_client Histogram child whose ``observe`` is the one we replicate, else
+    None (a subclass, another client, a version without these attributes: its own ``observe`` is called)."""
+    if histogram.__class__.observe is not _HISTOGRAM_OBSERVE:
+        return None
+    try:
+        if histogram._labelnames and not histogram._labelvalues:
+            return None   # a labelled parent, not a child: observe() raises for it
+        return histogram._upper_bounds, histogram._buckets
+    except AttributeError:
+        return None
+
+
+def observe(histogram: Any, amount: float) -> None:
+    """``histogram.observe(amount)``: the sum, then the first bucket whose bound is >= amount (a bisection instead
+    of ``observe``'s loop over the bounds, which are sorted and end with +Inf). NaN, which no bound takes, goes
+    through ``observe``."""
+    fast = _fast(histogram) if amount <= _INF else None
+    if fast is None:
+        histogram.observe(amount)
+        return
+    histogram._sum.inc(amount)
+    fast[1][bisect_left(fast[0], amount)].inc(1)
+
+
+def observe_with_ids(histogram: Any, amount: float, trace_id: str, span_id: str) -> None:
+    """``histogram.observe(amount, {"trace_id": trace_id, "span_id": span_id})`` without re-validating labels we
+    know are valid (the validation was most of an exemplar's cost on every tool call): the same sum, the same
+    bucket, the same ``Exemplar``. Anything we cannot vouch for (ids too long, NaN, a histogram that is not the
+    prometheus_client Histogram we know) goes through ``observe`` and its validation."""
+    labels = {"trace_id": trace_id, "span_id": span_id}
+    fast = _fast(histogram) if amount <= _INF and len(trace_id) + len(span_id) <= _ID_RUNES else None
+    if fast is None or _Exemplar is None:
+        histogram.observe(amount, labels)
+        return
+    histogram._sum.inc(amount)
+    bucket = fast[1][bisect_left(fast[0], amount)]
+    bucket.inc(1)
+    bucket.set_exemplar(_Exemplar(labels, amount, _time()))
+
+
+def _histogram_observe() -> Any:
+    from prometheus_client import Histogram
+
+    return Histogram.observe
+
+
+_HISTOGRAM_OBSERVE = _histogram_observe()
 
 
 def _seconds(event: Event) -> float | None:
@@ -190,9 +254,11 @@ class PrometheusSink:
             series.ok.inc()
         duration = event.duration_ms
         if duration is not None:
-            trace_id = event.trace_id
-            series.duration.observe(duration / 1000.0, None if trace_id is None or event.span_id is None
-                                    else {"trace_id": trace_id, "span_id": event.span_id})
+            trace_id, span_id = event.trace_id, event.span_id
+            if trace_id is None or span_id is None:
+                observe(series.duration, duration / 1000.0)
+            else:
+                observe_with_ids(series.duration, duration / 1000.0, trace_id, span_id)
 
     def _llm_call(self, event: Event) -> None:
         agent = event.agent_id or "unknown"
@@ -206,7 +272,11 @@ class PrometheusSink:
             series.ok.inc()
         seconds = _seconds(event)
         if seconds is not None:
-            series.duration.observe(seconds, _exemplar(event))
+            trace_id, span_id = event.trace_id, event.span_id
+            if trace_id is None or span_id is None:
+                observe(series.duration, seconds)
+            else:
+                observe_with_ids(series.duration, seconds, trace_id, span_id)
         inp, out = event.input_tokens or 0, event.output_tokens or 0
         read, write = event.cache_read_tokens or 0, event.cache_write_tokens or 0
         if not (inp or out or read or write):

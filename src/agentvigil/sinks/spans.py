@@ -44,11 +44,45 @@ def _api() -> tuple[Any, Any]:
     return _trace, _status
 
 
+_NO_IDS: tuple[None, None] = (None, None)
+_last_trace: tuple[int, str] = (0, "0" * 32)   # the last trace id formatted: the spans of a run share one
+
+
 def _format_ids(span: Any) -> tuple[str | None, str | None]:
+    """The span's (trace id, span id) as 32 and 16 lowercase hex digits when it is valid and sampled (what
+    exemplars and the recording carry), else (None, None). Once per span on every tool call: the trace id's
+    string is reused while the trace is the same, and ``to_bytes().hex()`` is half the cost of ``format``."""
+    global _last_trace
     ctx = span.get_span_context()
-    if ctx.is_valid and ctx.trace_flags.sampled:
+    if ctx.__class__ is _SpanContext:   # (trace_id, span_id, is_remote, trace_flags, trace_state, is_valid)
+        trace_id, span_id, _, flags, _, valid = ctx
+        if not (valid and flags & 1):
+            return _NO_IDS
+    elif ctx.is_valid and ctx.trace_flags.sampled:   # another SpanContext class: its properties, as before
         return format(ctx.trace_id, "032x"), format(ctx.span_id, "016x")
-    return None, None
+    else:
+        return _NO_IDS
+    last = _last_trace
+    if last[0] != trace_id:
+        last = _last_trace = (trace_id, trace_id.to_bytes(16, "big").hex())
+    return last[1], span_id.to_bytes(8, "big").hex()
+
+
+def _span_context_class() -> Any:
+    """opentelemetry's SpanContext when it is the 6-tuple ``_format_ids`` unpacks (checked once), else None."""
+    try:
+        from opentelemetry.trace import SpanContext, TraceFlags
+
+        probe = SpanContext(3, 5, False, TraceFlags(TraceFlags.SAMPLED))
+        if (len(probe) == 6 and tuple(probe)[:4] == (3, 5, False, 1) and probe[5] is True and probe.is_valid
+                and probe.trace_flags.sampled and TraceFlags.SAMPLED == 1):
+            return SpanContext
+    except Exception as exc:  # pragma: no cover - an API we do not know: the properties are read instead
+        internal_error("tracing", exc)
+    return None
+
+
+_SpanContext: Any = None   # set by SpanSink() (opentelemetry is imported only when tracing is on)
 
 
 def _ids(span: Any, event: Event) -> None:
@@ -65,6 +99,9 @@ class SpanSink:
                           ev.LLM_START, ev.LLM_CALL})
 
     def __init__(self, tracer: Any, capture_content: bool = False):
+        global _SpanContext
+        if _SpanContext is None:
+            _SpanContext = _span_context_class()
         self.tracer = tracer
         self.capture_content = capture_content
         # span -> its formatted ids, from start to end: formatted once per span, not at both ends
@@ -158,17 +195,30 @@ class SpanSink:
         scope = event.scope
         if scope is None:
             return   # recorded events: no live scope to hang a span on
-        a = {attr.OPERATION_NAME: "execute_tool", attr.TOOL_NAME: event.tool_name or "unknown",
-             attr.TOOL_TYPE: "function", attr.AGENT_NAME: scope.run.monitor.agent}
+        run = scope.run
+        name = event.tool_name
+        a = {attr.OPERATION_NAME: "execute_tool", attr.TOOL_NAME: name or "unknown", attr.TOOL_TYPE: "function",
+             attr.AGENT_NAME: run.monitor.agent}
         if event.args_hash:
             a[attr.ARGS_HASH] = event.args_hash
         call_id = getattr(scope, "call_id", None)
         if call_id:
             a[attr.TOOL_CALL_ID] = call_id
-        raw = getattr(scope, "_args", None)
-        if self.capture_content and raw is not None:
-            a[attr.TOOL_CALL_ARGUMENTS] = json.dumps(raw, default=repr)[:8192]
-        self._open(scope, event, f"execute_tool {event.tool_name}", scope.run._parent_span(), a)
+        if self.capture_content:
+            raw = getattr(scope, "_args", None)
+            if raw is not None:
+                a[attr.TOOL_CALL_ARGUMENTS] = json.dumps(raw, default=repr)[:8192]
+        # _open, inlined for the hottest span (the same steps, without the kind branch)
+        span = self.tracer.start_span(f"execute_tool {name}",
+                                      context=self._context(run._current_step_span or run._span), attributes=a)
+        scope._span = span
+        ids = _format_ids(span)
+        if ids[0] is not None:
+            event.trace_id, event.span_id = ids
+        open_ids = self._open_ids
+        if len(open_ids) >= MAX_OPEN_IDS:
+            open_ids.clear()
+        open_ids[span] = ids
 
     def _tool_end(self, event: Event) -> None:
         scope = event.scope
@@ -176,12 +226,19 @@ class SpanSink:
             return
         span = scope._span
         if span is not None:
-            self._end_ids(span, event)
+            ids = self._open_ids.pop(span, None)   # _end_ids, inlined
+            if ids is None:
+                _ids(span, event)
+            elif ids[0] is not None:
+                event.trace_id, event.span_id = ids
             if self.capture_content:
                 result = getattr(scope, "_result", None)
                 if result is not None:
                     span.set_attribute(attr.TOOL_CALL_RESULT, json.dumps(result, default=repr)[:8192])
-            self._end(span, event)
+            if event.status == "ok" and not event.error_kind:
+                span.end()   # what _end does for a call that succeeded
+            else:
+                self._end(span, event)
 
     def _open(self, scope: Any, event: Event, name: str, parent: Any, attributes: dict, kind: Any = None) -> None:
         if kind is None:
