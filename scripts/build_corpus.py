@@ -5,16 +5,18 @@ Each source is a public git repository read with ``git show`` (a bare clone is e
 becomes one run of our event schema (run_start, llm_call, tool_end with tool_name/args_hash/result_hash/
 result_fingerprint/status, run_end) in one session per source, plus an outcome label from the objective
 outcome recorded by the harness: stopped by a cost or iteration limit without finishing → true; finished
-normally → false. Raw text never reaches the output: only hashes and fingerprints.
+normally → false; anything else → skipped. Raw text never reaches the output: only hashes and fingerprints.
 
     python scripts/build_corpus.py --out corpus/ \
         --repo tau-bench=/path/to/tau-bench.git --repo tau2-bench=/path/to/tau2-bench.git \
-        --repo mini-swe-agent=/path/to/mini-swe-agent.git --repo swe-agent=/path/to/SWE-agent.git
+        --repo mini-swe-agent=/path/to/mini-swe-agent.git --repo swe-agent=/path/to/SWE-agent.git \
+        --repo terminal-bench=/path/to/terminal-bench-leaderboard.git --repo tau-bench-fork=/path/to/fork.git
 
-Sources and their labels are listed in docs/detection.md. Files over 8 MB are skipped (bounded memory).
+Sources and their labels are listed in docs/detection.md. Files over --max-file-mb (8) are skipped (bounded
+memory).
 
-A source missing its --repo is cloned (bare; shallow except tau2-bench, whose submissions live in its
-history) from GitHub into ``<out>/_git``. Output: ``<out>/<source>[--<session>]/events.ndjson``,
+A source missing its --repo is cloned (bare; shallow except the sources in HISTORY, read from every commit)
+from GitHub into ``<out>/_git``. Output: ``<out>/<source>[--<session>]/events.ndjson``,
 ``<out>/labels.json`` (run_id → bool), ``labels_tune.json`` and
 ``labels_heldout.json`` (a fixed split by hash of the run id) and ``<out>/sources.json`` (counts).
 """
