@@ -41,11 +41,13 @@ class StuckPolicy:
     min_steps: int = 8          # no verdict before this many tool results
     similar: float = 0.9        # fingerprint similarity at or above which two results are "the same"
     empty_weight: float = 0.25  # how much an empty result counts toward streaks and the novelty average
+    distinct_share: float = 0.4  # a full window with at most this share of distinct calls is recurring
+    recurrence_hold: int = 1    # consecutive recurring windows before the verdict (the window already spans steps)
 
 
 class _Run:
     __slots__ = ("fps", "actions", "counts", "last_action", "streak", "err_fp", "err_kind", "errors", "novelty", "held",
-                 "steps", "fired", "last_hash")
+                 "steps", "fired", "last_hash", "recurring")
 
     def __init__(self, window: int) -> None:
         self.fps: deque[int] = deque(maxlen=window)
@@ -61,6 +63,7 @@ class _Run:
         self.steps = 0
         self.fired = False
         self.last_hash: str | None = None
+        self.recurring = 0
 
 
 def _fp(value: str | None) -> int | None:
@@ -122,6 +125,7 @@ class StuckDetector:
         p = self.policy   # the per-event divisors, computed once (the same floats)
         self._streak_div = max(1.0, p.identical_calls - 1.0)
         self._errors_div = max(1.0, p.same_errors - 1.0)
+        self._recurring_max = int(p.distinct_share * p.window + 1e-9)   # distinct calls in a recurring window
 
     def feed(self, event: Event) -> list[Event] | None:
         state = self._runs.tool_result(event)
@@ -135,14 +139,25 @@ class StuckDetector:
             state.held += 1
         elif score < p.off_score:
             state.held = 0
-        if state.held < p.hold or state.steps < p.min_steps:
+        actions = state.actions
+        # recurrence: the window is a few calls over and over (interleaved, so no streak), whatever the results
+        if len(actions) == actions.maxlen and len(state.counts) <= self._recurring_max:
+            state.recurring += 1
+        else:
+            state.recurring = 0
+        if (state.held < p.hold and state.recurring < p.recurrence_hold) or state.steps < p.min_steps:
             return None
         state.fired = True
         detail = {"score": round(score, 3), "held_steps": state.held, "steps": state.steps,
                   "novelty": round(state.novelty, 3), "entropy": round(_entropy(state.counts, len(state.actions)), 3),
-                  "identical_calls": round(state.streak, 2), "same_errors": round(state.errors, 2)}
-        return [detection(event, STUCK, detail,
-                          f"run stalled for {state.held} steps (stall score {score:.2f}, {state.steps} tool results)")]
+                  "identical_calls": round(state.streak, 2), "same_errors": round(state.errors, 2),
+                  "distinct_calls": len(state.counts), "recurring_steps": state.recurring}
+        if state.held >= p.hold:
+            message = f"run stalled for {state.held} steps (stall score {score:.2f}, {state.steps} tool results)"
+        else:
+            message = (f"run repeating {len(state.counts)} distinct calls over its last {len(actions)} tool results "
+                       f"for {state.recurring} steps ({state.steps} tool results)")
+        return [detection(event, STUCK, detail, message)]
 
     def _score(self, s: _Run, event: Event) -> float:
         p = self.policy
