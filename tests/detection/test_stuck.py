@@ -74,6 +74,21 @@ def test_interleaved_repetition_fires_whatever_the_results():
     assert found[0].step_index <= 12            # one full window in
 
 
+def test_edit_and_test_cycle_that_never_converges_fires():
+    """A new edit each time, the same test failing the same way (only its timing changes): the test call's
+    result does not move (`same_outputs`), though no call repeats in a row and most calls are new."""
+    s = Stream()
+    events = [s.start()]
+    for i in range(12):
+        events.append(s.tool("edit", {"file": "parser.py", "patch": f"attempt {i}: change line {10 + i}"},
+                             f"edited parser.py: {i + 3} lines changed"))
+        events.append(s.tool("bash", "pytest tests/test_parser.py",
+                             f"FAILED tests/test_parser.py::test_nested - AssertionError: 3 != 4 in {0.1 * i:.2f}s"))
+    found = verdicts(StuckDetector(), events)
+    assert len(found) == 1 and found[0].detail["same_outputs"] >= 8
+    assert found[0].tool_name == "bash"
+
+
 def test_rereading_a_file_later_is_not_recurrence():
     s = Stream()
     events = [s.start()]

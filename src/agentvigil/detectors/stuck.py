@@ -28,6 +28,7 @@ from ..pipeline import detection
 from ._state import PerRun
 
 STUCK = "stuck"
+MAX_CALLS = 256   # distinct calls whose last result a run remembers (cleared when full: bounded memory)
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,11 +44,12 @@ class StuckPolicy:
     empty_weight: float = 0.25  # how much an empty result counts toward streaks and the novelty average
     distinct_share: float = 0.4  # a full window with at most this share of distinct calls is recurring
     recurrence_hold: int = 1    # consecutive recurring windows before the verdict (the window already spans steps)
+    same_outputs: int = 8       # the same call returning a similar result this many times, other calls between
 
 
 class _Run:
     __slots__ = ("fps", "actions", "counts", "last_action", "streak", "err_fp", "err_kind", "errors", "novelty", "held",
-                 "steps", "fired", "last_hash", "recurring")
+                 "steps", "fired", "last_hash", "recurring", "outputs", "stale")
 
     def __init__(self, window: int) -> None:
         self.fps: deque[int] = deque(maxlen=window)
@@ -64,6 +66,8 @@ class _Run:
         self.fired = False
         self.last_hash: str | None = None
         self.recurring = 0
+        self.outputs: dict[tuple[str | None, str | None], tuple[int, int]] = {}   # call -> (last fp, repeats)
+        self.stale = 0        # repeats of the latest call's similar result
 
 
 def _fp(value: str | None) -> int | None:
@@ -145,15 +149,20 @@ class StuckDetector:
             state.recurring += 1
         else:
             state.recurring = 0
-        if (state.held < p.hold and state.recurring < p.recurrence_hold) or state.steps < p.min_steps:
+        if (state.held < p.hold and state.recurring < p.recurrence_hold and state.stale < p.same_outputs) \
+                or state.steps < p.min_steps:
             return None
         state.fired = True
         detail = {"score": round(score, 3), "held_steps": state.held, "steps": state.steps,
                   "novelty": round(state.novelty, 3), "entropy": round(_entropy(state.counts, len(state.actions)), 3),
                   "identical_calls": round(state.streak, 2), "same_errors": round(state.errors, 2),
-                  "distinct_calls": len(state.counts), "recurring_steps": state.recurring}
+                  "distinct_calls": len(state.counts), "recurring_steps": state.recurring,
+                  "same_outputs": state.stale}
         if state.held >= p.hold:
             message = f"run stalled for {state.held} steps (stall score {score:.2f}, {state.steps} tool results)"
+        elif state.stale >= p.same_outputs:
+            message = (f"the same call returned the same result {state.stale} times "
+                       f"({event.tool_name}, {state.steps} tool results)")
         else:
             message = (f"run repeating {len(state.counts)} distinct calls over its last {len(actions)} tool results "
                        f"for {state.recurring} steps ({state.steps} tool results)")
@@ -190,6 +199,17 @@ class StuckDetector:
             else:
                 novelty = 1.0
             fps.append(fp)
+            # the same call's last result, whatever ran in between: an edit-and-test cycle whose test keeps
+            # failing the same way is not converging
+            outputs = s.outputs
+            last = outputs.get(action)
+            if last is not None and 1.0 - (fp ^ last[0]).bit_count() / 64.0 >= p.similar:
+                s.stale = last[1] + 1
+            else:
+                s.stale = 1
+                if last is None and len(outputs) >= MAX_CALLS:
+                    outputs.clear()
+            outputs[action] = (fp, s.stale)
         elif empty or event.result_hash is None:
             novelty = 0.5   # nothing to judge by: neither progress nor repetition
         else:
