@@ -12,7 +12,9 @@ fixed window:
 Empty results (a write that prints nothing) carry little information and count for a fraction of a step.
 Rejected actions (unparsable or refused) are not tool calls and are skipped. The verdict fires once per run,
 when the score has stayed at or above ``on_score`` for ``hold`` consecutive results (hysteresis: it only
-resets below ``off_score``), so a short stutter the agent recovers from stays quiet.
+resets below ``off_score``), so a short stutter the agent recovers from stays quiet. Two conditions that
+already span several steps fire it too: recurrence (a full window of a few calls over and over, interleaved)
+and same outputs (one call returning a similar result again and again, other calls between).
 """
 
 from __future__ import annotations
