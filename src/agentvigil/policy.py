@@ -30,7 +30,7 @@ WATCHER_PARAMS: dict[str, dict[str, tuple[type, object]]] = {
     "detectors": {},
     "correlated": {"window_seconds": (float, 60.0), "min_watchers": (int, 2)},
     # docs/detection.md says what each threshold does and how the defaults were chosen
-    "stuck": {"window": (int, 10), "on_score": (float, 0.75), "off_score": (float, 0.45), "hold": (int, 6),
+    "stuck": {"window": (int, 8), "on_score": (float, 0.75), "off_score": (float, 0.45), "hold": (int, 6),
               "identical_calls": (int, 6), "same_errors": (int, 5), "min_steps": (int, 8),
               "similar": (float, 0.9), "empty_weight": (float, 0.25), "distinct_share": (float, 0.4),
               "recurrence_hold": (int, 1), "same_outputs": (int, 8)},

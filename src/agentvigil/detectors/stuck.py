@@ -35,7 +35,7 @@ MAX_CALLS = 256   # distinct calls whose last result a run remembers (cleared wh
 
 @dataclass(frozen=True, slots=True)
 class StuckPolicy:
-    window: int = 10            # recent results compared for novelty and entropy
+    window: int = 8             # recent results compared for novelty, entropy and recurrence
     on_score: float = 0.75      # a step at or above this counts toward the verdict
     off_score: float = 0.45     # below this the count resets (hysteresis)
     hold: int = 6               # consecutive steps at or above on_score before the verdict
