@@ -5,16 +5,18 @@ Each source is a public git repository read with ``git show`` (a bare clone is e
 becomes one run of our event schema (run_start, llm_call, tool_end with tool_name/args_hash/result_hash/
 result_fingerprint/status, run_end) in one session per source, plus an outcome label from the objective
 outcome recorded by the harness: stopped by a cost or iteration limit without finishing → true; finished
-normally → false. Raw text never reaches the output: only hashes and fingerprints.
+normally → false; anything else → skipped. Raw text never reaches the output: only hashes and fingerprints.
 
     python scripts/build_corpus.py --out corpus/ \
         --repo tau-bench=/path/to/tau-bench.git --repo tau2-bench=/path/to/tau2-bench.git \
-        --repo mini-swe-agent=/path/to/mini-swe-agent.git --repo swe-agent=/path/to/SWE-agent.git
+        --repo mini-swe-agent=/path/to/mini-swe-agent.git --repo swe-agent=/path/to/SWE-agent.git \
+        --repo terminal-bench=/path/to/terminal-bench-leaderboard.git --repo tau-bench-fork=/path/to/fork.git
 
-Sources and their labels are listed in docs/detection.md. Files over 8 MB are skipped (bounded memory).
+Sources and their labels are listed in docs/detection.md. Files over --max-file-mb (8) are skipped (bounded
+memory).
 
-A source missing its --repo is cloned (bare; shallow except tau2-bench, whose submissions live in its
-history) from GitHub into ``<out>/_git``. Output: ``<out>/<source>[--<session>]/events.ndjson``,
+A source missing its --repo is cloned (bare; shallow except the sources in HISTORY, read from every commit)
+from GitHub into ``<out>/_git``. Output: ``<out>/<source>[--<session>]/events.ndjson``,
 ``<out>/labels.json`` (run_id → bool), ``labels_tune.json`` and
 ``labels_heldout.json`` (a fixed split by hash of the run id) and ``<out>/sources.json`` (counts).
 """
@@ -38,10 +40,13 @@ from agentvigil.fingerprint import result_fingerprint  # noqa: E402
 
 GITHUB = {
     "tau-bench": "https://github.com/sierra-research/tau-bench",
+    "terminal-bench": "https://github.com/laude-institute/terminal-bench-leaderboard",
+    "tau-bench-fork": "https://github.com/Madhav-Kanda/tau-bench",
     "mini-swe-agent": "https://github.com/gruckion/mini-swe-agent",
     "swe-agent": "https://github.com/SWE-agent/SWE-agent",
     "tau2-bench": "https://github.com/sierra-research/tau2-bench",
 }
+HISTORY = {"tau2-bench", "tau-bench-fork"}   # sources read from every commit: cloned in full
 MAX_FILE_BYTES = 8 * 1024 * 1024
 Run = tuple[str, list[dict], bool | None]   # run id, events, label (None: no objective outcome, skipped)
 
@@ -62,6 +67,11 @@ def git_json(git_dir: str, path: str) -> Any:
     raw = subprocess.run(["git", f"--git-dir={git_dir}", "show", f"HEAD:{path}"], check=True,
                          capture_output=True).stdout
     return json.loads(raw)
+
+
+def git_blob(git_dir: str, blob: str) -> bytes:
+    return subprocess.run(["git", f"--git-dir={git_dir}", "cat-file", "-p", blob], check=True,
+                          capture_output=True).stdout
 
 
 class Builder:
@@ -96,33 +106,95 @@ class Builder:
 
 
 # -- tau-bench (tool-calling customer-service agent) ------------------------------------------------------
+TAU_MAX_STEPS = 30   # tau-bench's default max_num_steps
+
+
+def tau_run(b: Builder, traj: list) -> bool | None:
+    """Replay one tau-bench trajectory into ``b``; its label: the step limit reached without the conversation
+    ending → true; ended by the user (###STOP###) or a transfer to a human → false; anything else → None."""
+    turns = 0
+    ended = False
+    pending: dict[str, tuple[str, Any]] = {}
+    for msg in traj:
+        if not isinstance(msg, dict):
+            continue
+        role = msg.get("role")
+        if role == "assistant":
+            turns += 1
+            b.llm()
+            for call in msg.get("tool_calls") or []:
+                fn = call.get("function") or {}
+                pending[call.get("id")] = (fn.get("name") or "?", fn.get("arguments"))
+                ended = ended or fn.get("name") == "transfer_to_human_agents"
+            if not msg.get("tool_calls"):
+                b.tool("respond", msg.get("content"), "")   # a reply to the user is an action too
+        elif role == "tool":
+            tool, args = pending.pop(msg.get("tool_call_id"), (msg.get("name") or "?", None))
+            content = msg.get("content") or ""
+            error = content.startswith("Error")
+            b.tool(tool, args, content, "error" if error else "ok", "tool_error" if error else None)
+        elif role == "user":
+            ended = ended or "###STOP###" in str(msg.get("content") or "")
+    if ended:
+        return False
+    return True if turns == TAU_MAX_STEPS else None
+
+
 def tau_bench(git_dir: str) -> Iterator[Run]:
-    max_steps = 30   # tau-bench's default max_num_steps
     for path in git_files(git_dir, r"^historical_trajectories/.*\.json$"):
         for rec in git_json(git_dir, path):
-            traj = rec.get("traj") or []
             name = os.path.basename(path)[:-5]
             run_id = f"tau-bench:{name}:{rec.get('task_id')}:{rec.get('trial', 0)}"
-            b = Builder("tau-bench", run_id, f"{name}:{rec.get('task_id')}", {"max_steps": max_steps})
-            turns = 0
-            pending: dict[str, tuple[str, Any]] = {}
-            for msg in traj:
-                role = msg.get("role")
-                if role == "assistant":
-                    turns += 1
-                    b.llm()
-                    for call in msg.get("tool_calls") or []:
-                        fn = call.get("function") or {}
-                        pending[call.get("id")] = (fn.get("name") or "?", fn.get("arguments"))
-                    if not msg.get("tool_calls"):
-                        b.tool("respond", msg.get("content"), "")   # a reply to the user is an action too
-                elif role == "tool":
-                    tool, args = pending.pop(msg.get("tool_call_id"), (msg.get("name") or "?", None))
-                    content = msg.get("content") or ""
-                    error = content.startswith("Error")
-                    b.tool(tool, args, content, "error" if error else "ok", "tool_error" if error else None)
-            limited = turns >= max_steps
-            yield run_id, b.end("error" if limited else "ok"), limited
+            b = Builder("tau-bench", run_id, f"{name}:{rec.get('task_id')}", {"max_steps": TAU_MAX_STEPS})
+            label = tau_run(b, rec.get("traj") or [])
+            yield run_id, b.end("ok" if label is False else "error"), label
+
+
+# -- a tau-bench fork's committed experiment results (every version in its history) ------------------------
+def git_history_blobs(git_dir: str, pattern: str, exclude: str = r"^$") -> dict[str, str]:
+    """blob -> path of every file matching ``pattern`` in any commit (each content once, its newest path)."""
+    git = ["git", f"--git-dir={git_dir}"]
+    commits = subprocess.run([*git, "log", "--all", "--format=%H"], check=True, capture_output=True,
+                             text=True).stdout.split()
+    found: dict[str, str] = {}
+    for commit in commits:   # newest first
+        listing = subprocess.run([*git, "ls-tree", "-r", "-l", commit], capture_output=True, text=True).stdout
+        for line in listing.splitlines():
+            meta, _, path = line.partition("\t")
+            _, _, blob, size = meta.split()
+            if re.search(pattern, path) and not re.search(exclude, path) and size.isdigit() \
+                    and int(size) <= MAX_FILE_BYTES:
+                found.setdefault(blob, path)
+    return found
+
+
+def tau_bench_fork(git_dir: str) -> Iterator[Run]:
+    seen: set[str] = set()   # experiments copy results between files: each trajectory once
+    for blob, path in sorted(git_history_blobs(git_dir, r"\.json$", r"^historical_trajectories/").items(),
+                             key=lambda kv: (kv[1], kv[0])):
+        try:
+            data = json.loads(git_blob(git_dir, blob))
+        except ValueError:
+            continue
+        if not (isinstance(data, list) and data and isinstance(data[0], dict) and "traj" in data[0]):
+            continue   # not a list of tau-bench run results
+        experiment = path.split("/")[0] if "/" in path else os.path.splitext(path)[0]
+        for rec in data:
+            traj = rec.get("traj") if isinstance(rec, dict) else None
+            if not isinstance(traj, list):
+                continue
+            key = digest(traj)
+            if key in seen:
+                continue
+            seen.add(key)
+            run_id = f"tau-bench-fork:{path}@{blob[:8]}:{rec.get('task_id')}:{rec.get('trial', 0)}"
+            b = Builder("tau-bench-fork", run_id, str(rec.get("task_id")), {"max_steps": TAU_MAX_STEPS})
+            # one agent per experiment directory: each has its own prompt/strategy, so its own baseline
+            b.base.update(session_id=re.sub(r"[^\w.-]", "_", experiment)[:80],
+                          agent_id=f"tau-bench-fork/{experiment}")
+            b.events[0].update(b.base)
+            label = tau_run(b, traj)
+            yield run_id, b.end("ok" if label is False else "error"), label
 
 
 # -- mini-swe-agent (bash-only coding agent, SWE-bench Verified) --------------------------------------------
@@ -249,9 +321,71 @@ def tau2_bench(git_dir: str) -> Iterator[Run]:
             yield run_id, b.end("error" if label else "ok"), label
 
 
+# -- Terminal-Bench leaderboard: mini-swe-agent runs, read from the terminal log the harness recorded --------
+_TB_SUBMISSIONS = r"^results/[^/]+/[^/]*swe-agent-mini[^/]*/"   # the one submission with per-step logs
+_ANSI = re.compile(r"\x1b\[[0-9;?]*[a-zA-Z]|\x1b\][^\x07]*\x07")
+_MINI_STEP = re.compile(r"mini-swe-agent \(step (\d+), \$([0-9.]+)\):")
+_MINI_USER = re.compile(r"\n\s*User:\s*\n")
+_RULE = re.compile(r"\n─{8,}")   # the rule the agent prints between steps
+_SPINNER = re.compile(r"^[^\w\n`]*Waiting for the LM to respond\.\.\.[ \t]*$", re.M)
+_SUBMIT = "COMPLETE_TASK_AND_SUBMIT_FINAL_OUTPUT"
+
+
+def terminal_bench(git_dir: str) -> Iterator[Run]:
+    listing = subprocess.run(["git", f"--git-dir={git_dir}", "ls-tree", "-r", "-l", "HEAD", "--", "results"],
+                             check=True, capture_output=True, text=True).stdout
+    blobs: dict[str, str] = {}
+    for line in listing.splitlines():
+        meta, _, path = line.partition("\t")
+        _, _, blob, size = meta.split()
+        if re.search(_TB_SUBMISSIONS, path) and size.isdigit() and int(size) <= MAX_FILE_BYTES:
+            blobs[path] = blob
+    for path in sorted(p for p in blobs if p.endswith("/results.json")):
+        trial = path[:-len("/results.json")]
+        log_blob = blobs.get(f"{trial}/sessions/agent.log")
+        if log_blob is None:
+            continue
+        try:
+            result = json.loads(git_blob(git_dir, blobs[path]))
+        except ValueError:
+            continue
+        parts = trial.split("/")
+        run_id = f"terminal-bench:{parts[2]}:{parts[-1]}"
+        b = Builder("terminal-bench", run_id, str(result.get("task_id") or parts[-2]))
+        b.base.update(session_id=parts[2], agent_id="terminal-bench/mini-swe-agent")
+        b.events[0].update(b.base)
+        text = _ANSI.sub("", git_blob(git_dir, log_blob).decode("utf-8", "replace"))
+        text = _SPINNER.sub("", text.replace("\r\n", "\n").replace("\r", "\n"))
+        marks = list(_MINI_STEP.finditer(text))
+        spent = 0.0
+        last_action: str | None = None
+        for i, mark in enumerate(marks):
+            block = text[mark.end():marks[i + 1].start() if i + 1 < len(marks) else len(text)]
+            total = float(mark.group(2))   # the agent prints its running cost: per call is the difference
+            b.llm(max(0.0, round(total - spent, 6)) or None, model="claude-sonnet-4")
+            spent = max(spent, total)
+            reply, observation = (_MINI_USER.split(block, maxsplit=1) + [""])[:2]
+            observation = _RULE.split(observation, maxsplit=1)[0].split("Saved trajectory to", 1)[0].strip()
+            found = _BASH.findall(reply)
+            last_action = found[0].strip() if len(found) == 1 else None
+            if last_action is None:
+                b.tool("bash", None, None, "rejected", "format_error")
+                continue
+            rc = _RC.search(observation)
+            ok = rc is None or rc.group(1) == "0"
+            b.tool("bash", last_action, _RC.sub("", observation), "ok" if ok else "error", None if ok else "exit_code")
+        # Healthy runs only: the agent's last action is its submit command → false. Nothing here is a true
+        # positive: the harness's "agent_timeout" is recorded on runs whose log shows the agent submitting (most
+        # end within 2 s of the harness's agent_ended_at), and the log's "LimitsExceeded" lines are tracebacks of
+        # crashes; runs without a submit (crashes, installation failures) are skipped.
+        submitted = last_action is not None and _SUBMIT in last_action
+        label: bool | None = False if submitted else None
+        yield run_id, b.end("ok" if label is False else "error"), label
+
+
 SOURCES: dict[str, Callable[[str], Iterator[Run]]] = {
     "tau-bench": tau_bench, "tau2-bench": tau2_bench, "mini-swe-agent": mini_swe_agent,
-    "swe-agent": swe_agent}
+    "swe-agent": swe_agent, "terminal-bench": terminal_bench, "tau-bench-fork": tau_bench_fork}
 
 
 def ensure_repo(name: str, given: str | None, out: str) -> str:
@@ -259,7 +393,7 @@ def ensure_repo(name: str, given: str | None, out: str) -> str:
         return given
     target = os.path.join(out, "_git", f"{name}.git")
     if not os.path.isdir(target):
-        depth = [] if name == "tau2-bench" else ["--depth", "1"]
+        depth = [] if name in HISTORY else ["--depth", "1"]
         subprocess.run(["git", "clone", "--bare", *depth, GITHUB[name], target], check=True, timeout=1800)
     return target
 
@@ -269,12 +403,16 @@ def heldout(run_id: str) -> bool:
 
 
 def main(argv: list[str] | None = None) -> int:
+    global MAX_FILE_BYTES
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", default="corpus", help="output directory (git-ignored) (corpus)")
     parser.add_argument("--repo", action="append", default=[], metavar="SOURCE=GIT_DIR",
                         help=f"a local git dir of a source; sources: {', '.join(SOURCES)}")
     parser.add_argument("--sources", default=",".join(SOURCES), help="comma-separated sources to build")
+    parser.add_argument("--max-file-mb", type=float, default=MAX_FILE_BYTES / 2**20,
+                        help="skip source files larger than this (bounds memory) (8)")
     args = parser.parse_args(argv)
+    MAX_FILE_BYTES = int(args.max_file_mb * 2**20)
     given = dict(r.split("=", 1) for r in args.repo)
     os.makedirs(args.out, exist_ok=True)
     labels: dict[str, bool] = {}

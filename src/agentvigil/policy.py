@@ -30,11 +30,13 @@ WATCHER_PARAMS: dict[str, dict[str, tuple[type, object]]] = {
     "detectors": {},
     "correlated": {"window_seconds": (float, 60.0), "min_watchers": (int, 2)},
     # docs/detection.md says what each threshold does and how the defaults were chosen
-    "stuck": {"window": (int, 10), "on_score": (float, 0.75), "off_score": (float, 0.45), "hold": (int, 6),
+    "stuck": {"window": (int, 8), "on_score": (float, 0.75), "off_score": (float, 0.45), "hold": (int, 6),
               "identical_calls": (int, 6), "same_errors": (int, 5), "min_steps": (int, 8),
-              "similar": (float, 0.9), "empty_weight": (float, 0.25)},
+              "similar": (float, 0.9), "empty_weight": (float, 0.25), "distinct_share": (float, 0.4),
+              "recurrence_hold": (int, 1), "same_outputs": (int, 8)},
     "runaway": {"quantile": (float, 0.95), "length_factor": (float, 2.0), "spend_factor": (float, 2.0),
                 "min_runs": (int, 20), "baseline_runs": (int, 200), "limit_fraction": (float, 0.8),
+                "limit_distinct": (float, 0.75),
                 "state_file": (str, None), "slope_window": (int, 8), "slope_factor": (float, 2.0),
                 "min_slope": (float, 500.0), "slope_horizon": (int, 10), "context_window": (int, None)},
 }
@@ -147,7 +149,8 @@ class WatchConfig:
                 raise ConfigError(f"{where}.sequence_length", "must be at least 2")
             if spec.params["max_repeats"] < 2:
                 raise ConfigError(f"{where}.max_repeats", "must be at least 2")
-        for key in ("on_score", "off_score", "similar", "empty_weight", "quantile", "limit_fraction"):
+        for key in ("on_score", "off_score", "similar", "empty_weight", "quantile", "limit_fraction",
+                    "distinct_share", "limit_distinct"):
             if key in params and key in body and not 0 < spec.params[key] <= 1:
                 raise ConfigError(f"{where}.{key}", f"must be in (0, 1], got {spec.params[key]}")
         if name == "stuck" and not 2 <= spec.params["window"] <= 1024:

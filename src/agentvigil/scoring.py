@@ -28,9 +28,13 @@ SWEEP: tuple[tuple[str, str, tuple[Any, ...]], ...] = (
     ("stuck", "on_score", (0.6, 0.65, 0.7, 0.75, 0.8, 0.85, 0.9)),
     ("stuck", "identical_calls", (4, 5, 6, 8, 10, 15)),
     ("stuck", "same_errors", (3, 4, 5, 6, 8, 10)),
+    ("stuck", "distinct_share", (0.2, 0.3, 0.4, 0.5, 0.6)),
+    ("stuck", "recurrence_hold", (1, 2, 3, 4, 6)),
+    ("stuck", "same_outputs", (4, 6, 8, 10, 15)),
     ("runaway", "length_factor", (1.0, 1.1, 1.25, 1.5, 2.0)),
     ("runaway", "spend_factor", (1.0, 1.25, 1.5, 2.0, 3.0)),
     ("runaway", "limit_fraction", (0.5, 0.6, 0.7, 0.8, 0.9)),
+    ("runaway", "limit_distinct", (0.5, 0.6, 0.7, 0.8, 0.9, 1.0)),
 )
 
 

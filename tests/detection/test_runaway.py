@@ -47,9 +47,22 @@ def test_no_verdict_before_min_runs_and_healthy_run_quiet():
 
 def test_declared_step_limit_projection():
     det = RunawayDetector()
-    found = run(det, "limited", 30, max_steps=30)
+    s = Stream("limited")
+    events = [s.start(max_steps=30)]
+    for i in range(30):   # going over the same three calls again and again
+        events.append(s.llm())
+        events.append(s.tool("lookup", {"order": i % 3}, f"order {i % 3}"))
+    found = verdicts(det, events)
     assert [v.detail["why"] for v in found] == ["step_limit"]
     assert found[0].detail["steps"] == 24      # 0.8 of the limit
+
+
+def test_step_limit_spares_a_run_still_making_new_calls():
+    """Near its declared limit, a run whose calls are still mostly new usually finishes in time: no verdict
+    (`limit_distinct`); the same run with the gate opened (1.0) is flagged at 80 % of the limit."""
+    assert run(RunawayDetector(), "exploring", 30, max_steps=30) == []
+    found = run(RunawayDetector(RunawayPolicy(limit_distinct=1.0)), "exploring", 30, max_steps=30)
+    assert [v.detail["why"] for v in found] == ["step_limit"]
 
 
 def test_flagged_runs_never_feed_the_baseline():

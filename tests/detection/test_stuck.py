@@ -60,6 +60,44 @@ def test_short_stutter_recovered_stays_quiet_and_rejections_are_skipped():
     assert verdicts(StuckDetector(), events) == []
 
 
+def test_interleaved_repetition_fires_whatever_the_results():
+    """The same reply sent again and again between lookups: no identical streak and empty results, but a full
+    window of at most `distinct_share` distinct calls (`recurrence`)."""
+    s = Stream()
+    events = [s.start()]
+    for i in range(20):
+        events.append(s.tool("respond", {"text": "Could you confirm your order id?"}, ""))
+        events.append(s.tool("lookup", {"user": "u1", "page": i % 2}, f"orders page {i % 2}: #1{i % 2}"))
+    found = verdicts(StuckDetector(), events)
+    assert len(found) == 1
+    assert found[0].detail["distinct_calls"] <= 4 and found[0].detail["recurring_steps"] >= 1
+    assert found[0].step_index <= 12            # one full window in
+
+
+def test_edit_and_test_cycle_that_never_converges_fires():
+    """A new edit each time, the same test failing the same way (only its timing changes): the test call's
+    result does not move (`same_outputs`), though no call repeats in a row and most calls are new."""
+    s = Stream()
+    events = [s.start()]
+    for i in range(12):
+        events.append(s.tool("edit", {"file": "parser.py", "patch": f"attempt {i}: change line {10 + i}"},
+                             f"edited parser.py: {i + 3} lines changed"))
+        events.append(s.tool("bash", "pytest tests/test_parser.py",
+                             f"FAILED tests/test_parser.py::test_nested - AssertionError: 3 != 4 in {0.1 * i:.2f}s"))
+    found = verdicts(StuckDetector(), events)
+    assert len(found) == 1 and found[0].detail["same_outputs"] >= 8
+    assert found[0].tool_name == "bash"
+
+
+def test_rereading_a_file_later_is_not_recurrence():
+    s = Stream()
+    events = [s.start()]
+    for i in range(40):   # every fifth call re-reads the same file; the rest are new
+        call = ("read", {"path": "setup.py"}) if i % 5 == 0 else ("grep", {"q": f"symbol_{i}"})
+        events.append(s.tool(*call, f"match {chr(65 + i % 26)}{i} in module {i * 7}"))
+    assert verdicts(StuckDetector(), events) == []
+
+
 def test_state_is_per_run_and_released_at_run_end():
     det = StuckDetector()
     a, b = Stream("ra"), Stream("rb")

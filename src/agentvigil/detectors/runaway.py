@@ -39,6 +39,7 @@ CHECKPOINTS = (5, 10, 15, 20, 30, 40, 60, 80, 120, 160, 240, 320, 480, 640, 960,
 _CHECKPOINT_SET = frozenset(CHECKPOINTS)
 STATE_VERSION = 1
 MAX_AGENTS = 1000
+MAX_DISTINCT_CALLS = 4096   # per run: past this, every further call counts as new (bounded memory)
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,6 +50,7 @@ class RunawayPolicy:
     min_runs: int = 20            # completed runs needed (reaching the step, for spend) before judging
     baseline_runs: int = 200      # completed runs kept per agent
     limit_fraction: float = 0.8   # of the run's declared max_steps / max_cost_usd
+    limit_distinct: float = 0.75  # near max_steps, flag only a run with at most this share of distinct calls
     state_file: str | None = None
     slope_window: int = 8         # last calls' input tokens the context-growth slope is fitted on
     slope_factor: float = 2.0     # slope above this × the slope quantile at the same step
@@ -135,7 +137,7 @@ def _limits_by_checkpoint(series: Iterable[dict[int, float]], factor: float, p: 
 
 class _Run:
     __slots__ = ("steps", "cost", "tokens", "spend", "max_steps", "max_cost", "flagged", "inputs", "input_total",
-                 "slopes", "window")
+                 "slopes", "window", "calls")
 
     def __init__(self) -> None:
         self.steps = 0
@@ -149,6 +151,7 @@ class _Run:
         self.input_total = 0
         self.slopes: dict[int, float] = {}       # context slope at each checkpoint step
         self.window: float | None = None         # context window declared on run_start
+        self.calls: set[tuple[str | None, str | None]] | None = None   # distinct calls (runs with max_steps)
 
 
 class RunawayDetector:
@@ -172,6 +175,9 @@ class RunawayDetector:
         if kind == ev.TOOL_END:
             state = self._runs.get(event)
             state.steps += 1
+            calls = state.calls
+            if calls is not None and len(calls) < MAX_DISTINCT_CALLS:
+                calls.add((event.tool_name, event.args_hash))
             if state.flagged:
                 return None
             return self._check(event, state)
@@ -195,6 +201,8 @@ class RunawayDetector:
             state = self._runs.get(event)
             detail = event.detail or {}
             state.max_steps = _positive(detail.get("max_steps"))
+            if state.max_steps:
+                state.calls = set()
             state.max_cost = _positive(detail.get("max_cost_usd"))
             state.window = _positive(detail.get("context_window"))
             return None
@@ -244,7 +252,10 @@ class RunawayDetector:
     def _check(self, event: Event, state: _Run) -> list[Event] | None:
         p = self.policy
         steps = state.steps
-        if state.max_steps and steps >= p.limit_fraction * state.max_steps:
+        if state.max_steps and steps >= p.limit_fraction * state.max_steps and state.calls is not None \
+                and len(state.calls) <= p.limit_distinct * steps:
+            # A run near its step limit that still makes new calls mostly finishes in time (measured:
+            # docs/detection.md); one going over the same calls again will not.
             return self._fire(event, state, "step_limit", steps, state.max_steps)
         baseline = self._baselines.get(event.agent_id)
         if steps in _CHECKPOINT_SET:

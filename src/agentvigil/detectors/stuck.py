@@ -12,7 +12,9 @@ fixed window:
 Empty results (a write that prints nothing) carry little information and count for a fraction of a step.
 Rejected actions (unparsable or refused) are not tool calls and are skipped. The verdict fires once per run,
 when the score has stayed at or above ``on_score`` for ``hold`` consecutive results (hysteresis: it only
-resets below ``off_score``), so a short stutter the agent recovers from stays quiet.
+resets below ``off_score``), so a short stutter the agent recovers from stays quiet. Two conditions that
+already span several steps fire it too: recurrence (a full window of a few calls over and over, interleaved)
+and same outputs (one call returning a similar result again and again, other calls between).
 """
 
 from __future__ import annotations
@@ -28,11 +30,12 @@ from ..pipeline import detection
 from ._state import PerRun
 
 STUCK = "stuck"
+MAX_CALLS = 256   # distinct calls whose last result a run remembers (cleared when full: bounded memory)
 
 
 @dataclass(frozen=True, slots=True)
 class StuckPolicy:
-    window: int = 10            # recent results compared for novelty and entropy
+    window: int = 8             # recent results compared for novelty, entropy and recurrence
     on_score: float = 0.75      # a step at or above this counts toward the verdict
     off_score: float = 0.45     # below this the count resets (hysteresis)
     hold: int = 6               # consecutive steps at or above on_score before the verdict
@@ -41,11 +44,14 @@ class StuckPolicy:
     min_steps: int = 8          # no verdict before this many tool results
     similar: float = 0.9        # fingerprint similarity at or above which two results are "the same"
     empty_weight: float = 0.25  # how much an empty result counts toward streaks and the novelty average
+    distinct_share: float = 0.4  # a full window with at most this share of distinct calls is recurring
+    recurrence_hold: int = 1    # consecutive recurring windows before the verdict (the window already spans steps)
+    same_outputs: int = 8       # the same call returning a similar result this many times, other calls between
 
 
 class _Run:
     __slots__ = ("fps", "actions", "counts", "last_action", "streak", "err_fp", "err_kind", "errors", "novelty", "held",
-                 "steps", "fired", "last_hash")
+                 "steps", "fired", "last_hash", "recurring", "outputs", "stale")
 
     def __init__(self, window: int) -> None:
         self.fps: deque[int] = deque(maxlen=window)
@@ -61,6 +67,9 @@ class _Run:
         self.steps = 0
         self.fired = False
         self.last_hash: str | None = None
+        self.recurring = 0
+        self.outputs: dict[tuple[str | None, str | None], tuple[int, int]] = {}   # call -> (last fp, repeats)
+        self.stale = 0        # repeats of the latest call's similar result
 
 
 def _fp(value: str | None) -> int | None:
@@ -122,6 +131,7 @@ class StuckDetector:
         p = self.policy   # the per-event divisors, computed once (the same floats)
         self._streak_div = max(1.0, p.identical_calls - 1.0)
         self._errors_div = max(1.0, p.same_errors - 1.0)
+        self._recurring_max = int(p.distinct_share * p.window + 1e-9)   # distinct calls in a recurring window
 
     def feed(self, event: Event) -> list[Event] | None:
         state = self._runs.tool_result(event)
@@ -135,14 +145,30 @@ class StuckDetector:
             state.held += 1
         elif score < p.off_score:
             state.held = 0
-        if state.held < p.hold or state.steps < p.min_steps:
+        actions = state.actions
+        # recurrence: the window is a few calls over and over (interleaved, so no streak), whatever the results
+        if len(actions) == actions.maxlen and len(state.counts) <= self._recurring_max:
+            state.recurring += 1
+        else:
+            state.recurring = 0
+        if (state.held < p.hold and state.recurring < p.recurrence_hold and state.stale < p.same_outputs) \
+                or state.steps < p.min_steps:
             return None
         state.fired = True
         detail = {"score": round(score, 3), "held_steps": state.held, "steps": state.steps,
                   "novelty": round(state.novelty, 3), "entropy": round(_entropy(state.counts, len(state.actions)), 3),
-                  "identical_calls": round(state.streak, 2), "same_errors": round(state.errors, 2)}
-        return [detection(event, STUCK, detail,
-                          f"run stalled for {state.held} steps (stall score {score:.2f}, {state.steps} tool results)")]
+                  "identical_calls": round(state.streak, 2), "same_errors": round(state.errors, 2),
+                  "distinct_calls": len(state.counts), "recurring_steps": state.recurring,
+                  "same_outputs": state.stale}
+        if state.held >= p.hold:
+            message = f"run stalled for {state.held} steps (stall score {score:.2f}, {state.steps} tool results)"
+        elif state.stale >= p.same_outputs:
+            message = (f"the same call returned the same result {state.stale} times "
+                       f"({event.tool_name}, {state.steps} tool results)")
+        else:
+            message = (f"run repeating {len(state.counts)} distinct calls over its last {len(actions)} tool results "
+                       f"for {state.recurring} steps ({state.steps} tool results)")
+        return [detection(event, STUCK, detail, message)]
 
     def _score(self, s: _Run, event: Event) -> float:
         p = self.policy
@@ -175,6 +201,17 @@ class StuckDetector:
             else:
                 novelty = 1.0
             fps.append(fp)
+            # the same call's last result, whatever ran in between: an edit-and-test cycle whose test keeps
+            # failing the same way is not converging
+            outputs = s.outputs
+            last = outputs.get(action)
+            if last is not None and 1.0 - (fp ^ last[0]).bit_count() / 64.0 >= p.similar:
+                s.stale = last[1] + 1
+            else:
+                s.stale = 1
+                if last is None and len(outputs) >= MAX_CALLS:
+                    outputs.clear()
+            outputs[action] = (fp, s.stale)
         elif empty or event.result_hash is None:
             novelty = 0.5   # nothing to judge by: neither progress nor repetition
         else:
