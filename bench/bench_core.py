@@ -5,7 +5,8 @@ rounds, B first in odd ones), each batch's per-operation time is recorded, and w
 ratio of medians. The machines are shared and noisy, so means and separate runs would lie.
 
     --quick      fewer rounds (a smoke run, not for docs)
-    --only NAME  tracing | metrics | replay | import | render
+    --only NAME  tracing | metrics | parts | replay | import | render
+                 (parts: what each part of the tool call costs, for the "goals not met" floor)
 """
 
 from __future__ import annotations
@@ -168,6 +169,112 @@ def bench_tool_call_metrics_only(rounds: int, distinct: bool = False) -> tuple[f
         run.end()
 
 
+def bench_tool_call_parts(rounds: int) -> list[tuple[str, float]]:
+    """Each part of the benchmark's tool call on its own (µs, medians of alternating batches in one process), and
+    the same metrics path and SDK span run interleaved in one loop vs in two loops (what running them together
+    costs: the parts' sum is not the whole)."""
+    from opentelemetry import context as otel_context
+
+    from agentvigil import events as ev
+    from agentvigil.events import Event
+    from agentvigil.fingerprint import text_fingerprint
+    from agentvigil.pipeline import Pipeline
+    from agentvigil.scopes import ToolCall, _attach, _detach
+
+    provider = TracerProvider()
+    provider.add_span_processor(BatchSpanProcessor(DiscardExporter(), max_queue_size=100_000))
+    traced = agentvigil.Monitor("bench", registry=CollectorRegistry(), tracer_provider=provider, heartbeat=False)
+    plain = agentvigil.Monitor("bench", registry=CollectorRegistry(), tracer_provider=None, heartbeat=False)
+    run, run2 = traced.start_run(), plain.start_run()
+    step, step2 = run.start_step(), run2.start_step()
+    tracer, parent = traced.tracer, step._span
+    parent_ctx = trace.set_span_in_context(parent, otel_context.get_current())
+    spans = traced.pipeline.sinks[0]
+    prom = next(s for s in plain.pipeline.sinks if type(s).__name__ == "PrometheusSink")
+    judges = Pipeline(plain.pipeline.detectors, [])
+    attrs = {**SPAN_ATTRIBUTES, "gen_ai.agent.name": "bench"}
+    h = "0123456789abcdef"
+    end_event = Event(ev.TOOL_END, 1.0, "bench", None, run2.run_id, None, None, 1, "search", h, h, h, "ok", None, 1.0)
+    end_with_ids = Event(ev.TOOL_END, 1.0, "bench", None, run2.run_id, None, None, 1, "search", h, h, h, "ok", None,
+                         1.0, trace_id="0" * 32, span_id="1" * 16)
+    hashes = [codec.digest(r) for r in RESULTS]
+    judged = [Event(ev.TOOL_END, 1.0, "bench", None, "judged", None, None, 1, "search", codec.digest(ARGS[j]),
+                    hashes[j], text_fingerprint(RESULTS[j], hashes[j]), "ok", None, 1.0) for j in range(64)]
+    tool_call2 = run2.tool_call
+
+    def one_call(i: int) -> None:
+        with tool_call2("search", ARGS[i & 63]) as call:
+            call.set_result(RESULTS[i & 63])
+
+    def one_span() -> None:
+        span = tracer.start_span("execute_tool search", context=parent_ctx, attributes=dict(attrs))
+        _detach(_attach(span))
+        span.end()
+
+    def loop(body):  # type: ignore[no-untyped-def]
+        def run_n(n: int) -> None:
+            for i in range(n):
+                body(i)
+        return run_n
+
+    def interleaved(n: int) -> None:
+        for i in range(n):
+            one_call(i)
+            one_span()
+
+    def separate(n: int) -> None:
+        for i in range(n):
+            one_call(i)
+        for _ in range(n):
+            one_span()
+
+    def writers(i: int) -> None:
+        call = ToolCall(run, "search", None, None)
+        spans._tool_start(Event(ev.TOOL_START, 1.0, "bench", None, run.run_id, None, None, 1, "search", h, scope=call))
+        spans._tool_end(Event(ev.TOOL_END, 1.0, "bench", None, run.run_id, None, None, 1, "search", h, h, h, "ok",
+                              None, 1.0, scope=call))
+
+    def raw(i: int) -> None:   # the same objects and span, without our span writers
+        call = ToolCall(run, "search", None, None)
+        Event(ev.TOOL_START, 1.0, "bench", None, run.run_id, None, None, 1, "search", h, scope=call)
+        tracer.start_span("execute_tool search", context=parent_ctx, attributes=dict(attrs)).end()
+        Event(ev.TOOL_END, 1.0, "bench", None, run.run_id, None, None, 1, "search", h, h, h, "ok", None, 1.0,
+              scope=call)
+
+    parts = {
+        "bare baseline (tracing row)": _bare(trace.get_tracer("bench", tracer_provider=provider)),
+        "bare baseline (metrics-only row)": _bare(trace.NoOpTracer()),
+        "our tool call, tracing on": _tool_calls(run),
+        "our tool call, metrics only": _tool_calls(run2),
+        "digest of the arguments": loop(lambda i: codec.digest(ARGS[i & 63])),
+        "digest of the result": loop(lambda i: codec.digest(RESULTS[i & 63])),
+        "fingerprint (cache hit)": loop(lambda i: text_fingerprint(RESULTS[i & 63], hashes[i & 63])),
+        "building the tool_end Event": loop(lambda i: Event(ev.TOOL_END, time.time(), "bench", None, "r", None, None, 1,
+                                                            "search", h, h, h, "ok", None, 1.0, scope=None)),
+        "the seven tool_end detectors, through the pipeline": loop(lambda i: judges.emit(judged[i & 63])),
+        "Prometheus write": loop(lambda i: prom._tool_end(end_event)),
+        "Prometheus write with an exemplar": loop(lambda i: prom._tool_end(end_with_ids)),
+        "SDK span with our 5 attributes, attach/detach, end": loop(lambda i: one_span()),
+        "our span writers (tool_start + tool_end), span included": loop(writers),
+        "the same span and objects without our writers": loop(raw),
+        "metrics path + SDK span, interleaved in one loop": interleaved,
+        "metrics path + SDK span, in two loops": separate,
+    }
+    try:
+        for fn in parts.values():
+            fn(200)
+        times: dict[str, list[float]] = {name: [] for name in parts}
+        for r in range(rounds):
+            items = list(parts.items())
+            for name, fn in items if r % 2 else items[::-1]:
+                times[name].append(per_op(fn))
+        return [(name, statistics.median(t)) for name, t in times.items()]
+    finally:
+        for scope in (step, step2, run, run2):
+            scope.end()
+        provider.shutdown()
+
+
 def make_events_file(path: str, runs: int = 4000) -> int:
     lines = 0
     with open(path, "w") as fh:
@@ -278,7 +385,7 @@ def main() -> None:
     parser.add_argument("--only", action="append")
     opts = parser.parse_args()
     rounds = 11 if opts.quick else ROUNDS
-    only = set(opts.only or ("tracing", "metrics", "replay", "import", "render"))
+    only = set(opts.only or ("tracing", "metrics", "parts", "replay", "import", "render"))
     rows = []
     if "tracing" in only:
         a, b, r = bench_tool_call_tracing(rounds)
@@ -294,6 +401,9 @@ def main() -> None:
         a, b, r = bench_tool_call_metrics_only(rounds, distinct=True)
         rows.append(f"| (context) the same, arguments and results never repeating (no cache hits) | "
                     f"{a:.2f} µs vs {b:.2f} µs = **{r:.2f}×** | — | — |")
+    if "parts" in only:
+        for name, cost in bench_tool_call_parts(max(5, rounds // 3)):
+            rows.append(f"| (part) {name} | {cost:.2f} µs | — | — |")
     if "replay" in only:
         rates, lines, found = bench_replay(max(5, rounds // 3))
         for name, rate in rates.items():
