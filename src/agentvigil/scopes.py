@@ -390,7 +390,8 @@ class ToolCall(_Scope):
     started, and put on it only when content capture is on."""
 
     __slots__ = ("run", "name", "args_hash", "result_hash", "call_id", "_start", "_span", "_args", "_ended",
-                 "error_kind", "_otel_token", "detail", "_error", "status", "result_fingerprint", "_result")
+                 "error_kind", "_otel_token", "detail", "_error", "status", "result_fingerprint", "_result",
+                 "_span_ids")
 
     def __init__(self, run: Run, name: str, args: Any, call_id: str | None, detail: dict | None = None):
         self.detail = detail
@@ -409,6 +410,7 @@ class ToolCall(_Scope):
         self._error: BaseException | None = None
         self._start = 0.0
         self._result: Any = None   # kept for the span only when content capture is on
+        self._span_ids: Any = None   # the span's formatted (trace id, span id), from its start to its end
 
     def _begin(self, check: bool = True) -> None:
         run = self.run
@@ -431,12 +433,28 @@ class ToolCall(_Scope):
     def _finish(self, error: BaseException | None) -> None:
         self.end(error=error)
 
+    def __enter__(self) -> ToolCall:
+        # _Scope.__enter__ with _attach inlined: the hottest scope.
+        self._begin()
+        span = self._span
+        if span is not None:
+            try:
+                attach, _, in_context = _otel or _api()
+                self._otel_token = attach(in_context(span))
+            except Exception as exc:
+                internal_error("tracing", exc, self.run.monitor)
+        return self
+
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
                  tb: TracebackType | None) -> None:
-        # _Scope.__exit__ without the _finish hop: the hottest scope.
-        if self._otel_token is not None:
-            _detach(self._otel_token)
+        # _Scope.__exit__ without the _finish hop, _detach inlined.
+        token = self._otel_token
+        if token is not None:
             self._otel_token = None
+            try:
+                _otel[1](token)
+            except Exception as err:  # e.g. exited in another context than entered (not the agent's `exc`)
+                internal_error("context", err, self.run.monitor)
         self.end(None, exc)
 
     def set_result(self, result: Any) -> None:

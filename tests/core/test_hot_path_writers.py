@@ -110,3 +110,37 @@ def test_span_ids_match_their_formatted_properties(trace_ids, span_id, flags, ot
         if other_class:
             ctx = _Ctx(trace_id, span_id, ctx.is_valid, ctx.trace_flags.sampled)
         assert spans._format_ids(_Span(ctx)) == _by_properties(ctx)
+
+
+def test_a_failing_detach_still_ends_the_tool_call_with_the_agents_error(make_monitor, registry, monkeypatch):
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+    from agentvigil import scopes
+
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    mon = make_monitor(tracer_provider=provider)
+    run = mon.start_run()
+    with run.tool_call("warm", {"a": 1}):
+        pass
+    attach, _, in_context = scopes._otel
+
+    def broken_detach(token):
+        raise RuntimeError("detached in another context")
+
+    monkeypatch.setattr(scopes, "_otel", (attach, broken_detach, in_context))
+    try:
+        with run.tool_call("search", {"q": 1}):
+            raise KeyError("the agent's own error")
+    except KeyError as exc:
+        assert "the agent's own error" in str(exc)
+    else:
+        raise AssertionError("the agent's exception must pass through")
+    run.end()
+    errors = registry.get_sample_value("agentvigil_internal_errors_total", {"component": "context"})
+    assert errors == 1
+    failed = [s for s in exporter.get_finished_spans() if s.name == "execute_tool search"]
+    assert len(failed) == 1 and failed[0].status.status_code.name == "ERROR"

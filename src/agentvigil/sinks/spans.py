@@ -208,17 +208,20 @@ class SpanSink:
             raw = getattr(scope, "_args", None)
             if raw is not None:
                 a[attr.TOOL_CALL_ARGUMENTS] = json.dumps(raw, default=repr)[:8192]
-        # _open, inlined for the hottest span (the same steps, without the kind branch)
+        # _open, inlined for the hottest span (the same steps, without the kind branch); a ToolCall keeps its ids
         span = self.tracer.start_span(f"execute_tool {name}",
                                       context=self._context(run._current_step_span or run._span), attributes=a)
         scope._span = span
         ids = _format_ids(span)
         if ids[0] is not None:
             event.trace_id, event.span_id = ids
-        open_ids = self._open_ids
-        if len(open_ids) >= MAX_OPEN_IDS:
-            open_ids.clear()
-        open_ids[span] = ids
+        try:
+            scope._span_ids = ids
+        except AttributeError:   # another scope class: the bounded map
+            open_ids = self._open_ids
+            if len(open_ids) >= MAX_OPEN_IDS:
+                open_ids.clear()
+            open_ids[span] = ids
 
     def _tool_end(self, event: Event) -> None:
         scope = event.scope
@@ -226,7 +229,7 @@ class SpanSink:
             return
         span = scope._span
         if span is not None:
-            ids = self._open_ids.pop(span, None)   # _end_ids, inlined
+            ids = getattr(scope, "_span_ids", None) or self._open_ids.pop(span, None)   # _end_ids, inlined
             if ids is None:
                 _ids(span, event)
             elif ids[0] is not None:
