@@ -59,9 +59,9 @@ def read_events(path: str, stats: ReplayStats, unread: frozenset[str] = frozense
     prefixes = _unread_prefixes(unread)
     with open(path, "rb") as fh:
         for lineno, raw in enumerate(fh, 1):
-            if raw.startswith(b"\xef\xbb\xbf"):   # a BOM (of the file, or of a concatenated one): not data
-                raw = raw[3:]
             if raw[:1] != b"{":
+                if raw.startswith(b"\xef\xbb\xbf"):   # a BOM (of the file, or of a concatenated one): not data
+                    raw = raw[3:]
                 if not raw.strip():
                     continue
             elif prefixes and raw.startswith(prefixes) and (raw.endswith(b"}\n") or raw.endswith(b"}")) \
@@ -73,7 +73,8 @@ def read_events(path: str, stats: ReplayStats, unread: frozenset[str] = frozense
                     if scan is not None:
                         text = raw.decode("utf-8", "replace")
                         data, end = scan(text, 0)
-                        if end != len(text) and text[end:].strip(" \t\n\r"):
+                        last = len(text) - 1   # the usual line ends with its newline right after the value
+                        if end <= last and (end < last or text[last] != "\n") and text[end:].strip(" \t\n\r"):
                             raise ValueError("extra data")
                     else:
                         data = loads(raw)

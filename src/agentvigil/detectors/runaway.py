@@ -232,10 +232,17 @@ class RunawayDetector:
         if event.run_id is None and event.task_id is None:
             return None
         if kind == ev.TOOL_END:
-            state = self._runs.get(event)
-            state.steps += 1
+            runs = self._runs   # PerRun.get's shortcut, inlined: every tool result comes here
+            state = runs._last
+            if state is None or (event.run_id or event.task_id) != runs._rid or event.session_id != runs._sid:
+                state = runs.get(event)
+            steps = state.steps = state.steps + 1
             if state.flagged:
                 return None
+            if not state.max_steps and steps not in _CHECKPOINT_SET:   # only the length can be judged
+                baseline = self._baselines.get(event.agent_id)
+                if baseline is None or baseline.length_limit is None or not steps > baseline.length_limit:
+                    return None
             return self._check(event, state)
         if kind == ev.LLM_CALL:
             state = self._runs.get(event)
