@@ -5,7 +5,8 @@ import os
 import re
 from hashlib import blake2b
 
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from agentvigil import codec, events
 from agentvigil import events as ev

@@ -99,7 +99,7 @@ class _Baseline:
         self.spend_limits: dict[int, float] = {}
         self.slope_limits: dict[int, float] = {}
         self.stale = 0   # runs added since the thresholds were computed
-        self._lengths: list[int] = []
+        self._lengths: list[float] = []   # ints, sorted
         self._spend: dict[int, list[float]] = {cp: [] for cp in CHECKPOINTS}
         self._slopes: dict[int, list[float]] = {cp: [] for cp in CHECKPOINTS}
         self._sorted = True   # the three above hold exactly the values of ``runs``, sorted
