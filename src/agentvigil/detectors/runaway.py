@@ -107,6 +107,8 @@ class _Baseline:
     def push(self, steps: int, spend: dict[int, float], slopes: dict[int, float]) -> None:
         """Keep a completed run (the oldest goes when full), without recomputing the thresholds."""
         runs = self.runs
+        if runs.maxlen == 0:   # keeps nothing (as appending to it does)
+            return
         if self._sorted:
             if len(runs) == runs.maxlen:
                 old_steps, old_spend, old_slopes = runs[0]
