@@ -40,26 +40,41 @@ class ReplayStats:
             self.first_errors.append((path, lineno, reason, message[:200]))
 
 
-def read_events(path: str, stats: ReplayStats) -> Iterator[Event]:
+def _unread_prefixes(unread: frozenset[str]) -> tuple[bytes, ...]:
+    # The recorder writes event_type first, compactly (codec._as_dict follows the Event's field order).
+    return tuple(b'{"event_type":"' + t.encode() + b'",' for t in sorted(unread & ev.EVENT_TYPES))
+
+
+def read_events(path: str, stats: ReplayStats, unread: frozenset[str] = frozenset()) -> Iterator[Event]:
     """Yield the valid events of one NDJSON file; count the rest. A final line without a newline is judged
-    too (a recorder killed mid-write leaves one; it is counted as truncated if it does not decode)."""
+    too (a recorder killed mid-write leaves one; it is counted as truncated if it does not decode).
+
+    ``unread``: event types the caller drops. They are not yielded, and a line that plainly is one of them (as
+    the recorder writes it: ``{"event_type":"<type>",`` first, that key once, as many ``{`` as ``}``, ending
+    with ``}``) is counted as an event without being decoded: its other fields are not validated. Any other
+    line is decoded and validated in full (docs/events.md)."""
     loads = codec.loads
     # The stdlib decoder's work for the usual line (codec._loads_fallback), inlined: one call less per line.
     scan = codec._scan_once if loads is codec._loads_fallback else None
+    prefixes = _unread_prefixes(unread)
     with open(path, "rb") as fh:
-        lineno = 0
-        for raw in fh:
-            lineno += 1
-            if raw.startswith(b"\xef\xbb\xbf"):   # a BOM (of the file, or of a concatenated one): not data
-                raw = raw[3:]
-            if raw[:1] != b"{" and not raw.strip():   # a line starting with "{" is not blank: no copy to check
+        for lineno, raw in enumerate(fh, 1):
+            if raw[:1] != b"{":
+                if raw.startswith(b"\xef\xbb\xbf"):   # a BOM (of the file, or of a concatenated one): not data
+                    raw = raw[3:]
+                if not raw.strip():
+                    continue
+            elif prefixes and raw.startswith(prefixes) and (raw.endswith(b"}\n") or raw.endswith(b"}")) \
+                    and raw.count(b'"event_type"') == 1 and raw.count(b"{") == raw.count(b"}"):
+                stats.events += 1    # an unread type, complete as far as a byte count can tell: not decoded
                 continue
             try:
                 try:   # codec.decode's work for the usual line; decode itself classifies what fails
                     if scan is not None:
                         text = raw.decode("utf-8", "replace")
                         data, end = scan(text, 0)
-                        if end != len(text) and text[end:].strip(" \t\n\r"):
+                        last = len(text) - 1   # the usual line ends with its newline right after the value
+                        if end <= last and (end < last or text[last] != "\n") and text[end:].strip(" \t\n\r"):
                             raise ValueError("extra data")
                     else:
                         data = loads(raw)
@@ -70,7 +85,8 @@ def read_events(path: str, stats: ReplayStats) -> Iterator[Event]:
                 stats.skip(path, lineno, exc.reason, str(exc))
                 continue
             stats.events += 1
-            yield event
+            if event.event_type not in unread:
+                yield event
 
 
 def detection_record(event: Event) -> dict:
@@ -100,11 +116,11 @@ def replay(path: str, settings: object = None, stats: ReplayStats | None = None,
         meta = read_meta(events_path.rsplit("/", 1)[0]) if "/" in events_path else None
         started = meta.get("started_at") if meta else None
         pipeline = pipeline_for(settings, policy, metrics, started if isinstance(started, (int, float)) else None)
-        wanted = pipeline.wanted - {ev.DETECTION}   # e.g. tool_start: nothing to judge or write
-        for event in read_events(events_path, stats):
-            if event.event_type not in wanted:
-                continue
-            for verdict in pipeline.emit(event):
+        # e.g. tool_start: nothing to judge or write; recorded verdicts are re-derived, not re-fed
+        unread = ev.EVENT_TYPES - (pipeline.wanted - {ev.DETECTION})
+        emit = pipeline.emit
+        for event in read_events(events_path, stats, unread):
+            for verdict in emit(event):
                 stats.detections += 1
                 stats.by_detector[(verdict.session_id, verdict.detector)] += 1
                 yield detection_record(verdict)

@@ -2,9 +2,11 @@
 
 import json
 import os
+import re
 from hashlib import blake2b
 
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from agentvigil import codec, events
 from agentvigil import events as ev
@@ -226,21 +228,224 @@ def test_per_run_state_is_the_dict_of_runs(ops, limit):
         assert len(runs) == len(model)
 
 
-@settings(max_examples=100, deadline=None)
-@given(runs=st.lists(st.tuples(st.integers(1, 400), st.lists(st.floats(0, 10), max_size=12)), min_size=1,
-                     max_size=60))
-def test_runaway_thresholds_match_the_per_checkpoint_scan(runs):
+@settings(max_examples=150, deadline=None)
+@given(runs=st.lists(st.tuples(st.integers(1, 400), st.lists(st.floats(-1, 10), max_size=12),
+                               st.lists(st.one_of(st.floats(-600, 3000), st.just(float("nan"))), max_size=6)),
+                     min_size=1, max_size=60),
+       keep=st.integers(0, 25), extra=st.sampled_from([None, 7, 9999]))
+def test_runaway_thresholds_match_the_per_checkpoint_scan(runs, keep, extra):
+    """The baseline's sorted values (kept as runs come and go, the oldest leaving when full; a NaN, which only a
+    state file brings, turns them off) give the thresholds of one scan of the kept runs per checkpoint."""
     from agentvigil.detectors.runaway import CHECKPOINTS, RunawayPolicy, _Baseline, quantile
 
     p = RunawayPolicy(min_runs=3)
-    baseline = _Baseline(p.baseline_runs)
-    for steps, values in runs:
-        baseline.runs.append((steps, dict(zip(CHECKPOINTS, values, strict=False)), {}))
-    baseline.refresh(p)
-    expected = {}
-    for cp in CHECKPOINTS:   # the definition: one scan of the runs per checkpoint
-        values = sorted(s[cp] for _, s, _ in baseline.runs if cp in s)
-        if len(values) < p.min_runs:
-            break
-        expected[cp] = p.spend_factor * quantile(values, p.quantile)
-    assert baseline.spend_limits == (expected if len(baseline.runs) >= p.min_runs else {})
+    baseline = _Baseline(keep)
+    for i, (steps, spend, slopes) in enumerate(runs):
+        spend_at = dict(zip(CHECKPOINTS, spend, strict=False))
+        if extra is not None:
+            spend_at[extra] = 1.0   # a step that is not a checkpoint (a state file may carry one): never read
+        baseline.add(steps, spend_at, dict(zip(CHECKPOINTS, slopes, strict=False)), p)
+        if i % 3 == 0:
+            baseline.refresh(p)
+
+        def definition(index: int, factor: float, floor: float) -> dict:
+            expected = {}
+            for cp in CHECKPOINTS:   # one scan of the runs per checkpoint
+                values = sorted(r[index][cp] for r in baseline.runs if cp in r[index])
+                if len(values) < p.min_runs:
+                    break
+                expected[cp] = max(floor, factor * quantile(values, p.quantile))
+            return expected
+
+        if len(baseline.runs) < p.min_runs:
+            assert (baseline.length_limit, baseline.spend_limits, baseline.slope_limits) == (None, {}, {})
+        elif baseline.stale == 0:
+            assert baseline.length_limit == p.length_factor * quantile(sorted(r[0] for r in baseline.runs), p.quantile)
+            assert baseline.spend_limits == definition(1, p.spend_factor, 0.0)
+            assert repr(baseline.slope_limits) == repr(definition(2, p.slope_factor, p.min_slope))   # NaN-safe
+
+
+# -- the stuck detector against its definition (the score with min()/max(), state looked up per call) --------
+
+
+class _StuckDefinition:
+    """StuckDetector as it was written before its hot path was inlined (kept here as the definition)."""
+
+    def __init__(self, policy):
+        from agentvigil.detectors._state import PerRun
+        from agentvigil.detectors.stuck import _Run
+
+        self.policy = policy
+        self._runs = PerRun(lambda: _Run(policy.window))
+
+    def feed(self, event):
+        from agentvigil.detectors.stuck import _entropy
+
+        state = self._runs.tool_result(event)
+        if state is None or state.fired:
+            return None
+        score = self._score(state, event)
+        p = self.policy
+        if score >= p.on_score:
+            state.held += 1
+        elif score < p.off_score:
+            state.held = 0
+        if state.held < p.hold or state.steps < p.min_steps:
+            return None
+        state.fired = True
+        return [(event.run_id, state.steps, score, state.novelty, _entropy(state.counts, len(state.actions)),
+                 state.streak, state.errors)]
+
+    def _score(self, s, event):
+        from agentvigil.detectors.stuck import EMPTY, _entropy, _fp_int
+
+        p = self.policy
+        s.steps += 1
+        result_fp = event.result_fingerprint
+        empty = result_fp == EMPTY
+        weight = p.empty_weight if empty else 1.0
+        action = (event.tool_name, event.args_hash)
+        s.streak = s.streak + weight if action == s.last_action else weight
+        s.last_action = action
+        if len(s.actions) == s.actions.maxlen:
+            old = s.actions[0]
+            s.counts[old] -= 1
+            if not s.counts[old]:
+                del s.counts[old]
+        s.actions.append(action)
+        s.counts[action] = s.counts.get(action, 0) + 1
+        fp = None if result_fp is None or empty else _fp_int(result_fp)
+        if fp is not None:
+            if s.fps:
+                best = max(1.0 - (fp ^ f).bit_count() / 64.0 for f in s.fps)
+                novelty = min(1.0, max(0.0, (p.similar - best) / (p.similar - 0.5)))
+            else:
+                novelty = 1.0
+            s.fps.append(fp)
+        elif empty or event.result_hash is None:
+            novelty = 0.5
+        else:
+            novelty = 0.0 if event.result_hash == s.last_hash else 1.0
+        s.last_hash = event.result_hash
+        s.novelty += 0.3 * weight * (novelty - s.novelty)
+        if event.status == "error":
+            same = (fp is not None and s.err_fp is not None and 1.0 - (fp ^ s.err_fp).bit_count() / 64.0 >= p.similar) \
+                or (fp is None and event.error_kind is not None and event.error_kind == s.err_kind)
+            s.errors = s.errors + 1.0 if same else 1.0
+            s.err_fp, s.err_kind = fp, event.error_kind
+        elif novelty > 0.5 and not empty:
+            s.errors = 0.0
+        repetition = 1.0 - s.novelty
+        if repetition >= p.off_score:
+            repetition *= 0.6 + 0.4 * (1.0 - _entropy(s.counts, len(s.actions)))
+        streak = min(1.0, (s.streak - 1.0) / max(1.0, p.identical_calls - 1.0))
+        errors = min(1.0, (s.errors - 1.0) / max(1.0, p.same_errors - 1.0))
+        return max(repetition, streak, errors)
+
+
+_FPS = ["%016x" % v for v in (0, 1, 3, 0xFFFF, 0xFFFF0000FFFF0000, 2**64 - 1, 0x8000000000000001)] + ["zz"]
+
+
+@settings(max_examples=300, deadline=None)
+@given(stream=st.lists(st.tuples(st.sampled_from(["tool_end"] * 12 + ["run_end"]), st.sampled_from(["r1", "r2"]),
+                                 st.sampled_from(["a", "b", None]), st.sampled_from(["x", "y", None]),
+                                 st.sampled_from(_FPS + [None]), st.sampled_from(["p", "q", None]),
+                                 st.sampled_from(["ok", "ok", "error", "rejected"]), st.sampled_from(["E", None])),
+                       max_size=150),
+       on=st.sampled_from([0.0, 0.5, 0.75, 1.0]), off=st.sampled_from([-0.1, 0.0, 0.45, 0.9]),
+       hold=st.integers(1, 6), min_steps=st.integers(0, 8), identical=st.integers(0, 6), same=st.integers(0, 5),
+       similar=st.sampled_from([0.6, 0.9, 1.0]), empty_weight=st.sampled_from([0.0, 0.25, 1.0]),
+       window=st.integers(1, 10))
+def test_stuck_detector_matches_its_definition(stream, on, off, hold, min_steps, identical, same, similar,
+                                               empty_weight, window):
+    from agentvigil.detectors.stuck import StuckDetector, StuckPolicy
+
+    # The score path against its definition; recurrence and same outputs (verdicts that bypass the score) are
+    # turned off here and tested on their own in tests/detection/test_stuck.py.
+    policy = StuckPolicy(window=window, on_score=on, off_score=off, hold=hold, identical_calls=identical,
+                         same_errors=same, min_steps=min_steps, similar=similar, empty_weight=empty_weight,
+                         distinct_share=0.0, same_outputs=10**9)
+    ours, definition = StuckDetector(policy), _StuckDefinition(policy)
+    for kind, run, tool, args, fp, result, status, kind_of_error in stream:
+        event = Event(kind, 1.0, run_id=run, tool_name=tool, args_hash=args, result_fingerprint=fp,
+                      result_hash=result, status=status, error_kind=kind_of_error)
+        got, want = ours.feed(event), definition.feed(event)
+        if want is None:
+            assert got is None
+            continue
+        [(_, steps, score, novelty, entropy, streak, errors)] = want
+        [verdict] = got
+        scored = {k: verdict.detail[k] for k in ("score", "held_steps", "steps", "novelty", "entropy",
+                                                 "identical_calls", "same_errors")}
+        assert verdict.run_id == run and scored == {
+            "score": round(score, 3), "held_steps": verdict.detail["held_steps"], "steps": steps,
+            "novelty": round(novelty, 3), "entropy": round(entropy, 3), "identical_calls": round(streak, 2),
+            "same_errors": round(errors, 2)}
+        assert repr(verdict.detail["score"]) == repr(round(score, 3))   # -0.0 and 0.0 alike
+
+
+# -- replay's reader: unread types counted without decoding, exactly as documented -----------------------------
+
+
+def _plainly(line: bytes, unread: frozenset) -> bool:
+    """docs/events.md: the type first as the recorder writes it, that key once, braces balanced, ends with }."""
+    return any(line.startswith(b'{"event_type":"' + t.encode() + b'",') for t in unread) \
+        and line.rstrip(b"\n").endswith(b"}") and line.count(b'"event_type"') == 1 \
+        and line.count(b"{") == line.count(b"}") and (line.endswith(b"}") or line.endswith(b"}\n"))
+
+
+_reader_events = st.builds(
+    Event, st.sampled_from(sorted(ev.EVENT_TYPES)), st.floats(1e9, 2e9),
+    run_id=st.sampled_from(["r1", "r{", None]), tool_name=st.sampled_from(["bash", "ed}it", None]),
+    step_index=st.sampled_from([1, None]), status=st.sampled_from(["ok", "error", None]),
+    detail=st.sampled_from([None, {"command": "ls"}, {"command": "}"}, {"a": {"b": 1}}]))
+
+
+@settings(max_examples=300, deadline=None)
+@given(items=st.lists(st.tuples(_reader_events, st.sampled_from(["line", "cut", "bad_ts", "again", "spaced"]),
+                                st.integers(0, 400)), max_size=20),
+       unread=st.sets(st.sampled_from(sorted(ev.EVENT_TYPES))), final_newline=st.booleans())
+def test_replay_reader_counts_unread_lines_as_documented(tmp_path_factory, items, unread, final_newline):
+    from agentvigil.replay import ReplayStats, read_events
+
+    unread = frozenset(unread)
+    lines = []
+    for event, how, cut in items:
+        line = codec.encode_bytes(event)
+        if how == "cut":
+            line = line[:cut % (len(line) + 1)]
+        elif how == "bad_ts":   # a bad field: a counted skip when decoded, not looked at when plainly unread
+            line = re.sub(rb'"ts":[^,}]*', b'"ts":"x"', line, count=1)
+        elif how == "again":
+            line = line[:-1] + b',"event_type":"tool_end"}'
+        elif how == "spaced":
+            line = json.dumps(event.to_dict()).encode()
+        lines.append(line)
+    path = os.path.join(tmp_path_factory.mktemp("s"), "events.ndjson")
+    with open(path, "wb") as fh:
+        fh.write(b"\n".join(lines) + (b"\n" if final_newline else b""))
+    stats = ReplayStats()
+    got = list(read_events(path, stats, unread))
+    want, counted, skipped = [], 0, 0
+    for i, line in enumerate(lines):
+        raw = line + b"\n" if final_newline or i < len(lines) - 1 else line
+        if not raw.strip():
+            continue
+        if _plainly(raw, unread):
+            counted += 1   # not decoded: whatever its other fields hold
+            continue
+        try:
+            event = codec.decode(raw)   # everything else: decoded and validated in full, as without ``unread``
+        except InvalidEvent:
+            skipped += 1
+            continue
+        counted += 1
+        if event.event_type not in unread:
+            want.append(event)
+    assert got == want
+    assert stats.events == counted and sum(stats.skipped.values()) == skipped
+    # a line cut short is never taken for a complete one when none of its strings holds a brace
+    for (event, how, _), line in zip(items, lines, strict=True):
+        full = codec.encode_bytes(event)
+        if how == "cut" and _plainly(line + b"\n", unread) and full.count(b"{") + full.count(b"}") == 2:
+            assert line == full

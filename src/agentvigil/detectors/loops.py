@@ -19,9 +19,13 @@ class LoopDetector:
         self._runs: PerRun[LoopState] = PerRun(lambda: LoopState(self.policy))
 
     def feed(self, event: Event) -> list[Event] | None:
-        state = self._runs.tool_result(event)
-        if state is None:
+        runs = self._runs
+        if event.event_type == ev.RUN_END or event.status == "rejected":
+            runs.tool_result(event)   # forgets the run at its end
             return None
+        state = runs._last   # PerRun.tool_result's shortcut, inlined: every tool result comes here
+        if state is None or (event.run_id or event.task_id) != runs._rid or event.session_id != runs._sid:
+            state = runs.get(event)
         found = state.observe(event.tool_name or "?", event.args_hash, event.result_hash)
         return [detection(event, name, detail) for name, detail in found] if found else None
 

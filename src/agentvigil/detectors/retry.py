@@ -26,6 +26,8 @@ class RetryDetector:
             self._runs.pop(event)
             return None
         if event.status != "error":
+            if not self._runs._states:   # no run has a failure on record: nothing to clear (the usual case)
+                return None
             fails = self._runs.peek(event)   # a success clears the command's failures; most runs have none
             if fails:
                 fails.pop((event.tool_name, event.args_hash or command_of(event.detail)), None)

@@ -52,6 +52,8 @@ class RunLimitDetector:
                     if len(self._timed) > MAX_OPEN_RUNS:   # runs that never end: oldest first, as PerRun
                         self._timed.pop(next(iter(self._timed)))
             return None
+        if not self._runs._states:   # no run declared a limit (the usual case): nothing to judge
+            return None
         found = self._runs.peek(event)
         if found is None:
             return None

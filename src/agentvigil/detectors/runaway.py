@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import json
 import os
+from bisect import bisect_left, insort
 from collections import deque
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -83,9 +84,15 @@ def quantile(sorted_values: list[float], q: float) -> float:
 
 
 class _Baseline:
-    """One agent's completed runs, and the thresholds derived from them (recomputed per completed run)."""
+    """One agent's completed runs, and the thresholds derived from them (recomputed per completed run).
 
-    __slots__ = ("runs", "length_limit", "spend_limits", "slope_limits", "stale")
+    The values the quantiles are taken of (lengths, spend and slope at each checkpoint) are also kept sorted as
+    runs come and go (bisect), so a refresh reads them instead of collecting and sorting them again: the same
+    multiset of floats, sorted, hence the same quantiles. A NaN (only a state file can bring one) has no place
+    in a sorted list: from then on the lists are dropped and each refresh collects and sorts, as before."""
+
+    __slots__ = ("runs", "length_limit", "spend_limits", "slope_limits", "stale", "_lengths", "_spend", "_slopes",
+                 "_sorted")
 
     def __init__(self, keep: int) -> None:
         # (length, spend by checkpoint, context slope by checkpoint)
@@ -94,9 +101,31 @@ class _Baseline:
         self.spend_limits: dict[int, float] = {}
         self.slope_limits: dict[int, float] = {}
         self.stale = 0   # runs added since the thresholds were computed
+        self._lengths: list[float] = []   # ints, sorted
+        self._spend: dict[int, list[float]] = {cp: [] for cp in CHECKPOINTS}
+        self._slopes: dict[int, list[float]] = {cp: [] for cp in CHECKPOINTS}
+        self._sorted = True   # the three above hold exactly the values of ``runs``, sorted
+
+    def push(self, steps: int, spend: dict[int, float], slopes: dict[int, float]) -> None:
+        """Keep a completed run (the oldest goes when full), without recomputing the thresholds."""
+        runs = self.runs
+        if runs.maxlen == 0:   # keeps nothing (as appending to it does)
+            return
+        if self._sorted:
+            if len(runs) == runs.maxlen:
+                old_steps, old_spend, old_slopes = runs[0]
+                del self._lengths[bisect_left(self._lengths, old_steps)]
+                _discard(self._spend, old_spend)
+                _discard(self._slopes, old_slopes)
+            if _insert(self._spend, spend) and _insert(self._slopes, slopes):
+                insort(self._lengths, steps)
+            else:
+                self._sorted = False
+                self._lengths, self._spend, self._slopes = [], {}, {}
+        runs.append((steps, spend, slopes))
 
     def add(self, steps: int, spend: dict[int, float], slopes: dict[int, float], p: RunawayPolicy) -> None:
-        self.runs.append((steps, spend, slopes))
+        self.push(steps, spend, slopes)
         self.stale += 1
         # Quantiles move slowly: recompute after each run while the baseline is small, then every 5 % of it,
         # which keeps the per-event cost O(1) amortised.
@@ -108,9 +137,44 @@ class _Baseline:
         if len(self.runs) < p.min_runs:
             self.length_limit, self.spend_limits, self.slope_limits = None, {}, {}
             return
+        if self._sorted:
+            self.length_limit = p.length_factor * quantile(self._lengths, p.quantile)
+            self.spend_limits = _limits_from_sorted(self._spend, p.spend_factor, p, 0.0)
+            self.slope_limits = _limits_from_sorted(self._slopes, p.slope_factor, p, p.min_slope)
+            return
         self.length_limit = p.length_factor * quantile(sorted(r[0] for r in self.runs), p.quantile)
         self.spend_limits = _limits_by_checkpoint((r[1] for r in self.runs), p.spend_factor, p, 0.0)
         self.slope_limits = _limits_by_checkpoint((r[2] for r in self.runs), p.slope_factor, p, p.min_slope)
+
+
+def _insert(sorted_by_checkpoint: dict[int, list[float]], values_at: dict[int, float]) -> bool:
+    """Insert a run's checkpoint values into the sorted lists; False (nothing inserted) if one is NaN."""
+    for value in values_at.values():
+        if value != value:
+            return False
+    for cp, value in values_at.items():
+        values = sorted_by_checkpoint.get(cp)
+        if values is not None:   # a state file may carry other steps: no threshold reads them
+            insort(values, value)
+    return True
+
+
+def _discard(sorted_by_checkpoint: dict[int, list[float]], values_at: dict[int, float]) -> None:
+    for cp, value in values_at.items():
+        values = sorted_by_checkpoint.get(cp)
+        if values is not None:
+            del values[bisect_left(values, value)]   # an equal float: the same multiset either way
+
+
+def _limits_from_sorted(sorted_by_checkpoint: dict[int, list[float]], factor: float, p: RunawayPolicy,
+                        floor: float) -> dict[int, float]:
+    limits = {}
+    for cp in CHECKPOINTS:
+        values = sorted_by_checkpoint[cp]
+        if len(values) < p.min_runs:
+            break
+        limits[cp] = max(floor, factor * quantile(values, p.quantile))
+    return limits
 
 
 def _limits_by_checkpoint(series: Iterable[dict[int, float]], factor: float, p: RunawayPolicy,
@@ -173,13 +237,20 @@ class RunawayDetector:
         if event.run_id is None and event.task_id is None:
             return None
         if kind == ev.TOOL_END:
-            state = self._runs.get(event)
-            state.steps += 1
+            runs = self._runs   # PerRun.get's shortcut, inlined: every tool result comes here
+            state = runs._last
+            if state is None or (event.run_id or event.task_id) != runs._rid or event.session_id != runs._sid:
+                state = runs.get(event)
+            steps = state.steps = state.steps + 1
             calls = state.calls
             if calls is not None and len(calls) < MAX_DISTINCT_CALLS:
                 calls.add((event.tool_name, event.args_hash))
             if state.flagged:
                 return None
+            if not state.max_steps and steps not in _CHECKPOINT_SET:   # only the length can be judged
+                baseline = self._baselines.get(event.agent_id)
+                if baseline is None or baseline.length_limit is None or not steps > baseline.length_limit:
+                    return None
             return self._check(event, state)
         if kind == ev.LLM_CALL:
             state = self._runs.get(event)
@@ -316,8 +387,8 @@ class RunawayDetector:
                 for steps, spend, *rest in body.get("runs", []):
                     # files written before the context slope have two fields per run
                     slopes = rest[0] if rest else {}
-                    baseline.runs.append((int(steps), {int(k): float(v) for k, v in spend.items()},
-                                          {int(k): float(v) for k, v in slopes.items()}))
+                    baseline.push(int(steps), {int(k): float(v) for k, v in spend.items()},
+                                  {int(k): float(v) for k, v in slopes.items()})
                 baseline.refresh(self.policy)
                 key = None if agent == "" else agent
                 self._baselines[key] = baseline

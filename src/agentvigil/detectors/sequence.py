@@ -42,15 +42,24 @@ class SequenceDetector:
         self.max_repeats = max_repeats
         self.longest = max(longest or 2 * sequence_length, sequence_length)
         self._lengths = range(sequence_length, self.longest + 1)
+        self._zeros = [0] * (self.longest + 1)
         self._runs: PerRun[_History] = PerRun(lambda: _History(self.longest * self.max_repeats, self.longest),
                                               limit=1000)
 
     def feed(self, event: Event) -> list[Event] | None:
-        state = self._runs.tool_result(event)
-        if state is None:
+        runs = self._runs
+        if event.event_type == ev.RUN_END or event.status == "rejected":
+            runs.tool_result(event)   # forgets the run at its end
             return None
+        state = runs._last   # PerRun.tool_result's shortcut, inlined: every tool result comes here
+        if state is None or (event.run_id or event.task_id) != runs._rid or event.session_id != runs._sid:
+            state = runs.get(event)
         calls, matches = state.calls, state.matches
         call = (event.tool_name or "?", event.args_hash or (command_of(event.detail) if event.detail else None))
+        if call not in calls:   # the usual new call: it equals none of the calls L before it, every count restarts
+            calls.append(call)
+            matches[:] = self._zeros
+            return None
         calls.append(call)
         size = len(calls)
         n = self.max_repeats

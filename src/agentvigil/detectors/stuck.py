@@ -131,46 +131,22 @@ class StuckDetector:
         p = self.policy   # the per-event divisors, computed once (the same floats)
         self._streak_div = max(1.0, p.identical_calls - 1.0)
         self._errors_div = max(1.0, p.same_errors - 1.0)
+        self._novelty_div = p.similar - 0.5
         self._recurring_max = int(p.distinct_share * p.window + 1e-9)   # distinct calls in a recurring window
 
     def feed(self, event: Event) -> list[Event] | None:
-        state = self._runs.tool_result(event)
-        if state is None:
+        # Hot (every tool result): PerRun.tool_result's shortcut and the score are inlined, and min()/max() of
+        # two or three floats are written out as comparisons in the order the builtins make them (the first of
+        # equal values wins), so every float is the one they return.
+        runs = self._runs
+        if event.event_type == ev.RUN_END or event.status == "rejected":
+            runs.tool_result(event)   # forgets the run at its end
             return None
-        if state.fired:
+        s = runs._last
+        if s is None or (event.run_id or event.task_id) != runs._rid or event.session_id != runs._sid:
+            s = runs.get(event)
+        if s.fired:
             return None
-        score = self._score(state, event)
-        p = self.policy
-        if score >= p.on_score:
-            state.held += 1
-        elif score < p.off_score:
-            state.held = 0
-        actions = state.actions
-        # recurrence: the window is a few calls over and over (interleaved, so no streak), whatever the results
-        if len(actions) == actions.maxlen and len(state.counts) <= self._recurring_max:
-            state.recurring += 1
-        else:
-            state.recurring = 0
-        if (state.held < p.hold and state.recurring < p.recurrence_hold and state.stale < p.same_outputs) \
-                or state.steps < p.min_steps:
-            return None
-        state.fired = True
-        detail = {"score": round(score, 3), "held_steps": state.held, "steps": state.steps,
-                  "novelty": round(state.novelty, 3), "entropy": round(_entropy(state.counts, len(state.actions)), 3),
-                  "identical_calls": round(state.streak, 2), "same_errors": round(state.errors, 2),
-                  "distinct_calls": len(state.counts), "recurring_steps": state.recurring,
-                  "same_outputs": state.stale}
-        if state.held >= p.hold:
-            message = f"run stalled for {state.held} steps (stall score {score:.2f}, {state.steps} tool results)"
-        elif state.stale >= p.same_outputs:
-            message = (f"the same call returned the same result {state.stale} times "
-                       f"({event.tool_name}, {state.steps} tool results)")
-        else:
-            message = (f"run repeating {len(state.counts)} distinct calls over its last {len(actions)} tool results "
-                       f"for {state.recurring} steps ({state.steps} tool results)")
-        return [detection(event, STUCK, detail, message)]
-
-    def _score(self, s: _Run, event: Event) -> float:
         p = self.policy
         s.steps += 1
         result_fp = event.result_fingerprint
@@ -191,13 +167,18 @@ class StuckDetector:
         counts[action] = counts.get(action, 0) + 1
 
         fp = None if result_fp is None or empty else _fp_int(result_fp)   # a recording without fingerprints: no call
+        result_hash = event.result_hash
         if fp is not None:
             fps = s.fps
             if fps:
                 # the most similar recent result: the fewest differing bits (an identical one is the usual case)
                 best = 1.0 if fp in fps else 1.0 - min(map(int.bit_count, map(fp.__xor__, fps))) / 64.0
                 # unrelated fingerprints sit near 0.5 similarity: map [0.5, similar] onto novelty [1, 0]
-                novelty = min(1.0, max(0.0, (p.similar - best) / (p.similar - 0.5)))
+                novelty = (p.similar - best) / self._novelty_div
+                if not novelty > 0.0:
+                    novelty = 0.0
+                if not novelty < 1.0:
+                    novelty = 1.0
             else:
                 novelty = 1.0
             fps.append(fp)
@@ -212,11 +193,11 @@ class StuckDetector:
                 if last is None and len(outputs) >= MAX_CALLS:
                     outputs.clear()
             outputs[action] = (fp, s.stale)
-        elif empty or event.result_hash is None:
+        elif empty or result_hash is None:
             novelty = 0.5   # nothing to judge by: neither progress nor repetition
         else:
-            novelty = 0.0 if event.result_hash == s.last_hash else 1.0   # results recorded without fingerprint
-        s.last_hash = event.result_hash
+            novelty = 0.0 if result_hash == s.last_hash else 1.0   # results recorded without fingerprint
+        s.last_hash = result_hash
         s.novelty += 0.3 * weight * (novelty - s.novelty)
 
         if event.status == "error":
@@ -227,12 +208,47 @@ class StuckDetector:
         elif novelty > 0.5 and not empty:
             s.errors = 0.0
 
-        repetition = 1.0 - s.novelty
-        if repetition >= p.off_score:   # entropy can only lower it: skip the O(window) count otherwise
-            repetition *= 0.6 + 0.4 * (1.0 - _entropy(counts, len(actions)))
-        streak = min(1.0, (s.streak - 1.0) / self._streak_div)
-        errors = min(1.0, (s.errors - 1.0) / self._errors_div)
-        return max(repetition, streak, errors)
+        score = 1.0 - s.novelty   # repetition
+        if score >= p.off_score:   # entropy can only lower it: skip the O(window) count otherwise
+            score *= 0.6 + 0.4 * (1.0 - _entropy(counts, len(actions)))
+        streak = (s.streak - 1.0) / self._streak_div
+        if streak < 1.0:
+            if streak > score:
+                score = streak
+        elif 1.0 > score:
+            score = 1.0
+        errors = (s.errors - 1.0) / self._errors_div
+        if errors < 1.0:
+            if errors > score:
+                score = errors
+        elif 1.0 > score:
+            score = 1.0
+
+        if score >= p.on_score:
+            s.held += 1
+        elif score < p.off_score:
+            s.held = 0
+        # recurrence: the window is a few calls over and over (interleaved, so no streak), whatever the results
+        if len(actions) == actions.maxlen and len(counts) <= self._recurring_max:
+            s.recurring += 1
+        else:
+            s.recurring = 0
+        if (s.held < p.hold and s.recurring < p.recurrence_hold and s.stale < p.same_outputs) \
+                or s.steps < p.min_steps:
+            return None
+        s.fired = True
+        detail = {"score": round(score, 3), "held_steps": s.held, "steps": s.steps,
+                  "novelty": round(s.novelty, 3), "entropy": round(_entropy(counts, len(actions)), 3),
+                  "identical_calls": round(s.streak, 2), "same_errors": round(s.errors, 2),
+                  "distinct_calls": len(counts), "recurring_steps": s.recurring, "same_outputs": s.stale}
+        if s.held >= p.hold:
+            message = f"run stalled for {s.held} steps (stall score {score:.2f}, {s.steps} tool results)"
+        elif s.stale >= p.same_outputs:
+            message = f"the same call returned the same result {s.stale} times ({event.tool_name}, {s.steps} tool results)"
+        else:
+            message = (f"run repeating {len(counts)} distinct calls over its last {len(actions)} tool results "
+                       f"for {s.recurring} steps ({s.steps} tool results)")
+        return [detection(event, STUCK, detail, message)]
 
     def tick(self, now: float) -> None:
         return None

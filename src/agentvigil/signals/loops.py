@@ -60,23 +60,25 @@ class LoopState:
         policy = self.policy
         if tool in policy.ignore_tools:
             return []
-        self._index += 1
-        index = self._index
+        index = self._index = self._index + 1
         symbol = f"{tool}\x1f{args_hash}"
         found: list[tuple[str, dict]] = []
+        window, max_repeats = policy.window, policy.max_repeats
 
         # repeat_call: chain only if nothing made progress since this symbol's last occurrence.
-        entry = self._calls.get(symbol)
-        if entry is None or index - entry[1] > policy.window:
-            self._progress += 1
-            entry = self._calls[symbol] = [1, index, self._progress, result_hash]
+        calls = self._calls
+        entry = calls.get(symbol)
+        if entry is None or index - entry[1] > window:
+            progress = self._progress = self._progress + 1
+            entry = calls[symbol] = [1, index, progress, result_hash]
         elif result_hash is not None and entry[3] is not None and result_hash != entry[3]:
-            self._progress += 1  # same call, new answer: the world changed
-            entry[0], entry[1], entry[2], entry[3] = 1, index, self._progress, result_hash
+            progress = self._progress = self._progress + 1  # same call, new answer: the world changed
+            entry[0], entry[1], entry[2], entry[3] = 1, index, progress, result_hash
         else:
-            entry[0] = entry[0] + 1 if entry[2] == self._progress else 1
-            entry[1], entry[2], entry[3] = index, self._progress, result_hash
-        repeat_fired = entry[0] >= policy.max_repeats
+            progress = self._progress
+            entry[0] = entry[0] + 1 if entry[2] == progress else 1
+            entry[1], entry[2], entry[3] = index, progress, result_hash
+        repeat_fired = entry[0] >= max_repeats
         if repeat_fired:
             entry[0] = 0
 
@@ -84,13 +86,14 @@ class LoopState:
         same_fired = False
         if result_hash is not None:
             key = (symbol, result_hash)
-            hit = self._results.get(key)
-            if hit is None or index - hit[1] > policy.window:
-                hit = self._results[key] = [1, index]
+            results = self._results
+            hit = results.get(key)
+            if hit is None or index - hit[1] > window:
+                hit = results[key] = [1, index]
             else:
                 hit[0] += 1
                 hit[1] = index
-            if hit[0] >= policy.max_repeats:
+            if hit[0] >= max_repeats:
                 same_fired = True
                 hit[0] = 0
         if same_fired:
@@ -121,7 +124,7 @@ class LoopState:
                 else:
                     runs[length] = 0
 
-        if len(self._calls) > 4 * policy.window:
+        if len(calls) > 4 * window:
             self._prune(index)
         return found
 
