@@ -303,7 +303,7 @@ class Builder:
             self.group("agentvigil-cache", self.cache_alerts()),
             self.group("agentvigil-breaker", self.breaker_alerts()),
             self.group("agentvigil-budget", self.budget_alerts() + self.run_limit_alerts()),
-            self.group("agentvigil-loops", self.loop_alerts()),
+            self.group("agentvigil-loops", self.loop_alerts() + self.verdict_alerts()),
             self.group("agentvigil-tools", self.tool_alerts()),
             self.group("agentvigil-liveness", self.liveness_alerts() + self.replica_alerts()),
             self.group("agentvigil-correlation", self.correlated_alerts()),
@@ -472,6 +472,38 @@ class Builder:
                 f"""
                 Agent {{{{ $labels.agent }}}} had {{{{ $value | humanize }}}} loop detections per completed run
                 over {self.w['loops']} (threshold {loop['max_per_run']}; +Inf means detections but no completed run).
+                """,
+            ),
+        ]
+
+    def verdict_alerts(self) -> list[dict]:
+        """The two verdicts to alert on (docs/detection.md): one alert each, counted like run limits."""
+        stuck, runaway = self.a("AgentRunStuck"), self.a("AgentRunaway")
+        return [
+            self.alert(
+                "AgentRunStuck",
+                f"""
+                sum by (job, agent) (increase(agent_detections_total{self.s('detector="stuck"')}[{stuck['window']}]))
+                >= {stuck['min_runs']}
+                """,
+                "Runs of an agent are stuck: looping, or no longer converging.",
+                f"""
+                {{{{ $value | humanize }}}} runs of agent {{{{ $labels.agent }}}} were judged stuck in the last
+                {stuck['window']}: the same calls over and over, the same result or error back, or no new result
+                for several steps.
+                """,
+            ),
+            self.alert(
+                "AgentRunaway",
+                f"""
+                sum by (job, agent) (increase(agent_detections_total{self.s('detector="runaway"')}[{runaway['window']}]))
+                >= {runaway['min_runs']}
+                """,
+                "Runs of an agent are on course to exhaust their budget or limits.",
+                f"""
+                {{{{ $value | humanize }}}} runs of agent {{{{ $labels.agent }}}} were judged runaway in the last
+                {runaway['window']}: far longer or costlier than the agent's own completed runs at the same step,
+                near a declared limit while repeating, or a context growing toward its window.
                 """,
             ),
         ]
@@ -802,6 +834,8 @@ PROFILES: dict[str, dict] = {
             "AgentBudgetExhaustionForecast": {"for": "5s"},
             "AgentRunLimitReached": {"for": "0s", "window": "1m"},
             "AgentLoopDetected": {"for": "5s"},
+            "AgentRunStuck": {"for": "0s", "window": "1m"},
+            "AgentRunaway": {"for": "0s", "window": "1m"},
             "AgentToolAuthErrors": {"for": "0s"},
             "AgentToolRateLimited": {"for": "10s"},
             "AgentToolErrorRatioHigh": {"for": "10s"},

@@ -26,7 +26,7 @@ FAMILIES: dict[str, tuple[str, ...]] = {
     "cache": ("AgentCacheHitRatioLow",),
     "breaker": ("AgentCircuitBreakerOpen", "AgentCircuitBreakerFlapping"),
     "budget": ("AgentBudgetUtilizationHigh", "AgentBudgetExhaustionForecast"),
-    "loop": ("AgentLoopDetected",),
+    "loop": ("AgentLoopDetected", "AgentRunStuck"),
     "tool errors": ("AgentToolAuthErrors", "AgentToolRateLimited", "AgentToolErrorRatioHigh"),
     "zombie": ("AgentZombie",),
 }

@@ -34,6 +34,7 @@ UNHEALTHY = {"research-agent", "billing-agent", "coder-agent", "ops-agent"}
 EXPECTED = {
     # research-agent: tool loop from t=20, cost spike from t=30, web_search rate limits and timeouts
     ("AgentLoopDetected", "research-agent"),
+    ("AgentRunStuck", "research-agent"),
     ("AgentRunCostAboveBaseline", "research-agent"),
     ("AgentInFlightRunCostAboveBaseline", "research-agent"),
     ("AgentCostRateSpike", "research-agent"),

@@ -244,7 +244,8 @@ class StuckDetector:
         if s.held >= p.hold:
             message = f"run stalled for {s.held} steps (stall score {score:.2f}, {s.steps} tool results)"
         elif s.stale >= p.same_outputs:
-            message = f"the same call returned the same result {s.stale} times ({event.tool_name}, {s.steps} tool results)"
+            message = (f"the same call returned the same result {s.stale} times "
+                       f"({event.tool_name}, {s.steps} tool results)")
         else:
             message = (f"run repeating {len(counts)} distinct calls over its last {len(actions)} tool results "
                        f"for {s.recurring} steps ({s.steps} tool results)")
