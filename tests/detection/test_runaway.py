@@ -65,6 +65,21 @@ def test_step_limit_spares_a_run_still_making_new_calls():
     assert [v.detail["why"] for v in found] == ["step_limit"]
 
 
+def test_distinct_calls_are_bounded_and_counted_past_the_bound():
+    """A long run of new calls near its limit: the remembered set stays bounded, calls past it count as new,
+    so the gate stays closed (no verdict); memory does not grow with the run."""
+    from agentvigil.detectors.runaway import MAX_DISTINCT_CALLS
+
+    det = RunawayDetector()
+    s = Stream("long")
+    det.feed(s.start(max_steps=2000))
+    found = []
+    for i in range(1900):
+        found += det.feed(s.tool("read", {"page": i}, f"page {i}")) or []
+    state = det._runs.get(s.tool("read", {"page": 0}, ""))
+    assert found == [] and len(state.calls) == MAX_DISTINCT_CALLS and state.new_calls >= 1900
+
+
 def test_flagged_runs_never_feed_the_baseline():
     det = RunawayDetector(RunawayPolicy(min_runs=20))
     for i in range(25):

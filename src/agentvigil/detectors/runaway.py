@@ -40,7 +40,7 @@ CHECKPOINTS = (5, 10, 15, 20, 30, 40, 60, 80, 120, 160, 240, 320, 480, 640, 960,
 _CHECKPOINT_SET = frozenset(CHECKPOINTS)
 STATE_VERSION = 1
 MAX_AGENTS = 1000
-MAX_DISTINCT_CALLS = 4096   # per run: past this, every further call counts as new (bounded memory)
+MAX_DISTINCT_CALLS = 256    # remembered per run; past this, every further call counts as new (bounded memory)
 
 
 @dataclass(frozen=True, slots=True)
@@ -201,7 +201,7 @@ def _limits_by_checkpoint(series: Iterable[dict[int, float]], factor: float, p: 
 
 class _Run:
     __slots__ = ("steps", "cost", "tokens", "spend", "max_steps", "max_cost", "flagged", "inputs", "input_total",
-                 "slopes", "window", "calls")
+                 "slopes", "window", "calls", "new_calls")
 
     def __init__(self) -> None:
         self.steps = 0
@@ -215,7 +215,8 @@ class _Run:
         self.input_total = 0
         self.slopes: dict[int, float] = {}       # context slope at each checkpoint step
         self.window: float | None = None         # context window declared on run_start
-        self.calls: set[tuple[str | None, str | None]] | None = None   # distinct calls (runs with max_steps)
+        self.calls: set[int] | None = None   # hashes of the distinct calls (only runs that declared max_steps)
+        self.new_calls = 0                   # distinct calls so far (counting every call past the set's bound)
 
 
 class RunawayDetector:
@@ -243,8 +244,12 @@ class RunawayDetector:
                 state = runs.get(event)
             steps = state.steps = state.steps + 1
             calls = state.calls
-            if calls is not None and len(calls) < MAX_DISTINCT_CALLS:
-                calls.add((event.tool_name, event.args_hash))
+            if calls is not None:
+                call = hash((event.tool_name, event.args_hash))
+                if call not in calls:
+                    state.new_calls += 1
+                    if len(calls) < MAX_DISTINCT_CALLS:
+                        calls.add(call)
             if state.flagged:
                 return None
             if not state.max_steps and steps not in _CHECKPOINT_SET:   # only the length can be judged
@@ -324,7 +329,7 @@ class RunawayDetector:
         p = self.policy
         steps = state.steps
         if state.max_steps and steps >= p.limit_fraction * state.max_steps and state.calls is not None \
-                and len(state.calls) <= p.limit_distinct * steps:
+                and state.new_calls <= p.limit_distinct * steps:
             # A run near its step limit that still makes new calls mostly finishes in time (measured:
             # docs/detection.md); one going over the same calls again will not.
             return self._fire(event, state, "step_limit", steps, state.max_steps)
