@@ -12,10 +12,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Callable, NamedTuple
 
-from ..pipeline import Detector
 from ..policy import WatchConfig
 from ..settings import Settings
 from ..signals.loops import LOOP_DETECTORS, LoopPolicy
+from ..verdicts import Detector
 from .breaker import BreakerDetector
 from .budget import BudgetDetector
 from .correlation import CORRELATED, CorrelationDetector

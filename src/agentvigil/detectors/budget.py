@@ -7,7 +7,7 @@ from typing import TypeGuard
 
 from .. import events as ev
 from ..events import Event
-from ..pipeline import detection
+from ..verdicts import detection
 
 
 class BudgetDetector:

@@ -7,8 +7,8 @@ from dataclasses import dataclass
 
 from .. import events as ev
 from ..events import Event
-from ..pipeline import detection
 from ..signals.cost import CostBaseline
+from ..verdicts import detection
 from ._state import PerRun
 
 COST_OVER_BASELINE = "cost_over_baseline"

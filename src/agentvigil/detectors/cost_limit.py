@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from .. import events as ev
 from ..events import Event
-from ..pipeline import detection
+from ..verdicts import detection
 
 
 class CostLimitDetector:

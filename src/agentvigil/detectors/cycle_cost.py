@@ -15,7 +15,7 @@ from typing import Callable
 
 from .. import events as ev
 from ..events import Event
-from ..pipeline import detection
+from ..verdicts import detection
 
 COST_SPIKE = "cost_spike"
 

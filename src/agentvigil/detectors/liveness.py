@@ -19,7 +19,7 @@ from typing import Callable
 
 from .. import events as ev
 from ..events import Event
-from ..pipeline import detection
+from ..verdicts import detection
 
 LIVENESS_LOST = "liveness_lost"
 ZOMBIE = "zombie"

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from .. import events as ev
 from ..events import Event
-from ..pipeline import detection
 from ..signals.loops import LoopPolicy, LoopState
+from ..verdicts import detection
 from ._state import PerRun
 
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from .. import events as ev
 from ..events import Event
-from ..pipeline import detection
+from ..verdicts import detection
 from ._state import MAX_OPEN_RUNS, PerRun
 
 RUN_LIMIT = "run_limit"

@@ -32,7 +32,7 @@ from dataclasses import dataclass
 from .. import events as ev
 from .._safety import internal_error
 from ..events import Event
-from ..pipeline import detection
+from ..verdicts import detection
 from ._state import PerRun
 
 RUNAWAY = "runaway"

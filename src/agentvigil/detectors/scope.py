@@ -9,7 +9,7 @@ import os
 
 from .. import events as ev
 from ..events import Event
-from ..pipeline import detection
+from ..verdicts import detection
 
 
 class ScopePolicy:

@@ -7,7 +7,7 @@ from collections import deque
 
 from .. import events as ev
 from ..events import Event
-from ..pipeline import detection
+from ..verdicts import detection
 from ._fmt import command_of
 from ._state import PerRun
 

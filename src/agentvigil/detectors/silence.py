@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from .. import events as ev
 from ..events import Event
-from ..pipeline import ACTIVITY, detection
+from ..verdicts import ACTIVITY, detection
 from ._fmt import seconds
 
 

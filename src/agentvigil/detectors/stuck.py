@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from .. import events as ev
 from ..events import Event
 from ..fingerprint import EMPTY
-from ..pipeline import detection
+from ..verdicts import detection
 from ._state import PerRun
 
 STUCK = "stuck"

@@ -36,10 +36,10 @@ from ..detectors.cycle_cost import COST_SPIKE, CycleBaseline, CycleCostDetector
 from ..detectors.liveness import LIVENESS_LOST, ZOMBIE, Liveness, LivenessDetector
 from ..events import Event
 from ..metrics import metrics_for
-from ..pipeline import detection
 from ..pipeline.build import build_pipeline
 from ..replay import detection_record
 from ..settings import Settings
+from ..verdicts import detection
 from . import health as h
 from .health import EXIT_VERDICTS, Finding, classify_exit
 from .metrics import SupervisorMetrics
