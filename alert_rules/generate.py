@@ -444,15 +444,21 @@ class Builder:
             ),
         ]
 
+    def runs_flagged(self, name: str, detector: str) -> str:
+        """At least ``min_runs`` runs of an agent flagged by ``detector`` within the alert's ``window``: one
+        verdict per run, so the count is a count of runs."""
+        knobs = self.a(name)
+        return f"""
+                sum by (job, agent) (increase(agent_detections_total{self.s(f'detector="{detector}"')}[{knobs['window']}]))
+                >= {knobs['min_runs']}
+                """
+
     def run_limit_alerts(self) -> list[dict]:
         limit = self.a("AgentRunLimitReached")
         return [
             self.alert(
                 "AgentRunLimitReached",
-                f"""
-                sum by (job, agent) (increase(agent_detections_total{self.s('detector="run_limit"')}[{limit['window']}]))
-                >= {limit['min_runs']}
-                """,
+                self.runs_flagged("AgentRunLimitReached", "run_limit"),
                 "Runs of an agent were stopped by their own step, time or cost limit.",
                 f"""
                 {{{{ $value | humanize }}}} runs of agent {{{{ $labels.agent }}}} reached a limit they declared
@@ -482,10 +488,7 @@ class Builder:
         return [
             self.alert(
                 "AgentRunStuck",
-                f"""
-                sum by (job, agent) (increase(agent_detections_total{self.s('detector="stuck"')}[{stuck['window']}]))
-                >= {stuck['min_runs']}
-                """,
+                self.runs_flagged("AgentRunStuck", "stuck"),
                 "Runs of an agent are stuck: looping, or no longer converging.",
                 f"""
                 {{{{ $value | humanize }}}} runs of agent {{{{ $labels.agent }}}} were judged stuck in the last
@@ -495,10 +498,7 @@ class Builder:
             ),
             self.alert(
                 "AgentRunaway",
-                f"""
-                sum by (job, agent) (increase(agent_detections_total{self.s('detector="runaway"')}[{runaway['window']}]))
-                >= {runaway['min_runs']}
-                """,
+                self.runs_flagged("AgentRunaway", "runaway"),
                 "Runs of an agent are on course to exhaust their budget or limits.",
                 f"""
                 {{{{ $value | humanize }}}} runs of agent {{{{ $labels.agent }}}} were judged runaway in the last
