@@ -51,7 +51,7 @@ class StuckPolicy:
 
 class _Run:
     __slots__ = ("fps", "actions", "counts", "last_action", "streak", "err_fp", "err_kind", "errors", "novelty", "held",
-                 "steps", "fired", "last_hash", "recurring", "outputs", "stale")
+                 "steps", "fired", "last_hash", "recurring", "outputs")
 
     def __init__(self, window: int) -> None:
         self.fps: deque[int] = deque(maxlen=window)
@@ -69,7 +69,6 @@ class _Run:
         self.last_hash: str | None = None
         self.recurring = 0
         self.outputs: dict[tuple[str | None, str | None], tuple[int, int]] = {}   # call -> (last fp, repeats)
-        self.stale = 0        # repeats of the latest call's similar result
 
 
 def _fp(value: str | None) -> int | None:
@@ -167,6 +166,7 @@ class StuckDetector:
         counts[action] = counts.get(action, 0) + 1
 
         fp = None if result_fp is None or empty else _fp_int(result_fp)   # a recording without fingerprints: no call
+        stale = 0   # repeats of this call's similar result (only results with a fingerprint are compared)
         result_hash = event.result_hash
         if fp is not None:
             fps = s.fps
@@ -187,12 +187,12 @@ class StuckDetector:
             outputs = s.outputs
             last = outputs.get(action)
             if last is not None and 1.0 - (fp ^ last[0]).bit_count() / 64.0 >= p.similar:
-                s.stale = last[1] + 1
+                stale = last[1] + 1
             else:
-                s.stale = 1
+                stale = 1
                 if last is None and len(outputs) >= MAX_CALLS:
                     outputs.clear()
-            outputs[action] = (fp, s.stale)
+            outputs[action] = (fp, stale)
         elif empty or result_hash is None:
             novelty = 0.5   # nothing to judge by: neither progress nor repetition
         else:
@@ -233,18 +233,18 @@ class StuckDetector:
             s.recurring += 1
         else:
             s.recurring = 0
-        if (s.held < p.hold and s.recurring < p.recurrence_hold and s.stale < p.same_outputs) \
+        if (s.held < p.hold and s.recurring < p.recurrence_hold and stale < p.same_outputs) \
                 or s.steps < p.min_steps:
             return None
         s.fired = True
         detail = {"score": round(score, 3), "held_steps": s.held, "steps": s.steps,
                   "novelty": round(s.novelty, 3), "entropy": round(_entropy(counts, len(actions)), 3),
                   "identical_calls": round(s.streak, 2), "same_errors": round(s.errors, 2),
-                  "distinct_calls": len(counts), "recurring_steps": s.recurring, "same_outputs": s.stale}
+                  "distinct_calls": len(counts), "recurring_steps": s.recurring, "same_outputs": stale}
         if s.held >= p.hold:
             message = f"run stalled for {s.held} steps (stall score {score:.2f}, {s.steps} tool results)"
-        elif s.stale >= p.same_outputs:
-            message = (f"the same call returned the same result {s.stale} times "
+        elif stale >= p.same_outputs:
+            message = (f"the same call returned the same result {stale} times "
                        f"({event.tool_name}, {s.steps} tool results)")
         else:
             message = (f"run repeating {len(counts)} distinct calls over its last {len(actions)} tool results "
