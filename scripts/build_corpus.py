@@ -10,15 +10,21 @@ normally → false; anything else → skipped. Raw text never reaches the output
     python scripts/build_corpus.py --out corpus/ \
         --repo tau-bench=/path/to/tau-bench.git --repo tau2-bench=/path/to/tau2-bench.git \
         --repo mini-swe-agent=/path/to/mini-swe-agent.git --repo swe-agent=/path/to/SWE-agent.git \
-        --repo terminal-bench=/path/to/terminal-bench-leaderboard.git --repo tau-bench-fork=/path/to/fork.git
+        --repo terminal-bench=/path/to/terminal-bench-leaderboard.git --repo tau-bench-fork=/path/to/fork.git \
+        --repo multi-swe-bench=/path/to/multi-swe-bench-experiments.git \
+        --repo swe-agent-lm=/path/to/swe-agent-trajectory-analysis.git
+
+The ``<parent>@cost-limit`` sources are derived: the parent's recorded runs under a tighter cost limit
+(``cost_limited``), read from the parent's repository.
 
 Sources and their labels are listed in docs/detection.md. Files over --max-file-mb (8) are skipped (bounded
 memory).
 
-A source missing its --repo is cloned (bare; shallow except the sources in HISTORY, read from every commit)
+A source missing its --repo is cloned (bare; shallow except the sources in HISTORY, read from their history)
 from GitHub into ``<out>/_git``. Output: ``<out>/<source>[--<session>]/events.ndjson``,
 ``<out>/labels.json`` (run_id → bool), ``labels_tune.json`` and
-``labels_heldout.json`` (a fixed split by hash of the run id) and ``<out>/sources.json`` (counts).
+``labels_heldout.json`` (a fixed split by hash of the run id; ``labels_*_recorded.json``: the same without
+the derived sources) and ``<out>/sources.json`` (counts).
 """
 
 from __future__ import annotations
@@ -45,14 +51,16 @@ GITHUB = {
     "mini-swe-agent": "https://github.com/gruckion/mini-swe-agent",
     "swe-agent": "https://github.com/SWE-agent/SWE-agent",
     "tau2-bench": "https://github.com/sierra-research/tau2-bench",
+    "multi-swe-bench": "https://github.com/multi-swe-bench/experiments",
+    "swe-agent-lm": "https://github.com/lgetter/swe-agent-trajectory-analysis",
 }
-HISTORY = {"tau2-bench", "tau-bench-fork"}   # sources read from every commit: cloned in full
+HISTORY = {"tau2-bench", "tau-bench-fork", "swe-agent-lm"}   # sources read from their history: cloned in full
 MAX_FILE_BYTES = 8 * 1024 * 1024
 Run = tuple[str, list[dict], bool | None]   # run id, events, label (None: no objective outcome, skipped)
 
 
-def git_files(git_dir: str, pattern: str) -> list[str]:
-    out = subprocess.run(["git", f"--git-dir={git_dir}", "ls-tree", "-r", "-l", "HEAD"], check=True,
+def git_files(git_dir: str, pattern: str, rev: str = "HEAD") -> list[str]:
+    out = subprocess.run(["git", f"--git-dir={git_dir}", "ls-tree", "-r", "-l", rev], check=True,
                          capture_output=True, text=True).stdout
     files = []
     for line in out.splitlines():
@@ -63,8 +71,8 @@ def git_files(git_dir: str, pattern: str) -> list[str]:
     return sorted(files)
 
 
-def git_json(git_dir: str, path: str) -> Any:
-    raw = subprocess.run(["git", f"--git-dir={git_dir}", "show", f"HEAD:{path}"], check=True,
+def git_json(git_dir: str, path: str, rev: str = "HEAD") -> Any:
+    raw = subprocess.run(["git", f"--git-dir={git_dir}", "show", f"{rev}:{path}"], check=True,
                          capture_output=True).stdout
     return json.loads(raw)
 
@@ -210,16 +218,24 @@ def mini_swe_agent(git_dir: str) -> Iterator[Run]:
         info = data.get("info") or {}
         stats = info.get("model_stats") or {}
         calls = max(1, int(stats.get("api_calls") or 1))
-        per_call = (stats.get("instance_cost") or 0.0) / calls   # only the total is published: spread evenly
+        per_call = (stats.get("instance_cost") or 0.0) / calls   # when a call records no usage: spread evenly
         exit_status = info.get("exit_status")
         instance = data.get("instance_id") or os.path.basename(path).split(".")[0]
         run_id = f"mini-swe-agent:{path.split('/')[1]}:{instance}"
-        b = Builder("mini-swe-agent", run_id, instance)
+        # the harness's own limits, as the agent ran with them (its config is saved in the trajectory)
+        agent_config = ((info.get("config") or {}).get("agent") or {})
+        limits = {key: agent_config[src] for key, src in (("max_steps", "step_limit"), ("max_cost_usd", "cost_limit"))
+                  if isinstance(agent_config.get(src), (int, float)) and agent_config[src] > 0}
+        b = Builder("mini-swe-agent", run_id, instance, limits)
         messages = data.get("messages") or []
         action: str | None = None
         for msg in messages[2:]:
             if msg.get("role") == "assistant":
-                b.llm(per_call)
+                # each call's usage as the provider returned it (cost, prompt and completion tokens)
+                usage = ((msg.get("extra") or {}).get("response") or {}).get("usage") or {}
+                cost = usage.get("cost")
+                b.llm(cost if isinstance(cost, (int, float)) else per_call,
+                      usage.get("prompt_tokens"), usage.get("completion_tokens"))
                 found = _BASH.findall(msg.get("content") or "")
                 action = found[0] if len(found) == 1 else None
                 if action is None:   # the harness rejects a reply without exactly one command
@@ -235,18 +251,36 @@ def mini_swe_agent(git_dir: str) -> Iterator[Run]:
 
 
 # -- SWE-agent (.traj: thought/action/observation) ---------------------------------------------------------
-def swe_agent(git_dir: str) -> Iterator[Run]:
-    for path in git_files(git_dir, r"\.traj$"):
-        data = git_json(git_dir, path)
+_HARNESS_EXIT = re.compile(r"^exit_\w+$")   # the step SWE-agent appends when a limit stops it
+
+
+def swe_agent_runs(git_dir: str, source: str, pattern: str, rev: str = "HEAD",
+                   session: Callable[[str], str] | None = None) -> Iterator[Run]:
+    """SWE-agent trajectories (0.x and 1.x): ``exit_status`` containing ``exit_cost`` (cost or call limit),
+    ``exit_context`` or ``exit_format`` → true (also when the harness then autosubmitted: "submitted
+    (exit_cost)"), ``submitted`` → false, anything else skipped. The step the harness appends on a limit
+    (action ``exit_cost``, …) is dropped: it is the harness's, not the agent's, and names the label. Only the
+    run's total cost is recorded: it is spread evenly over its calls. Limits come from the trajectory's
+    ``replay_config`` when it has one."""
+    for path in git_files(git_dir, pattern, rev):
+        try:
+            data = git_json(git_dir, path, rev)
+        except (subprocess.CalledProcessError, ValueError):   # listed but absent from the snapshot
+            continue
         if not isinstance(data, dict):
             continue
         info = data.get("info") or {}
         exit_status = str(info.get("exit_status") or "")
         stats = info.get("model_stats") or {}
-        steps = data.get("trajectory") or []
-        per_call = (stats.get("instance_cost") or 0.0) / max(1, len(steps))
-        run_id = f"swe-agent:{path}"
-        b = Builder("swe-agent", run_id, os.path.basename(path)[:-5])
+        steps = [s for s in data.get("trajectory") or [] if isinstance(s, dict)]
+        if steps and _HARNESS_EXIT.match(str(steps[-1].get("action") or "").strip()):
+            steps = steps[:-1]
+        per_call = (stats.get("instance_cost") or 0.0) / max(1, int(stats.get("api_calls") or len(steps) or 1))
+        run_id = f"{source}:{path}"
+        b = Builder(source, run_id, os.path.basename(path)[:-5], swe_agent_limits(data))
+        if session is not None:
+            b.base.update(session_id=session(path), agent_id=f"{source}/{session(path)}")
+            b.events[0].update(b.base)
         for step in steps:
             b.llm(per_call)
             act = str(step.get("action") or "").strip()
@@ -259,6 +293,41 @@ def swe_agent(git_dir: str) -> Iterator[Run]:
         else:
             label = None
         yield run_id, b.end("ok" if label is False else "error"), label
+
+
+def swe_agent_limits(data: dict) -> dict | None:
+    config = data.get("replay_config")
+    if isinstance(config, str):
+        try:
+            config = json.loads(config)
+        except ValueError:
+            return None
+    model = ((config or {}).get("agent") or {}).get("model") or {} if isinstance(config, dict) else {}
+    limits = {key: model[src] for key, src in (("max_steps", "per_instance_call_limit"),
+                                               ("max_cost_usd", "per_instance_cost_limit"))
+              if isinstance(model.get(src), (int, float)) and model[src] > 0}
+    return limits or None
+
+
+def swe_agent(git_dir: str) -> Iterator[Run]:
+    return swe_agent_runs(git_dir, "swe-agent", r"\.traj$")
+
+
+MULTI_SWE_RUNS = r"^evaluation/java/verified/[^/]+/trajs/[^/]+\.traj$"
+
+
+def multi_swe_bench(git_dir: str) -> Iterator[Run]:
+    """SWE-agent on SWE-bench-java, five models (one agent each): the Multi-SWE-bench experiments."""
+    return swe_agent_runs(git_dir, "multi-swe-bench", MULTI_SWE_RUNS, session=lambda path: path.split("/")[3])
+
+
+SWE_AGENT_LM_COMMIT = "c9b7bd1d0cd0aee2965ec303eb4ec3035eed3751"   # the trajectories were removed after it
+
+
+def swe_agent_lm(git_dir: str) -> Iterator[Run]:
+    """SWE-agent with SWE-agent-LM-32B on SWE-bench Verified (75-call and $3.5 limits, in its replay_config)."""
+    return swe_agent_runs(git_dir, "swe-agent-lm", r"^20250511_sweagent_lm_32b/trajs/.*\.traj$",
+                          rev=SWE_AGENT_LM_COMMIT)
 
 
 # -- tau2-bench leaderboard submissions (several agent frameworks; termination_reason is recorded) ----------
@@ -383,12 +452,57 @@ def terminal_bench(git_dir: str) -> Iterator[Run]:
         yield run_id, b.end("ok" if label is False else "error"), label
 
 
+# -- a tighter cost limit on recorded runs with per-call costs (derived sources) --------------------------
+LIMIT_FACTOR = 2.0   # the derived limit, × the source's median run cost (coding harnesses: 1.3–3× is common)
+
+
+def cost_limited(parent: str, factor: float = LIMIT_FACTOR) -> Callable[[str], Iterator[Run]]:
+    """The parent source's healthy runs as the harness would have run them under a cost limit of ``factor`` ×
+    the median run's cost: a run whose cumulative cost reaches the limit before its last call is cut where the
+    harness stops it (after that call's action, before the next call, as mini-swe-agent checks its limit) and
+    is a positive; every other run is healthy, unchanged but for the declared limit. Runs are the recorded
+    ones; only the limit is hypothetical, so the positives are runs that spend a budget, not runs that loop."""
+    def build(git_dir: str) -> Iterator[Run]:
+        runs = [(run_id, events) for run_id, events, label in SOURCES[parent](git_dir) if label is False]
+        totals = sorted(sum(e.get("cost_usd") or 0.0 for e in events if e["event_type"] == "llm_call")
+                        for _, events in runs)
+        if not runs or not totals[len(totals) // 2]:
+            return
+        limit = round(factor * totals[len(totals) // 2], 6)
+        name = f"{parent}@cost-limit"
+        for run_id, events in runs:
+            spent, crossed, cut = 0.0, False, None
+            for i, event in enumerate(events):
+                if event["event_type"] == "llm_call":
+                    if crossed:
+                        cut = i   # the next query: refused by the limit
+                        break
+                    spent += event.get("cost_usd") or 0.0
+                    crossed = spent >= limit
+            kept = [dict(e) for e in (events[:cut] if cut is not None else events[:-1])]
+            new_id = f"{name}:{run_id.split(':', 1)[1]}"
+            session = events[0]["session_id"]
+            base = {"run_id": new_id, "session_id": name if session == parent else f"{name}--{session}",
+                    "agent_id": name + events[0]["agent_id"][len(parent):]}
+            for event in kept:
+                event.update(base)
+            kept[0]["detail"] = {**(kept[0].get("detail") or {}), "max_cost_usd": limit}
+            end = {**events[-1], **base, "ts": kept[-1]["ts"] + 0.5, "status": "error" if cut is not None else "ok"}
+            yield new_id, [*kept, end], cut is not None
+    return build
+
+
 SOURCES: dict[str, Callable[[str], Iterator[Run]]] = {
     "tau-bench": tau_bench, "tau2-bench": tau2_bench, "mini-swe-agent": mini_swe_agent,
-    "swe-agent": swe_agent, "terminal-bench": terminal_bench, "tau-bench-fork": tau_bench_fork}
+    "swe-agent": swe_agent, "terminal-bench": terminal_bench, "tau-bench-fork": tau_bench_fork,
+    "multi-swe-bench": multi_swe_bench, "swe-agent-lm": swe_agent_lm}
+SOURCES.update({f"{parent}@cost-limit": cost_limited(parent) for parent in ("mini-swe-agent", "terminal-bench")})
+DERIVED = {name: name.split("@", 1)[0] for name in SOURCES if "@" in name}   # read from the parent's repository
 
 
 def ensure_repo(name: str, given: str | None, out: str) -> str:
+    if name in DERIVED:
+        return ensure_repo(DERIVED[name], given, out)
     if given:
         return given
     target = os.path.join(out, "_git", f"{name}.git")
@@ -399,6 +513,9 @@ def ensure_repo(name: str, given: str | None, out: str) -> str:
 
 
 def heldout(run_id: str) -> bool:
+    source, _, rest = run_id.partition(":")
+    if "@" in source:   # a derived run sits in the same half as the recorded run it comes from
+        run_id = f"{source.split('@', 1)[0]}:{rest}"
     return hashlib.blake2b(run_id.encode(), digest_size=2).digest()[0] % 2 == 1
 
 
@@ -419,7 +536,7 @@ def main(argv: list[str] | None = None) -> int:
     counts: dict[str, dict] = {}
     for name in args.sources.split(","):
         started = time.monotonic()
-        git_dir = ensure_repo(name, given.get(name), args.out)
+        git_dir = ensure_repo(name, given.get(DERIVED.get(name, name)), args.out)
         n = pos = skipped = events = 0
         files: dict[str, Any] = {}   # one session (directory) per session_id: a fresh pipeline in replay
         try:
@@ -430,7 +547,7 @@ def main(argv: list[str] | None = None) -> int:
                 session = run_events[0]["session_id"]
                 fh = files.get(session)
                 if fh is None:
-                    directory = os.path.join(args.out, name if session == name else f"{name}--{session}")
+                    directory = os.path.join(args.out, session if session.startswith(name) else f"{name}--{session}")
                     os.makedirs(directory, exist_ok=True)
                     fh = files[session] = open(os.path.join(directory, "events.ndjson"), "w", encoding="utf-8")
                 for event in run_events:
@@ -447,8 +564,13 @@ def main(argv: list[str] | None = None) -> int:
     with open(os.path.join(args.out, "labels.json"), "w") as fh:
         json.dump(labels, fh, indent=0, sort_keys=True)
     for split, keep in (("tune", False), ("heldout", True)):
+        half = {k: v for k, v in labels.items() if heldout(k) == keep}
         with open(os.path.join(args.out, f"labels_{split}.json"), "w") as fh:
-            json.dump({k: v for k, v in labels.items() if heldout(k) == keep}, fh, indent=0, sort_keys=True)
+            json.dump(half, fh, indent=0, sort_keys=True)
+        # the recorded outcomes alone (no derived source), for figures that count each trajectory once
+        with open(os.path.join(args.out, f"labels_{split}_recorded.json"), "w") as fh:
+            json.dump({k: v for k, v in half.items() if "@" not in k.split(":", 1)[0]}, fh, indent=0,
+                      sort_keys=True)
     with open(os.path.join(args.out, "sources.json"), "w") as fh:
         json.dump(counts, fh, indent=1)
     return 0

@@ -33,11 +33,12 @@ WATCHER_PARAMS: dict[str, dict[str, tuple[type, object]]] = {
     "stuck": {"window": (int, 8), "on_score": (float, 0.75), "off_score": (float, 0.45), "hold": (int, 6),
               "identical_calls": (int, 6), "same_errors": (int, 5), "min_steps": (int, 8),
               "similar": (float, 0.9), "empty_weight": (float, 0.25), "distinct_share": (float, 0.4),
-              "recurrence_hold": (int, 1), "same_outputs": (int, 8)},
+              "recurrence_hold": (int, 1), "same_outputs": (int, 8),
+              "same_results": (int, 12)},
     "runaway": {"quantile": (float, 0.95), "length_factor": (float, 2.0), "spend_factor": (float, 2.0),
                 "min_runs": (int, 20), "baseline_runs": (int, 200), "limit_fraction": (float, 0.8),
                 "limit_distinct": (float, 0.75),
-                "state_file": (str, None), "slope_window": (int, 8), "slope_factor": (float, 2.0),
+                "state_file": (str, None), "hold": (int, 2), "slope_window": (int, 8), "slope_factor": (float, 2.0),
                 "min_slope": (float, 500.0), "slope_horizon": (int, 10), "context_window": (int, None)},
 }
 DEFAULT_ACTIONS: dict[str, tuple[str, ...]] = {}   # every watcher alerts on the terminal; kill only when asked

@@ -360,11 +360,11 @@ def test_stuck_detector_matches_its_definition(stream, on, off, hold, min_steps,
                                                empty_weight, window):
     from agentvigil.detectors.stuck import StuckDetector, StuckPolicy
 
-    # The score path against its definition; recurrence and same outputs (verdicts that bypass the score) are
-    # turned off here and tested on their own in tests/detection/test_stuck.py.
+    # The score path against its definition; recurrence, same outputs and same results (verdicts that bypass
+    # the score) are turned off here and tested on their own in tests/detection/test_stuck.py.
     policy = StuckPolicy(window=window, on_score=on, off_score=off, hold=hold, identical_calls=identical,
                          same_errors=same, min_steps=min_steps, similar=similar, empty_weight=empty_weight,
-                         distinct_share=0.0, same_outputs=10**9)
+                         distinct_share=0.0, same_outputs=10**9, same_results=10**9)
     ours, definition = StuckDetector(policy), _StuckDefinition(policy)
     for kind, run, tool, args, fp, result, status, kind_of_error in stream:
         event = Event(kind, 1.0, run_id=run, tool_name=tool, args_hash=args, result_fingerprint=fp,

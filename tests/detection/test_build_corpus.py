@@ -141,3 +141,71 @@ def test_terminal_bench_reads_the_agent_log_with_per_call_costs(tmp_path):
     assert [e.status for e in tools] == ["ok", "error", "ok"]
     assert tools[0].args_hash != tools[2].args_hash and tools[0].result_hash == tools[1].result_hash
     assert {e.agent_id for e in events} == {"terminal-bench/mini-swe-agent"}
+
+
+def mini_traj(instance, exit_status, costs, config=None):
+    """A mini-swe-agent trajectory: one ``ls`` per call, each call's provider usage recorded."""
+    messages = [{"role": "system", "content": ""}, {"role": "user", "content": ""}]
+    for i, cost in enumerate(costs):
+        messages.append({"role": "assistant", "content": f"step {i}\n```bash\nls {i}\n```",
+                         "extra": {"response": {"usage": {"cost": cost, "prompt_tokens": 1000 + 500 * i,
+                                                          "completion_tokens": 50}}}})
+        messages.append({"role": "user", "content": f"<returncode>0</returncode><output>file{i}</output>"})
+    info = {"exit_status": exit_status, "model_stats": {"instance_cost": sum(costs), "api_calls": len(costs)}}
+    if config:
+        info["config"] = {"agent": config}
+    return {"instance_id": instance, "info": info, "messages": messages}
+
+
+def test_mini_swe_agent_per_call_usage_limits_and_a_tighter_cost_limit(tmp_path):
+    build = load()
+    files = {f"swebench_results/r/trajs/t{i}/t{i}.traj.json":
+             mini_traj(f"t{i}", "Submitted", costs, {"step_limit": 250, "cost_limit": 3.0})
+             for i, costs in enumerate([[0.1] * 4, [0.1] * 5, [0.1] * 6, [0.2] * 10, [0.3, 0.3]])}
+    git = git_repo(tmp_path / "mini", files)
+    out = tmp_path / "corpus"
+    assert build.main(["--out", str(out), "--sources", "mini-swe-agent,mini-swe-agent@cost-limit",
+                       "--repo", f"mini-swe-agent={git}"]) == 0
+    events = [decode(line.encode()) for line in (out / "mini-swe-agent" / "events.ndjson").read_text().splitlines()]
+    first = [e for e in events if e.run_id.endswith(":t0")]
+    assert first[0].detail == {"max_steps": 250, "max_cost_usd": 3.0}          # the harness's own limits
+    calls = [e for e in first if e.event_type == "llm_call"]
+    assert [(c.cost_usd, c.input_tokens, c.output_tokens) for c in calls[:2]] == [(0.1, 1000, 50), (0.1, 1500, 50)]
+    # run costs 0.4, 0.5, 0.6, 2.0, 0.6: median 0.6, so a limit of 1.2 stops only t3, after its 6th call
+    labels = json.loads((out / "labels.json").read_text())
+    derived = {k: v for k, v in labels.items() if k.startswith("mini-swe-agent@cost-limit:")}
+    assert derived == {f"mini-swe-agent@cost-limit:r:t{i}": i == 3 for i in range(5)}
+    lines = (out / "mini-swe-agent@cost-limit" / "events.ndjson").read_text().splitlines()
+    cut = [decode(line.encode()) for line in lines if ":t3" in line]
+    assert cut[0].detail["max_cost_usd"] == 1.2 and cut[0].detail["max_steps"] == 250
+    assert [e.event_type for e in cut].count("llm_call") == 6 and cut[-1].status == "error"
+    assert {e.agent_id for e in cut} == {"mini-swe-agent@cost-limit"}
+    # a derived run sits in the same half as the recorded run it comes from
+    assert all(build.heldout(f"mini-swe-agent@cost-limit:r:t{i}") == build.heldout(f"mini-swe-agent:r:t{i}")
+               for i in range(5))
+
+
+def test_swe_agent_trajectories_drop_the_harness_exit_step(tmp_path):
+    build = load()
+    step = {"action": "open Foo.java\n", "observation": "[File: Foo.java (10 lines total)]"}
+    exit_step = {"action": "exit_cost", "observation": "Exited (autosubmitted)"}
+    stats = {"instance_cost": 3.0, "api_calls": 3}
+    config = json.dumps({"agent": {"model": {"per_instance_call_limit": 75, "per_instance_cost_limit": 3.5}}})
+    base = "evaluation/java/verified/20240825_SWE-agent_gpt-4o/trajs"
+    files = {f"{base}/a__b-1.traj": {"trajectory": [step, step, exit_step],
+                                     "info": {"exit_status": "submitted (exit_cost)", "model_stats": stats}},
+             f"{base}/a__b-2.traj": {"trajectory": [step], "replay_config": config,
+                                     "info": {"exit_status": "submitted", "model_stats": stats}},
+             f"{base}/a__b-3.traj": {"trajectory": [step], "info": {"exit_status": "early_exit"}}}
+    git = git_repo(tmp_path / "mswe", files)
+    out = tmp_path / "corpus"
+    assert build.main(["--out", str(out), "--sources", "multi-swe-bench", "--repo", f"multi-swe-bench={git}"]) == 0
+    labels = json.loads((out / "labels.json").read_text())
+    assert labels == {f"multi-swe-bench:{base}/a__b-1.traj": True, f"multi-swe-bench:{base}/a__b-2.traj": False}
+    (session,) = [p for p in os.listdir(out) if p.startswith("multi-swe-bench")]
+    events = [decode(line.encode()) for line in (out / session / "events.ndjson").read_text().splitlines()]
+    first = [e for e in events if e.run_id.endswith("a__b-1.traj")]
+    assert [e.tool_name for e in first if e.event_type == "tool_end"] == ["open", "open"]   # exit step dropped
+    assert {e.agent_id for e in events} == {"multi-swe-bench/20240825_SWE-agent_gpt-4o"}
+    second = [e for e in events if e.run_id.endswith("a__b-2.traj")]
+    assert second[0].detail == {"max_steps": 75, "max_cost_usd": 3.5}

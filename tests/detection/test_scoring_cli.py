@@ -25,7 +25,7 @@ def test_score_reports_precision_recall_and_lead(capsys):
 def test_set_changes_a_threshold(capsys):
     assert score(capsys)["report"]["all"]["stuck"]["tp"] == 2
     out = score(capsys, "--set", "stuck.hold=30", "--set", "stuck.recurrence_hold=30",
-                "--set", "stuck.same_outputs=100")
+                "--set", "stuck.same_outputs=100", "--set", "stuck.same_results=100")
     assert out["report"]["all"]["stuck"]["tp"] == 0
 
 

@@ -1,4 +1,4 @@
-from agentvigil.detectors.stuck import StuckDetector
+from agentvigil.detectors.stuck import StuckDetector, StuckPolicy
 
 from .streams import Stream, verdicts
 
@@ -84,9 +84,35 @@ def test_edit_and_test_cycle_that_never_converges_fires():
                              f"edited parser.py: {i + 3} lines changed"))
         events.append(s.tool("bash", "pytest tests/test_parser.py",
                              f"FAILED tests/test_parser.py::test_nested - AssertionError: 3 != 4 in {0.1 * i:.2f}s"))
-    found = verdicts(StuckDetector(), events)
+    # the edits' results look alike too (same_results would fire first): judged on same_outputs alone
+    found = verdicts(StuckDetector(StuckPolicy(same_results=1000)), events)
     assert len(found) == 1 and found[0].detail["same_outputs"] >= 8
     assert found[0].tool_name == "bash"
+
+
+def test_free_text_actions_that_get_the_same_error_back_fire():
+    """Every action worded differently (an agent whose replies the harness runs as commands), the same two
+    errors back, status ok (the harness records no exit code): no call repeats, no error streak counts, but
+    result after result repeats recent ones (`same_results`)."""
+    s = Stream()
+    events = [s.start()]
+    for i in range(20):
+        reply = f"DISCUSSION attempt {i}: let me try {['again', 'harder', 'differently', 'once more'][i % 4]} now"
+        error = (f"/bin/bash: line {24000 + 18 * i}: DISCUSSION: command not found" if i % 2
+                 else "/bin/bash: line 2: unexpected EOF while looking for matching `''")
+        events.append(s.tool("bash", reply, error))
+    found = verdicts(StuckDetector(), events)
+    assert len(found) == 1 and found[0].detail["same_results"] >= 12
+    assert "results in a row" in found[0].reason
+
+
+def test_searches_with_different_results_are_not_same_results():
+    s = Stream()
+    events = [s.start()]
+    for i in range(30):
+        events.append(s.tool("search", {"q": f"symbol_{i}"},
+                             f"Found {i} matches for symbol_{i} in module_{chr(97 + i % 26)}{chr(97 + i // 26)}.py"))
+    assert verdicts(StuckDetector(), events) == []
 
 
 def test_rereading_a_file_later_is_not_recurrence():

@@ -34,9 +34,9 @@ def scenario(record_dir: str, registry: CollectorRegistry) -> agentvigil.Monitor
                               duration_s=0.2)
             with budget.reserve(200) as reservation:
                 reservation.commit(110)
-    # loop + same_result + an expensive run (cost over baseline) whose context grows toward its cost limit
-    # (runaway's cost projection)
-    with mon.run(task_id="loop", max_cost_usd=1.0) as run:
+    # loop + same_result + an expensive run (cost over baseline) going over the same call as it nears its
+    # cost limit (runaway's cost_limit: $0.16 of $0.20 spent by the fourth call)
+    with mon.run(task_id="loop", max_cost_usd=0.2) as run:
         for i in range(4):
             with run.step():
                 with run.tool_call("read_file", {"path": "a.py"}) as call:

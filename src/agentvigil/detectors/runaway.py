@@ -3,14 +3,17 @@
 Compared with the agent's own completed, healthy runs (status ok, never flagged by this detector):
 
 * length — more tool results than ``length_factor`` × the ``quantile`` of completed runs' lengths;
-* spend at the same step index — cumulative cost (or tokens, when nothing is priced) at a checkpoint step
-  above ``spend_factor`` × the ``quantile`` of what completed runs had spent by that step;
+* spend at the same step index — cumulative cost (or tokens, when nothing is priced) at a checkpoint step,
+  less the run's single largest call (one long reply is not a course), above ``spend_factor`` × the
+  ``quantile`` of what completed runs had spent by that step, at ``hold`` checkpoints in a row;
 * limits — when the run declared ``max_steps`` / ``max_cost_usd`` (``Monitor.run(...)``, recorded on
-  ``run_start``), having used ``limit_fraction`` of either;
+  ``run_start``): past ``limit_fraction`` of either while going over the same ground (at most
+  ``limit_distinct`` of its tool results distinct (tool, arguments, result) triples);
 * context growth — the Theil–Sen slope of the input tokens of the run's last ``slope_window`` calls, either
-  above ``slope_factor`` × the ``quantile`` of completed runs' slopes at the same checkpoint step
-  (``context_slope``), or projected over the next ``slope_horizon`` calls past the model's
-  ``context_window`` (``context_limit``) or the declared ``max_cost_usd`` (``cost_projection``).
+  above ``slope_factor`` × the ``quantile`` of completed runs' slopes at the same checkpoint step, at ``hold``
+  checkpoints in a row (``context_slope``: one large result that raises the context once is a step, not a
+  slope), or projected over the next ``slope_horizon`` calls past the model's ``context_window``
+  (``context_limit``).
 
 The baseline keeps the last ``baseline_runs`` runs per agent, checkpointed at geometric step indices, so
 memory is bounded and each event costs O(1) (quantiles are recomputed as runs complete, every 5 % of the
@@ -40,7 +43,7 @@ CHECKPOINTS = (5, 10, 15, 20, 30, 40, 60, 80, 120, 160, 240, 320, 480, 640, 960,
 _CHECKPOINT_SET = frozenset(CHECKPOINTS)
 STATE_VERSION = 1
 MAX_AGENTS = 1000
-MAX_DISTINCT_CALLS = 256    # remembered per run; past this, every further call counts as new (bounded memory)
+MAX_DISTINCT_CALLS = 256    # triples remembered per run; past this, every further one counts as new (bounded)
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,13 +53,14 @@ class RunawayPolicy:
     spend_factor: float = 2.0     # spent more than this × the spend quantile at the same step
     min_runs: int = 20            # completed runs needed (reaching the step, for spend) before judging
     baseline_runs: int = 200      # completed runs kept per agent
-    limit_fraction: float = 0.8   # of the run's declared max_steps / max_cost_usd
-    limit_distinct: float = 0.75  # near max_steps, flag only a run with at most this share of distinct calls
+    limit_fraction: float = 0.8   # of the run's declared max_steps / max_cost_usd, for a run repeating itself
+    limit_distinct: float = 0.75  # "repeating itself": at most this share of (tool, args, result) distinct
     state_file: str | None = None
+    hold: int = 2                 # checkpoints in a row over the spend / slope threshold before the verdict
     slope_window: int = 8         # last calls' input tokens the context-growth slope is fitted on
     slope_factor: float = 2.0     # slope above this × the slope quantile at the same step
     min_slope: float = 500.0      # input tokens per call: flatter growth is never flagged against the baseline
-    slope_horizon: int = 10       # calls ahead the slope is projected to the context window / max_cost_usd
+    slope_horizon: int = 10       # calls ahead the slope is projected to the context window
     context_window: int | None = None   # the model's context window in tokens (or run_start detail)
 
 
@@ -200,23 +204,27 @@ def _limits_by_checkpoint(series: Iterable[dict[int, float]], factor: float, p: 
 
 
 class _Run:
-    __slots__ = ("steps", "cost", "tokens", "spend", "max_steps", "max_cost", "flagged", "inputs", "input_total",
-                 "slopes", "window", "calls", "new_calls")
+    __slots__ = ("steps", "cost", "tokens", "top_cost", "top_tokens", "spend", "max_steps", "max_cost", "flagged",
+                 "inputs", "slopes", "window", "calls", "new_calls", "spend_over", "slope_over")
 
     def __init__(self) -> None:
         self.steps = 0
         self.cost = 0.0
         self.tokens = 0
+        self.top_cost = 0.0     # the run's largest single call, by cost and by tokens
+        self.top_tokens = 0
+        self.spend_over = 0     # checkpoints in a row over the spend threshold
+        self.slope_over = 0     # ... over the context-slope threshold
         self.spend: dict[int, float] = {}
         self.max_steps: float | None = None
         self.max_cost: float | None = None
         self.flagged = False
         self.inputs: deque[int] | None = None   # the last slope_window calls' input tokens (made on the first)
-        self.input_total = 0
         self.slopes: dict[int, float] = {}       # context slope at each checkpoint step
         self.window: float | None = None         # context window declared on run_start
-        self.calls: set[int] | None = None   # hashes of the distinct calls (only runs that declared max_steps)
-        self.new_calls = 0                   # distinct calls so far (counting every call past the set's bound)
+        # hashes of the distinct (tool, arguments, result) triples, only for runs that declared a limit
+        self.calls: set[int] | None = None
+        self.new_calls = 0   # distinct triples so far (counting every one past the set's bound)
 
 
 class RunawayDetector:
@@ -245,7 +253,7 @@ class RunawayDetector:
             steps = state.steps = state.steps + 1
             calls = state.calls
             if calls is not None:
-                call = hash((event.tool_name, event.args_hash))
+                call = hash((event.tool_name, event.args_hash, event.result_hash))
                 if call not in calls:
                     state.new_calls += 1
                     if len(calls) < MAX_DISTINCT_CALLS:
@@ -259,27 +267,32 @@ class RunawayDetector:
             return self._check(event, state)
         if kind == ev.LLM_CALL:
             state = self._runs.get(event)
-            if event.cost_usd:
-                state.cost += event.cost_usd
-            state.tokens += event.token_count if event.token_count is not None else (
+            cost = event.cost_usd
+            if cost:
+                state.cost += cost
+                if cost > state.top_cost:
+                    state.top_cost = cost
+            tokens = event.token_count if event.token_count is not None else (
                 (event.input_tokens or 0) + (event.output_tokens or 0))
+            state.tokens += tokens
+            if tokens > state.top_tokens:
+                state.top_tokens = tokens
             if event.input_tokens is not None and event.input_tokens >= 0:
                 if state.inputs is None:
                     state.inputs = deque(maxlen=max(2, self.policy.slope_window))
                 state.inputs.append(event.input_tokens)
-                state.input_total += event.input_tokens
             if state.flagged:
                 return None
-            if state.max_cost and state.cost >= self.policy.limit_fraction * state.max_cost:
+            if state.max_cost and self._near_limit(state, state.cost, state.max_cost):
                 return self._fire(event, state, "cost_limit", state.cost, state.max_cost)
             return self._project(event, state)
         if kind == ev.RUN_START:
             state = self._runs.get(event)
             detail = event.detail or {}
             state.max_steps = _positive(detail.get("max_steps"))
-            if state.max_steps:
-                state.calls = set()
             state.max_cost = _positive(detail.get("max_cost_usd"))
+            if state.max_steps or state.max_cost:
+                state.calls = set()
             state.window = _positive(detail.get("context_window"))
             return None
         state = self._runs.pop(event) or _Run()   # run_end
@@ -294,11 +307,13 @@ class RunawayDetector:
         return theil_sen(inputs)
 
     def _project(self, event: Event, state: _Run) -> list[Event] | None:
-        """Context growing toward the model's window or the declared budget within ``slope_horizon`` calls."""
+        """Context growing toward the model's window within ``slope_horizon`` calls.
+
+        A projection of cost toward ``max_cost_usd`` is not made: measured on runs cut by a cost limit, it
+        flagged more healthy runs than runs the limit stopped (docs/detection.md)."""
         p = self.policy
         window = state.window or (float(p.context_window) if p.context_window else None)
-        priced = state.max_cost is not None and state.cost > 0 and state.input_total > 0
-        if (window is None and not priced) or state.inputs is None:
+        if window is None or state.inputs is None:
             return None
         slope = self._slope(state)
         if slope is None or slope <= 0:
@@ -309,42 +324,47 @@ class RunawayDetector:
         if ahead <= 0:
             return None
         last = state.inputs[-1]
-        if window is not None and last + slope * ahead >= window:
+        if last + slope * ahead >= window:
             return self._fire(event, state, "context_limit", last + slope * ahead, window, slope)
-        if priced and state.max_cost is not None:
-            # The next calls' input tokens (last + slope × i, i = 1..ahead) at this run's own price per input
-            # token so far (output cost included, which errs towards warning early).
-            future = ahead * last + slope * ahead * (ahead + 1) / 2
-            projected = state.cost + state.cost / state.input_total * future
-            if projected >= state.max_cost:
-                return self._fire(event, state, "cost_projection", projected, state.max_cost, slope)
         return None
 
     def _spend(self, agent: str | None, state: _Run) -> float:
         if state.cost:
             self._priced[agent] = True
-        return state.cost if self._priced.get(agent) else float(state.tokens)
+        if self._priced.get(agent):
+            return state.cost - state.top_cost
+        return float(state.tokens - state.top_tokens)
+
+    def _repeating(self, state: _Run) -> bool:
+        # A run near its limit that still gets new results mostly finishes, or cannot be told early from one
+        # that will not (measured: docs/detection.md); one going over the same calls and getting the same
+        # results again will not. The result counts: a coding agent re-runs the same test after each edit.
+        return state.steps > 0 and state.new_calls <= self.policy.limit_distinct * state.steps
+
+    def _near_limit(self, state: _Run, used: float, limit: float) -> bool:
+        return used >= self.policy.limit_fraction * limit and self._repeating(state)
 
     def _check(self, event: Event, state: _Run) -> list[Event] | None:
         p = self.policy
         steps = state.steps
-        if state.max_steps and steps >= p.limit_fraction * state.max_steps and state.calls is not None \
-                and state.new_calls <= p.limit_distinct * steps:
-            # A run near its step limit that still makes new calls mostly finishes in time (measured:
-            # docs/detection.md); one going over the same calls again will not.
+        if state.max_steps and self._near_limit(state, steps, state.max_steps):
             return self._fire(event, state, "step_limit", steps, state.max_steps)
         baseline = self._baselines.get(event.agent_id)
         if steps in _CHECKPOINT_SET:
             spend = state.spend[steps] = self._spend(event.agent_id, state)
             limit = baseline.spend_limits.get(steps) if baseline is not None else None
-            if limit is not None and spend > limit > 0:
-                return self._fire(event, state, "spend_at_step", spend, limit)
+            state.spend_over = state.spend_over + 1 if limit is not None and spend > limit > 0 else 0
+            if state.spend_over >= p.hold:
+                return self._fire(event, state, "spend_at_step", spend, limit or 0.0)
             slope = self._slope(state)
             if slope is not None:
                 state.slopes[steps] = slope
                 limit = baseline.slope_limits.get(steps) if baseline is not None else None
-                if limit is not None and slope > limit > 0:
-                    return self._fire(event, state, "context_slope", slope, limit, slope)
+                state.slope_over = state.slope_over + 1 if limit is not None and slope > limit > 0 else 0
+                if state.slope_over >= p.hold:
+                    return self._fire(event, state, "context_slope", slope, limit or 0.0, slope)
+            else:
+                state.slope_over = 0
         if baseline is not None and baseline.length_limit is not None and steps > baseline.length_limit:
             return self._fire(event, state, "length", steps, baseline.length_limit)
         return None

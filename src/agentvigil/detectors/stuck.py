@@ -12,9 +12,11 @@ fixed window:
 Empty results (a write that prints nothing) carry little information and count for a fraction of a step.
 Rejected actions (unparsable or refused) are not tool calls and are skipped. The verdict fires once per run,
 when the score has stayed at or above ``on_score`` for ``hold`` consecutive results (hysteresis: it only
-resets below ``off_score``), so a short stutter the agent recovers from stays quiet. Two conditions that
-already span several steps fire it too: recurrence (a full window of a few calls over and over, interleaved)
-and same outputs (one call returning a similar result again and again, other calls between).
+resets below ``off_score``), so a short stutter the agent recovers from stays quiet. Three conditions that
+already span several steps fire it too: recurrence (a full window of a few calls over and over, interleaved),
+same outputs (one call returning a similar result again and again, other calls between) and same results
+(result after result like a recent one, whatever the calls: free-text actions worded differently that get the
+same error back, an agent whose replies the harness cannot run).
 """
 
 from __future__ import annotations
@@ -47,11 +49,12 @@ class StuckPolicy:
     distinct_share: float = 0.4  # a full window with at most this share of distinct calls is recurring
     recurrence_hold: int = 1    # consecutive recurring windows before the verdict (the window already spans steps)
     same_outputs: int = 8       # the same call returning a similar result this many times, other calls between
+    same_results: int = 12      # this many results in a row each similar to a recent one, whatever the calls
 
 
 class _Run:
     __slots__ = ("fps", "actions", "counts", "last_action", "streak", "err_fp", "err_kind", "errors", "novelty", "held",
-                 "steps", "fired", "last_hash", "recurring", "outputs")
+                 "steps", "fired", "last_hash", "recurring", "outputs", "repeats")
 
     def __init__(self, window: int) -> None:
         self.fps: deque[int] = deque(maxlen=window)
@@ -69,6 +72,7 @@ class _Run:
         self.last_hash: str | None = None
         self.recurring = 0
         self.outputs: dict[tuple[str | None, str | None], tuple[int, int]] = {}   # call -> (last fp, repeats)
+        self.repeats = 0      # results in a row each similar to one in the window (empty ones skipped)
 
 
 def _fp(value: str | None) -> int | None:
@@ -175,12 +179,14 @@ class StuckDetector:
                 best = 1.0 if fp in fps else 1.0 - min(map(int.bit_count, map(fp.__xor__, fps))) / 64.0
                 # unrelated fingerprints sit near 0.5 similarity: map [0.5, similar] onto novelty [1, 0]
                 novelty = (p.similar - best) / self._novelty_div
+                s.repeats = s.repeats + 1 if best >= p.similar else 0
                 if not novelty > 0.0:
                     novelty = 0.0
                 if not novelty < 1.0:
                     novelty = 1.0
             else:
                 novelty = 1.0
+                s.repeats = 0
             fps.append(fp)
             # the same call's last result, whatever ran in between: an edit-and-test cycle whose test keeps
             # failing the same way is not converging
@@ -233,19 +239,22 @@ class StuckDetector:
             s.recurring += 1
         else:
             s.recurring = 0
-        if (s.held < p.hold and s.recurring < p.recurrence_hold and stale < p.same_outputs) \
-                or s.steps < p.min_steps:
+        if (s.held < p.hold and s.recurring < p.recurrence_hold and stale < p.same_outputs
+                and s.repeats < p.same_results) or s.steps < p.min_steps:
             return None
         s.fired = True
         detail = {"score": round(score, 3), "held_steps": s.held, "steps": s.steps,
                   "novelty": round(s.novelty, 3), "entropy": round(_entropy(counts, len(actions)), 3),
                   "identical_calls": round(s.streak, 2), "same_errors": round(s.errors, 2),
-                  "distinct_calls": len(counts), "recurring_steps": s.recurring, "same_outputs": stale}
+                  "distinct_calls": len(counts), "recurring_steps": s.recurring, "same_outputs": stale,
+                  "same_results": s.repeats}
         if s.held >= p.hold:
             message = f"run stalled for {s.held} steps (stall score {score:.2f}, {s.steps} tool results)"
         elif stale >= p.same_outputs:
             message = (f"the same call returned the same result {stale} times "
                        f"({event.tool_name}, {s.steps} tool results)")
+        elif s.repeats >= p.same_results:
+            message = f"{s.repeats} results in a row repeat recent ones, whatever the calls ({s.steps} tool results)"
         else:
             message = (f"run repeating {len(counts)} distinct calls over its last {len(actions)} tool results "
                        f"for {s.recurring} steps ({s.steps} tool results)")
