@@ -37,7 +37,7 @@ import re
 import subprocess
 import sys
 import time
-from typing import Any, Callable, Iterator
+from typing import Any, Callable, Iterable, Iterator
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "src"))
 
@@ -111,6 +111,19 @@ class Builder:
     def end(self, status: str) -> list[dict]:
         self.add("run_end", status=status)
         return self.events
+
+
+def declared_limits(config: object, path: tuple[str, ...], **names: str) -> dict | None:
+    """The positive numbers a harness's saved config holds at ``path``, renamed (``step_limit="max_steps"``) to
+    the keys ``run_start.detail`` declares; None when there are none or the config is not shaped so."""
+    for key in path:
+        config = config.get(key) if isinstance(config, dict) else None
+    if not isinstance(config, dict):
+        return None
+    limits = {ours: config[theirs] for theirs, ours in names.items()
+              if isinstance(config.get(theirs), (int, float)) and not isinstance(config[theirs], bool)
+              and config[theirs] > 0}
+    return limits or None
 
 
 # -- tau-bench (tool-calling customer-service agent) ------------------------------------------------------
@@ -223,9 +236,7 @@ def mini_swe_agent(git_dir: str) -> Iterator[Run]:
         instance = data.get("instance_id") or os.path.basename(path).split(".")[0]
         run_id = f"mini-swe-agent:{path.split('/')[1]}:{instance}"
         # the harness's own limits, as the agent ran with them (its config is saved in the trajectory)
-        agent_config = ((info.get("config") or {}).get("agent") or {})
-        limits = {key: agent_config[src] for key, src in (("max_steps", "step_limit"), ("max_cost_usd", "cost_limit"))
-                  if isinstance(agent_config.get(src), (int, float)) and agent_config[src] > 0}
+        limits = declared_limits(info, ("config", "agent"), step_limit="max_steps", cost_limit="max_cost_usd")
         b = Builder("mini-swe-agent", run_id, instance, limits)
         messages = data.get("messages") or []
         action: str | None = None
@@ -297,16 +308,13 @@ def swe_agent_runs(git_dir: str, source: str, pattern: str, rev: str = "HEAD",
 
 def swe_agent_limits(data: dict) -> dict | None:
     config = data.get("replay_config")
-    if isinstance(config, str):
+    if isinstance(config, str):   # SWE-agent 1.x saves it as a JSON string
         try:
             config = json.loads(config)
         except ValueError:
             return None
-    model = ((config or {}).get("agent") or {}).get("model") or {} if isinstance(config, dict) else {}
-    limits = {key: model[src] for key, src in (("max_steps", "per_instance_call_limit"),
-                                               ("max_cost_usd", "per_instance_cost_limit"))
-              if isinstance(model.get(src), (int, float)) and model[src] > 0}
-    return limits or None
+    return declared_limits(config, ("agent", "model"), per_instance_call_limit="max_steps",
+                           per_instance_cost_limit="max_cost_usd")
 
 
 def swe_agent(git_dir: str) -> Iterator[Run]:
@@ -456,14 +464,14 @@ def terminal_bench(git_dir: str) -> Iterator[Run]:
 LIMIT_FACTOR = 2.0   # the derived limit, × the source's median run cost (coding harnesses: 1.3–3× is common)
 
 
-def cost_limited(parent: str, factor: float = LIMIT_FACTOR) -> Callable[[str], Iterator[Run]]:
+def cost_limited(parent: str, factor: float = LIMIT_FACTOR) -> Callable[[list[Run]], Iterator[Run]]:
     """The parent source's healthy runs as the harness would have run them under a cost limit of ``factor`` ×
     the median run's cost: a run whose cumulative cost reaches the limit before its last call is cut where the
     harness stops it (after that call's action, before the next call, as mini-swe-agent checks its limit) and
     is a positive; every other run is healthy, unchanged but for the declared limit. Runs are the recorded
     ones; only the limit is hypothetical, so the positives are runs that spend a budget, not runs that loop."""
-    def build(git_dir: str) -> Iterator[Run]:
-        runs = [(run_id, events) for run_id, events, label in SOURCES[parent](git_dir) if label is False]
+    def build(recorded: list[Run]) -> Iterator[Run]:
+        runs = [(run_id, events) for run_id, events, label in recorded if label is False]
         totals = sorted(sum(e.get("cost_usd") or 0.0 for e in events if e["event_type"] == "llm_call")
                         for _, events in runs)
         if not runs or not totals[len(totals) // 2]:
@@ -496,13 +504,12 @@ SOURCES: dict[str, Callable[[str], Iterator[Run]]] = {
     "tau-bench": tau_bench, "tau2-bench": tau2_bench, "mini-swe-agent": mini_swe_agent,
     "swe-agent": swe_agent, "terminal-bench": terminal_bench, "tau-bench-fork": tau_bench_fork,
     "multi-swe-bench": multi_swe_bench, "swe-agent-lm": swe_agent_lm}
-SOURCES.update({f"{parent}@cost-limit": cost_limited(parent) for parent in ("mini-swe-agent", "terminal-bench")})
-DERIVED = {name: name.split("@", 1)[0] for name in SOURCES if "@" in name}   # read from the parent's repository
+# derived source -> (its parent, what makes it from the parent's runs)
+DERIVED = {f"{parent}@cost-limit": (parent, cost_limited(parent)) for parent in ("mini-swe-agent", "terminal-bench")}
+NAMES = [*SOURCES, *DERIVED]
 
 
 def ensure_repo(name: str, given: str | None, out: str) -> str:
-    if name in DERIVED:
-        return ensure_repo(DERIVED[name], given, out)
     if given:
         return given
     target = os.path.join(out, "_git", f"{name}.git")
@@ -525,7 +532,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", default="corpus", help="output directory (git-ignored) (corpus)")
     parser.add_argument("--repo", action="append", default=[], metavar="SOURCE=GIT_DIR",
                         help=f"a local git dir of a source; sources: {', '.join(SOURCES)}")
-    parser.add_argument("--sources", default=",".join(SOURCES), help="comma-separated sources to build")
+    parser.add_argument("--sources", default=",".join(NAMES), help="comma-separated sources to build")
     parser.add_argument("--max-file-mb", type=float, default=MAX_FILE_BYTES / 2**20,
                         help="skip source files larger than this (bounds memory) (8)")
     args = parser.parse_args(argv)
@@ -534,13 +541,25 @@ def main(argv: list[str] | None = None) -> int:
     os.makedirs(args.out, exist_ok=True)
     labels: dict[str, bool] = {}
     counts: dict[str, dict] = {}
-    for name in args.sources.split(","):
+    names = args.sources.split(",")
+    parents = {DERIVED[name][0] for name in names if name in DERIVED}
+    recorded: dict[str, list[Run]] = {}   # a parent's runs, read once for the sources derived from it
+    for name in names:
         started = time.monotonic()
-        git_dir = ensure_repo(name, given.get(DERIVED.get(name, name)), args.out)
+        runs: Iterable[Run]
+        if name in DERIVED:
+            parent, derive = DERIVED[name]
+            if parent not in recorded:
+                recorded[parent] = list(SOURCES[parent](ensure_repo(parent, given.get(parent), args.out)))
+            runs = derive(recorded[parent])
+        else:
+            runs = SOURCES[name](ensure_repo(name, given.get(name), args.out))
+            if name in parents:
+                runs = recorded[name] = list(runs)
         n = pos = skipped = events = 0
         files: dict[str, Any] = {}   # one session (directory) per session_id: a fresh pipeline in replay
         try:
-            for run_id, run_events, label in SOURCES[name](git_dir):
+            for run_id, run_events, label in runs:
                 if label is None:
                     skipped += 1
                     continue

@@ -353,16 +353,20 @@ class RunawayDetector:
         if steps in _CHECKPOINT_SET:
             spend = state.spend[steps] = self._spend(event.agent_id, state)
             limit = baseline.spend_limits.get(steps) if baseline is not None else None
-            state.spend_over = state.spend_over + 1 if limit is not None and spend > limit > 0 else 0
-            if state.spend_over >= p.hold:
-                return self._fire(event, state, "spend_at_step", spend, limit or 0.0)
+            if limit is not None and spend > limit > 0:
+                state.spend_over += 1
+                if state.spend_over >= p.hold:
+                    return self._fire(event, state, "spend_at_step", spend, limit)
+            else:
+                state.spend_over = 0
             slope = self._slope(state)
             if slope is not None:
                 state.slopes[steps] = slope
-                limit = baseline.slope_limits.get(steps) if baseline is not None else None
-                state.slope_over = state.slope_over + 1 if limit is not None and slope > limit > 0 else 0
+            limit = baseline.slope_limits.get(steps) if baseline is not None and slope is not None else None
+            if slope is not None and limit is not None and slope > limit > 0:
+                state.slope_over += 1
                 if state.slope_over >= p.hold:
-                    return self._fire(event, state, "context_slope", slope, limit or 0.0, slope)
+                    return self._fire(event, state, "context_slope", slope, limit, slope)
             else:
                 state.slope_over = 0
         if baseline is not None and baseline.length_limit is not None and steps > baseline.length_limit:
