@@ -26,8 +26,8 @@ class Stream:
     def llm(self, cost=0.01, tokens=100):
         return self._e("llm_call", cost_usd=cost, input_tokens=tokens, output_tokens=0)
 
-    def end(self, status="ok"):
-        return self._e("run_end", status=status)
+    def end(self, status="ok", error_kind=None):
+        return self._e("run_end", status=status, error_kind=error_kind)
 
 
 def verdicts(detector, events):

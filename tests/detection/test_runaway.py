@@ -5,14 +5,90 @@ from agentvigil.detectors.runaway import RunawayDetector, RunawayPolicy
 from .streams import Stream, verdicts
 
 
-def run(det, run_id, steps, cost=0.01, status="ok", **limits):
+def run(det, run_id, steps, cost=0.01, status="ok", error_kind=None, **limits):
     s = Stream(run_id)
     events = [s.start(**limits)]
     for i in range(steps):
         events.append(s.llm(cost))
         events.append(s.tool("bash", f"cmd {run_id} {i}", f"out {i}"))
-    events.append(s.end(status))
+    events.append(s.end(status, error_kind))
     return verdicts(det, events)
+
+
+def history(det, stopped=20, stopped_steps=30, error_kind="RunLimitExceeded"):
+    """20 runs that finished in 8-12 steps, then ``stopped`` runs a limit ended unfinished after 30."""
+    for i in range(20):
+        assert run(det, f"h{i}", 8 + i % 5) == []
+    for i in range(stopped):
+        run(det, f"x{i}", stopped_steps, status="error", error_kind=error_kind)
+
+
+def test_a_run_past_the_step_from_which_runs_ended_unfinished():
+    det = RunawayDetector(RunawayPolicy(min_runs=20))
+    history(det)
+    # from step 13 on, every kept run (20 of them) ended unfinished; before it, half did
+    found = run(det, "going-long", 40, status="error")
+    assert [(v.detail["why"], v.detail["steps"], v.detail["value"]) for v in found] == [("ends_unfinished", 13, 1.0)]
+    assert found[0].reason == "run past the step (13) after which 100% of this agent's runs ended unfinished (13 steps)"
+    assert run(det, "short", 12) == []
+
+
+def test_ends_unfinished_needs_min_runs_that_got_that_far_and_the_share():
+    few = RunawayDetector(RunawayPolicy(min_runs=20))
+    history(few, stopped=10)      # 10 runs reached step 13: too few to say
+    assert run(few, "r", 20) == []
+    mixed = RunawayDetector(RunawayPolicy(min_runs=20))
+    history(mixed, stopped=19)
+    run(mixed, "long-ok", 30)     # 19 of the 20 runs past step 12 ended unfinished: 0.95
+    assert [v.detail["why"] for v in run(mixed, "r", 20)] == ["ends_unfinished"]
+    strict = RunawayDetector(RunawayPolicy(min_runs=20, unfinished_share=0.96))
+    history(strict, stopped=19)
+    run(strict, "long-ok", 30)
+    assert run(strict, "r", 20) == []
+    off = RunawayDetector(RunawayPolicy(min_runs=20, unfinished_share=1.5))
+    history(off)
+    assert run(off, "r", 20) == []
+
+
+def test_ends_unfinished_never_before_step_five():
+    """An outage that fails every run within two steps makes runs fail, not run away."""
+    det = RunawayDetector(RunawayPolicy(min_runs=20))
+    for i in range(30):
+        run(det, f"down{i}", 2, status="error", error_kind="provider_5xx")
+    assert run(det, "r", 4) == []
+    assert run(det, "r2", 6) == []   # nobody got past step 2: no share to judge
+    det = RunawayDetector(RunawayPolicy(min_runs=20))
+    for i in range(30):
+        run(det, f"x{i}", 8, status="error")
+    assert [v.detail["steps"] for v in run(det, "r", 8)] == [5]
+
+
+def test_runs_the_library_stopped_are_not_outcomes():
+    """A run a loop guard stopped ended unfinished because of a verdict: learning from it would feed the
+    verdict with itself."""
+    for kind in ("LoopDetected", "RunKilled"):
+        det = RunawayDetector(RunawayPolicy(min_runs=20))
+        history(det, error_kind=kind)
+        assert run(det, "r", 20) == []
+    det = RunawayDetector(RunawayPolicy(min_runs=20))
+    history(det)
+    for i in range(30):
+        run(det, f"k{i}", 30, status="killed")   # killed runs are not outcomes either: the step stays 13
+    assert [v.detail["steps"] for v in run(det, "r", 20)] == [13]
+
+
+def test_flagged_runs_count_as_outcomes():
+    """Whether a run was flagged does not change how it ends unless someone acts on the verdict; leaving the
+    flagged ones out would bias the share down and silence the signal."""
+    det = RunawayDetector(RunawayPolicy(min_runs=20))
+    history(det)
+    for i in range(4):
+        assert run(det, f"flagged-ok{i}", 30)   # flagged (past step 12, or past the length), then finished
+    baseline = det._baselines["a"]
+    assert list(baseline.outcomes)[-4:] == [(30, False)] * 4
+    assert det.baseline_size("a") == 20   # the healthy baseline still takes unflagged runs only
+    baseline.refresh_outcomes(det.policy)   # (refreshed every 5 % of the kept runs; now, for the test)
+    assert run(det, "r", 20) == []   # 20 of the 24 runs past step 12 ended unfinished: below 0.95
 
 
 def test_fires_on_a_run_far_longer_than_completed_ones():
@@ -142,6 +218,19 @@ def test_flagged_runs_never_feed_the_baseline():
     assert det.baseline_size("a") == before
 
 
+def test_outcomes_persist_and_older_state_files_load(tmp_path):
+    path = str(tmp_path / "runaway.json")
+    first = RunawayDetector(RunawayPolicy(min_runs=20, state_file=path))
+    history(first)
+    second = RunawayDetector(RunawayPolicy(min_runs=20, state_file=path))   # a new process
+    assert [v.detail["why"] for v in run(second, "r", 20)] == ["ends_unfinished"]
+    data = json.loads(open(path).read())
+    del data["agents"]["a"]["outcomes"]          # written before outcomes were kept
+    open(path, "w").write(json.dumps(data))
+    third = RunawayDetector(RunawayPolicy(min_runs=20, state_file=path))
+    assert third.baseline_size("a") == 20 and run(third, "r", 20) == []
+
+
 def test_baseline_persists_across_processes(tmp_path):
     path = str(tmp_path / "state" / "runaway.json")
     first = RunawayDetector(RunawayPolicy(min_runs=20, state_file=path))
@@ -159,6 +248,11 @@ def test_broken_state_file_is_counted_not_raised(tmp_path):
     path.write_text("{not json")
     det = RunawayDetector(RunawayPolicy(state_file=str(path)))
     assert det.baseline_size("a") == 0
+    for outcomes in ('[[Infinity, true]]', '[["x", true]]', '[[5]]', '{"a": 1}'):   # a bad field of a valid file
+        path.write_text('{"version": 1, "agents": {"a": {"runs": [[10, {}, {}]], "outcomes": %s}}}' % outcomes)
+        det = RunawayDetector(RunawayPolicy(state_file=str(path)))
+        assert det.baseline_size("a") == 0, outcomes
+        assert run(det, "r", 10) == []
 
 
 # -- context growth (input tokens per call) -----------------------------------------------------------------

@@ -1,8 +1,12 @@
 """runaway: the run is on course to exhaust its budget or limits (docs/detection.md).
 
-Compared with the agent's own completed, healthy runs (status ok, never flagged by this detector):
+Compared with the agent's own completed, healthy runs (status ok, never flagged by this detector), and with
+how its runs ended:
 
 * length — more tool results than ``length_factor`` × the ``quantile`` of completed runs' lengths;
+* ends unfinished — of the agent's last ``baseline_runs`` ended runs, flagged or not, those that got this far
+  (at least ``min_runs``) ended unfinished (``error``) at least ``unfinished_share`` of the time; runs this
+  library stopped (``killed``, ``LoopDetected``) are left out, so no verdict feeds itself;
 * spend at the same step index — cumulative cost (or tokens, when nothing is priced) at a checkpoint step,
   less the run's single largest call (one long reply is not a course), above ``spend_factor`` × the
   ``quantile`` of what completed runs had spent by that step, at ``hold`` checkpoints in a row;
@@ -39,6 +43,11 @@ from ..verdicts import detection
 from ._state import PerRun
 
 RUNAWAY = "runaway"
+# ends_unfinished never fires earlier: when nearly every run fails within a few steps (a provider outage), the
+# runs are failing, not running away
+FIRST_STEP = 5
+# error kinds of runs this library stopped itself (a loop guard set to raise): not an outcome to learn from
+STOPPED_BY_US = frozenset({"LoopDetected", "RunKilled"})
 CHECKPOINTS = (5, 10, 15, 20, 30, 40, 60, 80, 120, 160, 240, 320, 480, 640, 960, 1280)
 _CHECKPOINT_SET = frozenset(CHECKPOINTS)
 STATE_VERSION = 1
@@ -62,6 +71,7 @@ class RunawayPolicy:
     min_slope: float = 500.0      # input tokens per call: flatter growth is never flagged against the baseline
     slope_horizon: int = 10       # calls ahead the slope is projected to the context window
     context_window: int | None = None   # the model's context window in tokens (or run_start detail)
+    unfinished_share: float = 0.95  # of the runs that reached a step, the share that ended unfinished (above 1: off)
 
 
 MIN_SLOPE_POINTS = 4   # calls needed before a slope means anything
@@ -96,7 +106,7 @@ class _Baseline:
     in a sorted list: from then on the lists are dropped and each refresh collects and sorts, as before."""
 
     __slots__ = ("runs", "length_limit", "spend_limits", "slope_limits", "stale", "_lengths", "_spend", "_slopes",
-                 "_sorted")
+                 "_sorted", "outcomes", "unfinished_from", "unfinished_share", "_outcomes_stale")
 
     def __init__(self, keep: int) -> None:
         # (length, spend by checkpoint, context slope by checkpoint)
@@ -109,6 +119,39 @@ class _Baseline:
         self._spend: dict[int, list[float]] = {cp: [] for cp in CHECKPOINTS}
         self._slopes: dict[int, list[float]] = {cp: [] for cp in CHECKPOINTS}
         self._sorted = True   # the three above hold exactly the values of ``runs``, sorted
+        # every ended run the library did not stop itself, flagged or not: (length, ended unfinished)
+        self.outcomes: deque[tuple[int, bool]] = deque(maxlen=keep)
+        self.unfinished_from: int | None = None   # the first step from which runs mostly ended unfinished
+        self.unfinished_share = 0.0                # ... and the share of them that did
+        self._outcomes_stale = 0
+
+    def add_outcome(self, steps: int, unfinished: bool, p: RunawayPolicy) -> None:
+        self.outcomes.append((steps, unfinished))
+        self._outcomes_stale += 1
+        if len(self.outcomes) <= p.min_runs or self._outcomes_stale * 20 >= len(self.outcomes):
+            self.refresh_outcomes(p)
+
+    def refresh_outcomes(self, p: RunawayPolicy) -> None:
+        """The smallest step k such that, of the kept runs that reached k (at least ``min_runs``), at least
+        ``unfinished_share`` ended unfinished. Runs reaching k are those at least k long: the share only changes
+        just past a run's length, so only those steps are tried, longest runs first."""
+        self._outcomes_stale = 0
+        self.unfinished_from, self.unfinished_share = None, 0.0
+        if len(self.outcomes) < p.min_runs or not 0.0 < p.unfinished_share <= 1.0:
+            return
+        ordered = sorted(self.outcomes, reverse=True)   # longest first
+        reached = unfinished = 0
+        for i, (steps, failed) in enumerate(ordered):
+            reached += 1
+            unfinished += failed
+            shorter = ordered[i + 1][0] if i + 1 < len(ordered) else 0
+            if shorter == steps:   # the runs of the same length join together
+                continue
+            if steps < FIRST_STEP:
+                break
+            # the runs reaching any step in (shorter, steps] are exactly those counted so far
+            if reached >= p.min_runs and unfinished >= p.unfinished_share * reached:
+                self.unfinished_from, self.unfinished_share = max(shorter + 1, FIRST_STEP), unfinished / reached
 
     def push(self, steps: int, spend: dict[int, float], slopes: dict[int, float]) -> None:
         """Keep a completed run (the oldest goes when full), without recomputing the thresholds."""
@@ -262,7 +305,9 @@ class RunawayDetector:
                 return None
             if not state.max_steps and steps not in _CHECKPOINT_SET:   # only the length can be judged
                 baseline = self._baselines.get(event.agent_id)
-                if baseline is None or baseline.length_limit is None or not steps > baseline.length_limit:
+                if baseline is None or not (
+                        baseline.length_limit is not None and steps > baseline.length_limit
+                        or baseline.unfinished_from is not None and steps >= baseline.unfinished_from):
                     return None
             return self._check(event, state)
         if kind == ev.LLM_CALL:
@@ -296,8 +341,8 @@ class RunawayDetector:
             state.window = _positive(detail.get("context_window"))
             return None
         state = self._runs.pop(event) or _Run()   # run_end
-        if event.status == "ok" and not state.flagged and state.steps:
-            self._learn(event.agent_id, state)
+        if state.steps and (event.status == "ok" or event.status == "error" and event.error_kind not in STOPPED_BY_US):
+            self._learn(event.agent_id, state, unfinished=event.status != "ok")
         return None
 
     def _slope(self, state: _Run) -> float | None:
@@ -371,26 +416,33 @@ class RunawayDetector:
                 state.slope_over = 0
         if baseline is not None and baseline.length_limit is not None and steps > baseline.length_limit:
             return self._fire(event, state, "length", steps, baseline.length_limit)
+        if baseline is not None and baseline.unfinished_from is not None and steps >= baseline.unfinished_from:
+            share = baseline.unfinished_share
+            return self._fire(event, state, "ends_unfinished", share, p.unfinished_share, message=(
+                f"run past the step ({baseline.unfinished_from}) after which {share:.0%} of this agent's runs "
+                f"ended unfinished ({steps} steps)"))
         return None
 
     def _fire(self, event: Event, state: _Run, why: str, value: float, limit: float,
-              slope: float | None = None) -> list[Event]:
+              slope: float | None = None, message: str | None = None) -> list[Event]:
         state.flagged = True
         detail = {"why": why, "value": round(value, 6), "threshold": round(limit, 6), "steps": state.steps,
                   "cost_usd": round(state.cost, 6), "tokens": state.tokens}
         if slope is not None:
             detail["input_tokens_per_call"] = round(slope, 3)
-        return [detection(event, RUNAWAY, detail,
-                          f"run on course to exhaust its budget: {why} {value:.4g} over {limit:.4g} "
-                          f"after {state.steps} steps")]
+        return [detection(event, RUNAWAY, detail, message or (
+            f"run on course to exhaust its budget: {why} {value:.4g} over {limit:.4g} after {state.steps} steps"))]
 
-    def _learn(self, agent: str | None, state: _Run) -> None:
+    def _learn(self, agent: str | None, state: _Run, unfinished: bool = False) -> None:
+        """An ended run: its outcome, and (healthy and unflagged) its course for the baseline."""
         baseline = self._baselines.get(agent)
         if baseline is None:
             if len(self._baselines) >= MAX_AGENTS:
                 return
             baseline = self._baselines[agent] = _Baseline(self.policy.baseline_runs)
-        baseline.add(state.steps, state.spend, state.slopes, self.policy)
+        baseline.add_outcome(state.steps, unfinished, self.policy)
+        if not unfinished and not state.flagged:
+            baseline.add(state.steps, state.spend, state.slopes, self.policy)
         if self.policy.state_file:
             self._save(self.policy.state_file)
 
@@ -419,17 +471,22 @@ class RunawayDetector:
                     baseline.push(int(steps), {int(k): float(v) for k, v in spend.items()},
                                   {int(k): float(v) for k, v in slopes.items()})
                 baseline.refresh(self.policy)
+                # files written before outcomes were kept have none: the signal starts from this process's runs
+                for steps, unfinished in body.get("outcomes", []):
+                    baseline.outcomes.append((int(steps), unfinished is True))
+                baseline.refresh_outcomes(self.policy)
                 key = None if agent == "" else agent
                 self._baselines[key] = baseline
                 self._priced[key] = bool(body.get("priced"))
-        except (AttributeError, TypeError, ValueError) as exc:
+        except (AttributeError, TypeError, ValueError, OverflowError) as exc:
             internal_error("runaway_state", exc)
             self._baselines.clear()
 
     def _save(self, path: str) -> None:
         data = {"version": STATE_VERSION, "agents": {
             "" if agent is None else agent: {"priced": self._priced.get(agent, False),
-                                             "runs": [list(run) for run in b.runs]}
+                                             "runs": [list(run) for run in b.runs],
+                                             "outcomes": [list(o) for o in b.outcomes]}
             for agent, b in self._baselines.items()}}
         tmp = f"{path}.{os.getpid()}.tmp"
         try:
