@@ -40,7 +40,7 @@ WATCHER_PARAMS: dict[str, dict[str, tuple[type, object]]] = {
                 "limit_distinct": (float, 0.75),
                 "state_file": (str, None), "hold": (int, 2), "slope_window": (int, 8), "slope_factor": (float, 2.0),
                 "min_slope": (float, 500.0), "slope_horizon": (int, 10), "context_window": (int, None),
-                "unfinished_share": (float, 0.95)},
+                "unfinished_share": (float, 0.95), "unfinished_runs": (int, 10)},
 }
 DEFAULT_ACTIONS: dict[str, tuple[str, ...]] = {}   # every watcher alerts on the terminal; kill only when asked
 WEBHOOK_PARAMS = {"url": str, "events": list, "slack": bool, "timeout_seconds": float, "retries": int}

@@ -38,6 +38,7 @@ SWEEP: tuple[tuple[str, str, tuple[Any, ...]], ...] = (
     ("runaway", "limit_fraction", (0.5, 0.6, 0.7, 0.8, 0.9)),
     ("runaway", "limit_distinct", (0.5, 0.6, 0.7, 0.8, 0.9, 1.0)),
     ("runaway", "unfinished_share", (0.8, 0.85, 0.9, 0.95, 1.0)),
+    ("runaway", "unfinished_runs", (5, 8, 10, 15, 20)),
 )
 
 

@@ -33,10 +33,16 @@ def test_a_run_past_the_step_from_which_runs_ended_unfinished():
     assert run(det, "short", 12) == []
 
 
-def test_ends_unfinished_needs_min_runs_that_got_that_far_and_the_share():
+def test_ends_unfinished_needs_enough_runs_that_got_that_far_and_the_share():
     few = RunawayDetector(RunawayPolicy(min_runs=20))
-    history(few, stopped=10)      # 10 runs reached step 13: too few to say
+    history(few, stopped=9)       # 9 runs reached step 13: too few to say (unfinished_runs 10)
     assert run(few, "r", 20) == []
+    enough = RunawayDetector(RunawayPolicy(min_runs=20))
+    history(enough, stopped=10)
+    assert [v.detail["steps"] for v in run(enough, "r", 20)] == [13]
+    stricter = RunawayDetector(RunawayPolicy(min_runs=20, unfinished_runs=15))
+    history(stricter, stopped=10)
+    assert run(stricter, "r", 20) == []
     mixed = RunawayDetector(RunawayPolicy(min_runs=20))
     history(mixed, stopped=19)
     run(mixed, "long-ok", 30)     # 19 of the 20 runs past step 12 ended unfinished: 0.95

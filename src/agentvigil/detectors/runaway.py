@@ -5,7 +5,7 @@ how its runs ended:
 
 * length — more tool results than ``length_factor`` × the ``quantile`` of completed runs' lengths;
 * ends unfinished — of the agent's last ``baseline_runs`` ended runs, flagged or not, those that got this far
-  (at least ``min_runs``) ended unfinished (``error``) at least ``unfinished_share`` of the time; runs this
+  (at least ``unfinished_runs``) ended unfinished (``error``) at least ``unfinished_share`` of the time; runs this
   library stopped (``killed``, ``LoopDetected``) are left out, so no verdict feeds itself;
 * spend at the same step index — cumulative cost (or tokens, when nothing is priced) at a checkpoint step,
   less the run's single largest call (one long reply is not a course), above ``spend_factor`` × the
@@ -72,6 +72,7 @@ class RunawayPolicy:
     slope_horizon: int = 10       # calls ahead the slope is projected to the context window
     context_window: int | None = None   # the model's context window in tokens (or run_start detail)
     unfinished_share: float = 0.95  # of the runs that reached a step, the share that ended unfinished (above 1: off)
+    unfinished_runs: int = 10       # ended runs that reached the step needed before judging by it
 
 
 MIN_SLOPE_POINTS = 4   # calls needed before a slope means anything
@@ -128,16 +129,16 @@ class _Baseline:
     def add_outcome(self, steps: int, unfinished: bool, p: RunawayPolicy) -> None:
         self.outcomes.append((steps, unfinished))
         self._outcomes_stale += 1
-        if len(self.outcomes) <= p.min_runs or self._outcomes_stale * 20 >= len(self.outcomes):
+        if len(self.outcomes) <= p.unfinished_runs or self._outcomes_stale * 20 >= len(self.outcomes):
             self.refresh_outcomes(p)
 
     def refresh_outcomes(self, p: RunawayPolicy) -> None:
-        """The smallest step k such that, of the kept runs that reached k (at least ``min_runs``), at least
+        """The smallest step k such that, of the kept runs that reached k (at least ``unfinished_runs``), at least
         ``unfinished_share`` ended unfinished. Runs reaching k are those at least k long: the share only changes
         just past a run's length, so only those steps are tried, longest runs first."""
         self._outcomes_stale = 0
         self.unfinished_from, self.unfinished_share = None, 0.0
-        if len(self.outcomes) < p.min_runs or not 0.0 < p.unfinished_share <= 1.0:
+        if len(self.outcomes) < p.unfinished_runs or not 0.0 < p.unfinished_share <= 1.0:
             return
         ordered = sorted(self.outcomes, reverse=True)   # longest first
         reached = unfinished = 0
@@ -150,7 +151,7 @@ class _Baseline:
             if steps < FIRST_STEP:
                 break
             # the runs reaching any step in (shorter, steps] are exactly those counted so far
-            if reached >= p.min_runs and unfinished >= p.unfinished_share * reached:
+            if reached >= p.unfinished_runs and unfinished >= p.unfinished_share * reached:
                 self.unfinished_from, self.unfinished_share = max(shorter + 1, FIRST_STEP), unfinished / reached
 
     def push(self, steps: int, spend: dict[int, float], slopes: dict[int, float]) -> None:
