@@ -56,6 +56,29 @@ def test_ends_unfinished_needs_enough_runs_that_got_that_far_and_the_share():
     assert run(off, "r", 20) == []
 
 
+def test_the_step_is_the_smallest_one_whose_share_holds():
+    """The sweep over run lengths against a brute force over every step."""
+    import random
+
+    from agentvigil.detectors.runaway import FIRST_STEP, _Baseline
+    rng = random.Random(7)
+    for trial in range(300):
+        p = RunawayPolicy(unfinished_runs=rng.choice((1, 3, 10)), unfinished_share=rng.choice((0.5, 0.8, 0.95, 1.0)))
+        b = _Baseline(200)
+        for _ in range(rng.randint(0, 60)):
+            b.outcomes.append((rng.randint(1, 40), rng.random() < 0.6))
+        b.refresh_outcomes(p)
+        expected = None
+        if len(b.outcomes) >= p.unfinished_runs:
+            for k in range(FIRST_STEP, 42):
+                reached = [failed for steps, failed in b.outcomes if steps >= k]
+                if len(reached) >= p.unfinished_runs and sum(reached) >= p.unfinished_share * len(reached):
+                    expected = (k, sum(reached) / len(reached))
+                    break
+        got = None if b.unfinished_from is None else (b.unfinished_from, b.unfinished_share)
+        assert got == expected, (trial, sorted(b.outcomes), p)
+
+
 def test_ends_unfinished_never_before_step_five():
     """An outage that fails every run within two steps makes runs fail, not run away."""
     det = RunawayDetector(RunawayPolicy(min_runs=20))
