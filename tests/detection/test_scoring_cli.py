@@ -43,3 +43,39 @@ def test_bad_inputs_are_usage_errors(tmp_path, capsys):
     assert main(["replay", TINY, "--labels", LABELS, "--score", "--set", "stuck.nope=1"]) == 2
     assert "watchers.stuck.nope" in capsys.readouterr().err
     assert main(["replay", TINY, "--score"]) == 2
+
+
+def one_session_per_run(root):
+    """A harness that starts one process per task: 10 runs that finished in 8 steps, 10 that a limit stopped
+    after 30, then one more going long; each run its own session."""
+    labels = {}
+    for i in range(21):
+        run_id, stopped = f"r{i:02d}", i >= 10
+        session = root / f"s{i:02d}"
+        session.mkdir()
+        (session / "meta.json").write_text(json.dumps({"started_at": 1000.0 + i * 100}))
+        ids = {"agent_id": "a", "session_id": f"s{i:02d}", "run_id": run_id}
+        ts = 1000.0 + i * 100
+        lines = [{"event_type": "run_start", "ts": ts, **ids}]
+        for step in range(1, (30 if stopped else 8) + 1):
+            lines.append({"event_type": "tool_end", "ts": ts + step, "step_index": step, "tool_name": "bash",
+                          "args_hash": f"{i:04x}{step:012x}", "result_hash": f"{step:016x}", "status": "ok", **ids})
+        lines.append({"event_type": "run_end", "ts": ts + 40, "status": "error" if stopped else "ok", **ids})
+        (session / "events.ndjson").write_text("".join(json.dumps(line) + "\n" for line in lines))
+        labels[run_id] = stopped
+    (root / "labels.json").write_text(json.dumps(labels))
+    return str(root), str(root / "labels.json")
+
+
+def test_the_state_file_carries_the_baseline_across_sessions_in_replay(tmp_path, capsys):
+    """Replay gives each session a fresh pipeline, as in-process; with a state file, as in production, each
+    session starts from what the earlier ones left."""
+    (tmp_path / "sessions").mkdir()
+    sessions, labels = one_session_per_run(tmp_path / "sessions")
+
+    def runaway_tp(*extra):
+        assert main(["replay", sessions, "--labels", labels, "--score", "--json", *extra]) == 0
+        return json.loads(capsys.readouterr().out)["report"]["all"]["runaway"]["tp"]
+
+    assert runaway_tp() == 0
+    assert runaway_tp("--set", f"runaway.state_file={tmp_path / 'baseline.json'}") == 1   # the last run, past step 8
