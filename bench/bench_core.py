@@ -5,7 +5,7 @@ rounds, B first in odd ones), each batch's per-operation time is recorded, and w
 ratio of medians. The machines are shared and noisy, so means and separate runs would lie.
 
     --quick      fewer rounds (a smoke run, not for docs)
-    --only NAME  tracing | metrics | parts | replay | import | render
+    --only NAME  tracing | metrics | parts | replay | import | render | state
                  (parts: what each part of the tool call costs, for the "goals not met" floor)
 """
 
@@ -350,6 +350,37 @@ def bench_replay(rounds: int) -> tuple[dict[str, float], int, int]:
         return {name: statistics.median(r) for name, r in rates.items()}, lines, found
 
 
+def bench_state_file(rounds: int = 21) -> list[tuple[str, float, int]]:
+    """What one write of runaway's state file costs (the thread that ends a run pays it, at most once a
+    second): agents × a full baseline (200 runs, six checkpoints), alone or after another process wrote."""
+    from agentvigil.detectors.runaway import RunawayHistory, RunawayPolicy
+
+    spend = {5: 0.1, 10: 0.2, 15: 0.3, 20: 0.4, 30: 0.5, 40: 0.6}
+    slopes = dict.fromkeys(spend, 300.0)
+    out = []
+    for agents in (1, 5):
+        with tempfile.TemporaryDirectory() as d:
+            policy = RunawayPolicy(state_file=os.path.join(d, "runaway-baseline.json"))
+            ours, other = RunawayHistory(policy, clock=lambda: 0.0), RunawayHistory(policy, clock=lambda: 0.0)
+            for a in range(agents):
+                for i in range(200):
+                    ours.learn(f"agent{a}", 40, spend, slopes, i % 7 == 0, i % 7 != 0)
+            ours.save()
+            for shared in (False, True):
+                times = []
+                for _ in range(rounds):
+                    ours.learn("agent0", 40, spend, slopes, False, True)
+                    if shared:   # another worker wrote since: ours reads and merges
+                        other.learn("agent0", 40, spend, slopes, False, True)
+                        other.save()
+                    t0 = time.perf_counter()
+                    ours.save()
+                    times.append(time.perf_counter() - t0)
+                out.append((f"{agents} agent(s){', another process wrote since' if shared else ''}",
+                            statistics.median(times) * 1000, os.path.getsize(policy.state_file or "")))
+    return out
+
+
 def bench_import() -> tuple[float, float]:
     def once(code: str) -> float:
         # CPU time of the child (user + system), not wall time: the shared machine's other tenants stay out.
@@ -394,7 +425,7 @@ def main() -> None:
     parser.add_argument("--only", action="append")
     opts = parser.parse_args()
     rounds = 11 if opts.quick else ROUNDS
-    only = set(opts.only or ("tracing", "metrics", "parts", "replay", "import", "render"))
+    only = set(opts.only or ("tracing", "metrics", "parts", "replay", "import", "render", "state"))
     rows = []
     if "tracing" in only:
         a, b, r = bench_tool_call_tracing(rounds)
@@ -433,6 +464,9 @@ def main() -> None:
     if "render" in only:
         render, series = bench_render()
         rows.append(f"| `/metrics` render, {series} samples | **{render:.1f} ms** | — | — |")
+    if "state" in only:
+        for name, ms, size in bench_state_file():
+            rows.append(f"| runaway state-file write, {name} ({size // 1000} kB) | {ms:.1f} ms | — | — |")
     print(f"python {sys.version.split()[0]}, {os.cpu_count()} CPUs, {rounds} rounds × {BATCH} calls, interleaved")
     print("| benchmark | result | goal | verdict |")
     print("|---|---|---|---|")

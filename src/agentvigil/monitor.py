@@ -30,6 +30,8 @@ from .sinks.subscribers import GLOBAL_HANDLERS, Handler, SubscriberSink, prepare
 if TYPE_CHECKING:
     from prometheus_client import CollectorRegistry
 
+    from .policy import WatchConfig
+
 _time = time.time
 
 # -- process-wide subscribers ----------------------------------------------------------------------------
@@ -139,6 +141,8 @@ class Monitor:
         self._handlers: list[Handler] = []
         self._closed = False
         self.policy = load_policy(s)
+        if s.record_dir:
+            _keep_runaway_history_beside(self.policy, s.record_dir)
         self.pipeline = self._build_pipeline()
         # liveness and progress start now; the custom labels ride on it for readers of the recording
         self._emit(Event(ev.HEARTBEAT, _time(), status="idle",
@@ -218,8 +222,10 @@ class Monitor:
         return len(self._active)
 
     def close(self) -> None:
-        """Stop heartbeats and close the recorder (flushing it). Metrics stay registered."""
+        """Stop heartbeats, write runaway's state file and close the recorder (flushing it). Metrics stay
+        registered."""
         self._closed = True
+        self.pipeline.close_detectors()
         if self.recorder is not None:
             self.recorder.close()
 
@@ -359,3 +365,14 @@ def _custom_labels(given: dict[str, str] | None, declared: tuple[str, ...], base
     except Exception as exc:   # not a mapping
         internal_error("monitor", exc)
     return out
+
+
+RUNAWAY_STATE_FILE = "runaway-baseline.json"
+
+
+def _keep_runaway_history_beside(policy: WatchConfig, record_dir: str) -> None:
+    """When recording, runaway's baseline persists beside the sessions unless the config chose a state file
+    ("" turns it off): a harness that starts one process per task then has it from its second run."""
+    runaway = policy.watchers.get("runaway")
+    if runaway is not None and runaway.params.get("state_file") is None:
+        runaway.params["state_file"] = os.path.join(record_dir, RUNAWAY_STATE_FILE)

@@ -97,25 +97,32 @@ def detection_record(event: Event) -> dict:
 
 
 def pipeline_for(settings: object = None, policy: WatchConfig | None = None, metrics: AgentMetrics | None = None,
-                 started_at: float | None = None) -> Pipeline:
+                 started_at: float | None = None, shared: dict | None = None) -> Pipeline:
+    """One session's pipeline. ``shared``: one dict for all the sessions of a replay, so what the detectors
+    learn from ended runs (runaway's baseline) carries into the next session, as the state file carries it
+    from one process to the next in production."""
     from .settings import Settings
 
     pipeline, _ = build_pipeline(settings if isinstance(settings, Settings) else Settings.from_env(),
                                  policy if policy is not None else WatchConfig.defaults(), metrics=metrics,
-                                 started_at=started_at)
+                                 started_at=started_at, shared=shared)
     return pipeline
 
 
 def replay(path: str, settings: object = None, stats: ReplayStats | None = None,
            metrics: AgentMetrics | None = None, policy: WatchConfig | None = None) -> Iterator[dict]:
-    """Yield one record per verdict, session by session: a fresh pipeline per session, as in-process (one
-    Monitor, one session). With ``metrics``, the events also go through the Prometheus sink."""
+    """Yield one record per verdict, session by session in the order they started: a fresh pipeline per
+    session, as in-process (one Monitor, one session), that starts from what the earlier sessions' ended runs
+    taught (runaway's baseline, as its state file carries it). With ``metrics``, the events also go through
+    the Prometheus sink."""
     stats = stats if stats is not None else ReplayStats()
+    shared: dict = {}
     for events_path in find_event_files(path):
         stats.sessions += 1
         meta = read_meta(events_path.rsplit("/", 1)[0]) if "/" in events_path else None
         started = meta.get("started_at") if meta else None
-        pipeline = pipeline_for(settings, policy, metrics, started if isinstance(started, (int, float)) else None)
+        pipeline = pipeline_for(settings, policy, metrics, started if isinstance(started, (int, float)) else None,
+                                shared)
         # e.g. tool_start: nothing to judge or write; recorded verdicts are re-derived, not re-fed
         unread = ev.EVENT_TYPES - (pipeline.wanted - {ev.DETECTION})
         emit = pipeline.emit
@@ -124,3 +131,4 @@ def replay(path: str, settings: object = None, stats: ReplayStats | None = None,
                 stats.detections += 1
                 stats.by_detector[(verdict.session_id, verdict.detector)] += 1
                 yield detection_record(verdict)
+        pipeline.close_detectors()

@@ -79,9 +79,10 @@ def collect(path: str, labels: dict[str, bool], settings: object = None, policy:
     """Replay every session under ``path`` and trace each labelled run: its length, cost and first verdicts."""
     stats = stats if stats is not None else ReplayStats()
     traces: dict[tuple, _RunTrace] = {}
+    shared: dict = {}   # runaway's baseline carries from session to session, as in replay
     for events_path in find_event_files(path):
         stats.sessions += 1
-        pipeline = pipeline_for(settings, policy)
+        pipeline = pipeline_for(settings, policy, shared=shared)
         for event in read_events(events_path, stats):
             if event.event_type == ev.DETECTION:
                 continue
@@ -105,6 +106,7 @@ def collect(path: str, labels: dict[str, bool], settings: object = None, policy:
                     continue
                 for group in _groups(verdict.detector or "?"):
                     t.first.setdefault(group, (t.steps, t.cost))
+        pipeline.close_detectors()
     return list(traces.values())
 
 

@@ -52,7 +52,8 @@ def test_demo_injects_every_failure_and_keeps_healthy_agents_clean(tmp_path):
     assert value("agent_tokens_total", agent="triage-bot", provider="openai", model="gpt-4o-mini",
                  type="cache_read") in (None, 0.0)
     # recorded sessions and live status
-    assert len(os.listdir(tmp_path)) == 6
+    assert len([p for p in tmp_path.iterdir() if p.is_dir()]) == 6
+    assert (tmp_path / "runaway-baseline.json").is_file()   # what the agents' ended runs taught, for the next start
     assert "research-agent" in out.getvalue() and "breaker=open" in out.getvalue()
 
 

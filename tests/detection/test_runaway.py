@@ -251,6 +251,7 @@ def test_outcomes_persist_and_older_state_files_load(tmp_path):
     path = str(tmp_path / "runaway.json")
     first = RunawayDetector(RunawayPolicy(min_runs=20, state_file=path))
     history(first)
+    first.close()   # the process ends
     second = RunawayDetector(RunawayPolicy(min_runs=20, state_file=path))   # a new process
     assert [v.detail["why"] for v in run(second, "r", 20)] == ["ends_unfinished"]
     data = json.loads(open(path).read())
@@ -265,6 +266,7 @@ def test_baseline_persists_across_processes(tmp_path):
     first = RunawayDetector(RunawayPolicy(min_runs=20, state_file=path))
     for i in range(25):
         run(first, f"h{i}", 10)
+    first.close()   # the process ends
     data = json.loads(open(path).read())
     assert len(data["agents"]["a"]["runs"]) == 25
     second = RunawayDetector(RunawayPolicy(min_runs=20, state_file=path))   # a new process

@@ -67,15 +67,47 @@ def one_session_per_run(root):
     return str(root), str(root / "labels.json")
 
 
-def test_the_state_file_carries_the_baseline_across_sessions_in_replay(tmp_path, capsys):
-    """Replay gives each session a fresh pipeline, as in-process; with a state file, as in production, each
-    session starts from what the earlier ones left."""
+def test_replay_carries_the_baseline_across_sessions_as_the_state_file_does(tmp_path, capsys):
+    """Each session gets a fresh pipeline, as in-process, that starts from what the earlier sessions' ended runs
+    taught: what the state file beside the sessions gives a one-process-per-task harness in production. The
+    same runs in one session give the same verdicts."""
     (tmp_path / "sessions").mkdir()
     sessions, labels = one_session_per_run(tmp_path / "sessions")
 
-    def runaway_tp(*extra):
-        assert main(["replay", sessions, "--labels", labels, "--score", "--json", *extra]) == 0
-        return json.loads(capsys.readouterr().out)["report"]["all"]["runaway"]["tp"]
+    def score(path, *extra):
+        assert main(["replay", path, "--labels", labels, "--score", "--json", *extra]) == 0
+        return json.loads(capsys.readouterr().out)["report"]["all"]["runaway"]
 
-    assert runaway_tp() == 0
-    assert runaway_tp("--set", f"runaway.state_file={tmp_path / 'baseline.json'}") == 1   # the last run, past step 8
+    assert score(sessions)["tp"] == 1 and score(sessions)["fp"] == 0   # the last run, past step 8
+    state = tmp_path / "baseline.json"
+    assert score(sessions, "--set", f"runaway.state_file={state}")["tp"] == 1
+    assert len(json.loads(state.read_text())["agents"]["a"]["outcomes"]) == 21   # written as the sessions end
+
+    together = tmp_path / "one" / "events.ndjson"
+    together.parent.mkdir()
+    with together.open("w") as out:
+        for session in sorted((tmp_path / "sessions").glob("s*")):
+            out.write((session / "events.ndjson").read_text())
+    assert score(str(together.parent)) == score(sessions)
+
+
+def test_scores_do_not_depend_on_how_runs_are_grouped_into_sessions(tmp_path, capsys):
+    """scripts/split_sessions.py rewrites the development sessions as one session per run: stuck and runaway
+    score the same."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(
+        "split_sessions", os.path.join(os.path.dirname(__file__), "..", "..", "scripts", "split_sessions.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    written, dropped = module.split(TINY, str(tmp_path / "split"))
+    assert written > len(os.listdir(TINY)) and dropped == 0
+
+    def score(path):
+        assert main(["replay", path, "--labels", LABELS, "--score", "--json"]) == 0
+        report = json.loads(capsys.readouterr().out)["report"]["all"]
+        return {group: report[group] for group in ("stuck", "runaway", "stuck_or_runaway")}
+
+    together = score(TINY)
+    assert together["stuck_or_runaway"]["tp"] > 0
+    assert score(str(tmp_path / "split")) == together

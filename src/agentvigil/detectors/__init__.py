@@ -27,7 +27,7 @@ from .liveness import LIVENESS_LOST, ZOMBIE, LivenessDetector
 from .loops import LoopDetector
 from .retry import RetryDetector
 from .run_limit import RunLimitDetector
-from .runaway import RunawayDetector, RunawayPolicy
+from .runaway import RunawayDetector, RunawayHistory, RunawayPolicy
 from .scope import ScopeDetector, ScopePolicy
 from .sequence import SequenceDetector
 from .silence import SilenceDetector
@@ -49,6 +49,17 @@ class DetectorContext:
     health: Any = None
     clock: Callable[[], float] | None = None
     cycle_baseline: CycleBaseline | None = None
+    # what detectors learn across runs, kept for the next pipeline of the same command (replay's sessions, in
+    # the order they started, as the state file carries it across processes in production), by detector name
+    shared: dict[str, Any] | None = None
+
+    def kept(self, name: str, make: Callable[[], Any]) -> Any:
+        """``make()``, or the one an earlier pipeline of this command made."""
+        if self.shared is None:
+            return make()
+        if name not in self.shared:
+            self.shared[name] = make()
+        return self.shared[name]
 
     def param(self, spec: str, key: str) -> Any:
         return self.policy.watchers[spec].params[key]
@@ -84,6 +95,11 @@ def _duration(c: DetectorContext) -> DurationDetector:
     return DurationDetector(seconds, c.started_at)
 
 
+def _runaway(c: DetectorContext) -> RunawayDetector:
+    policy = RunawayPolicy(**c.policy.watchers["runaway"].params)
+    return RunawayDetector(policy, c.kept("runaway", lambda: RunawayHistory(policy)))
+
+
 def _liveness(c: DetectorContext) -> LivenessDetector | None:
     h = c.health
     if h is None:
@@ -110,7 +126,7 @@ register("loop", "loop", lambda c: SequenceDetector(c.param("loop", "sequence_le
 register("silence", "silence", lambda c: SilenceDetector(c.param("silence", "max_seconds")))
 register("budget", "budget", lambda c: BudgetDetector(c.param("budget", "max_tokens")))
 register("stuck", "stuck", lambda c: StuckDetector(StuckPolicy(**c.policy.watchers["stuck"].params)))
-register("runaway", "runaway", lambda c: RunawayDetector(RunawayPolicy(**c.policy.watchers["runaway"].params)))
+register("runaway", "runaway", lambda c: _runaway(c))
 register(LIVENESS_LOST, "liveness", lambda c: _liveness(c), (LIVENESS_LOST, ZOMBIE))
 register(COST_SPIKE, "cost_spike", lambda c: _cycle_cost(c))
 # The run's own declared limits: always on (asking for a limit is the opt-in).

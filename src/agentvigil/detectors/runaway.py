@@ -22,19 +22,29 @@ how its runs ended:
 The baseline keeps the last ``baseline_runs`` runs per agent, checkpointed at geometric step indices, so
 memory is bounded and each event costs O(1) (quantiles are recomputed as runs complete, every 5 % of the
 baseline once it is full enough; the slope costs O(``slope_window``²), computed only at a checkpoint or when
-the run has a window or cost limit to project to). With
-``state_file`` it persists across processes (JSON, replaced atomically), so a harness that starts one process
-per task has a baseline from its second run.
+the run has a window or cost limit to project to). What ended runs teach lives in a ``RunawayHistory``: shared
+by the pipelines of one command (replay's sessions), and with ``state_file`` (by default beside a recording
+Monitor's sessions) across processes, so a harness that starts one process per task has a baseline from its
+second run, and workers sharing the file share one baseline.
 """
 
 from __future__ import annotations
 
 import json
+import math
 import os
+import time
+import weakref
 from bisect import bisect_left, insort
 from collections import deque
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
+
+try:
+    import fcntl
+except ImportError:   # not on Windows: writes there are not locked (last writer wins)
+    fcntl = None  # type: ignore[assignment]
 
 from .. import events as ev
 from .._safety import internal_error
@@ -276,13 +286,14 @@ class RunawayDetector:
     family = "cost"
     consumes = frozenset({ev.RUN_START, ev.LLM_CALL, ev.TOOL_END, ev.RUN_END})
 
-    def __init__(self, policy: RunawayPolicy | None = None):
+    def __init__(self, policy: RunawayPolicy | None = None, history: RunawayHistory | None = None):
         self.policy = policy or RunawayPolicy()
         self._runs: PerRun[_Run] = PerRun(_Run)
-        self._baselines: dict[str | None, _Baseline] = {}
-        self._priced: dict[str | None, bool] = {}   # agent -> its runs carry cost (else tokens are the spend)
-        if self.policy.state_file:
-            self._load(self.policy.state_file)
+        # what ended runs taught: shared by the pipelines of one command (replay's sessions), and with
+        # state_file across processes. Its dicts are updated in place, so these references stay valid.
+        self.history = history if history is not None else RunawayHistory(self.policy)
+        self._baselines = self.history.baselines
+        self._priced = self.history.priced   # agent -> its runs carry cost (else tokens are the spend)
 
     # -- events ------------------------------------------------------------------------------------------
     def feed(self, event: Event) -> list[Event] | None:
@@ -436,34 +447,125 @@ class RunawayDetector:
 
     def _learn(self, agent: str | None, state: _Run, unfinished: bool = False) -> None:
         """An ended run: its outcome, and (healthy and unflagged) its course for the baseline."""
-        baseline = self._baselines.get(agent)
-        if baseline is None:
-            if len(self._baselines) >= MAX_AGENTS:
-                return
-            baseline = self._baselines[agent] = _Baseline(self.policy.baseline_runs)
-        baseline.add_outcome(state.steps, unfinished, self.policy)
-        if not unfinished and not state.flagged:
-            baseline.add(state.steps, state.spend, state.slopes, self.policy)
-        if self.policy.state_file:
-            self._save(self.policy.state_file)
+        self.history.learn(agent, state.steps, state.spend, state.slopes, unfinished,
+                           healthy=not unfinished and not state.flagged)
 
     def baseline_size(self, agent: str | None) -> int:
         b = self._baselines.get(agent)
         return 0 if b is None else len(b.runs)
 
-    # -- persistence -------------------------------------------------------------------------------------
-    def _load(self, path: str) -> None:
+    def close(self) -> None:
+        """Write what is not yet in the state file (the pipeline's close, the Monitor's close), waiting up to
+        ``CLOSE_WAIT`` for another process's write."""
+        self.history.save(CLOSE_WAIT)
+
+    def tick(self, now: float) -> None:
+        return None
+
+
+# A run end writes the state file at most this often (seconds); close() writes the rest. Each write merges what
+# other processes wrote since, so workers sharing the file share one baseline.
+SAVE_INTERVAL = 1.0
+CLOSE_WAIT = 1.0       # seconds close() waits for the lock (a run end never waits)
+MAX_PENDING = 10_000   # ended runs waiting for a write (bounded while the file cannot be written)
+_HISTORIES: weakref.WeakSet[RunawayHistory] = weakref.WeakSet()
+
+
+class RunawayHistory:
+    """Each agent's baseline and run outcomes. With ``state_file`` it is loaded at start and written (temp file
+    and rename) at most once per ``SAVE_INTERVAL`` after a run ends, and on ``save()``. A write re-reads the
+    file under a lock, adds the runs this process ended since its last write and keeps the result, so
+    processes sharing the file learn from each other's runs and none overwrites the others'. A run end never
+    waits for the lock: if another process holds it, the runs stay pending for the next write; close waits
+    ``CLOSE_WAIT`` at most."""
+
+    def __init__(self, policy: RunawayPolicy, clock: Callable[[], float] = time.monotonic) -> None:
+        self.policy = policy
+        self.baselines: dict[str | None, _Baseline] = {}
+        self.priced: dict[str | None, bool] = {}
+        self._pending: deque[tuple] = deque(maxlen=MAX_PENDING)
+        self._clock = clock
+        self._saved_at = -math.inf
+        self._seen: tuple[int, int, int] | None = None   # the file as this process last read or wrote it
+        if policy.state_file:
+            seen = _signature(policy.state_file)
+            loaded = self._read(policy.state_file)
+            if loaded is not None:
+                self.baselines.update(loaded[0])
+                self.priced.update(loaded[1])
+                self._seen = seen
+            _HISTORIES.add(self)
+
+    def learn(self, agent: str | None, steps: int, spend: dict[int, float], slopes: dict[int, float],
+              unfinished: bool, healthy: bool) -> None:
+        if not self._add(self.baselines, agent, steps, spend, slopes, unfinished, healthy):
+            return
+        if self.policy.state_file:
+            self._pending.append((agent, steps, spend, slopes, unfinished, healthy))
+            if self._clock() - self._saved_at >= SAVE_INTERVAL:
+                self.save()
+
+    def _add(self, baselines: dict[str | None, _Baseline], agent: str | None, steps: int,
+             spend: dict[int, float], slopes: dict[int, float], unfinished: bool, healthy: bool) -> bool:
+        baseline = baselines.get(agent)
+        if baseline is None:
+            if len(baselines) >= MAX_AGENTS:
+                return False
+            baseline = baselines[agent] = _Baseline(self.policy.baseline_runs)
+        baseline.add_outcome(steps, unfinished, self.policy)
+        if healthy:
+            baseline.add(steps, spend, slopes, self.policy)
+        return True
+
+    def save(self, wait: float = 0.0) -> None:
+        """Write the runs ended since the last write into the state file (merged with it). ``wait``: seconds to
+        wait for the lock another process holds (close waits briefly; a run end never). Never raises."""
+        path = self.policy.state_file
+        if not path or not self._pending:
+            return
+        try:
+            directory = os.path.dirname(path)
+            if directory:
+                os.makedirs(directory, exist_ok=True)
+            with _try_lock(f"{path}.lock", wait) as locked:
+                if not locked:
+                    return   # another process is writing: ours go with the next write
+                if self._seen is not None and _signature(path) == self._seen:
+                    # nobody wrote since we read or wrote it: the file plus our runs is what we hold
+                    baselines, priced = dict(self.baselines), dict(self.priced)
+                else:   # the file as it is now (none yet, or broken: counted, and replaced), plus our runs
+                    baselines, priced = self._read(path) or ({}, {})
+                    for run in self._pending:
+                        self._add(baselines, *run)
+                    for agent, flag in self.priced.items():
+                        priced[agent] = priced.get(agent, False) or flag
+                self._write(path, baselines, priced)
+                self._seen = _signature(path)
+        except OSError as exc:
+            internal_error("runaway_state", exc)
+            return
+        self._pending.clear()
+        self._saved_at = self._clock()
+        self.baselines.clear()
+        self.baselines.update(baselines)
+        self.priced.clear()
+        self.priced.update(priced)
+
+    def _read(self, path: str) -> tuple[dict[str | None, _Baseline], dict[str | None, bool]] | None:
+        """The file's baselines, or None (missing; unreadable or invalid: counted)."""
         try:
             with open(path, encoding="utf-8") as fh:
                 data = json.load(fh)
         except FileNotFoundError:
-            return
+            return None
         except (OSError, ValueError) as exc:
             internal_error("runaway_state", exc)
-            return
+            return None
+        baselines: dict[str | None, _Baseline] = {}
+        priced: dict[str | None, bool] = {}
         try:
             if data.get("version") != STATE_VERSION:
-                return
+                return None
             for agent, body in list(data.get("agents", {}).items())[:MAX_AGENTS]:
                 baseline = _Baseline(self.policy.baseline_runs)
                 for steps, spend, *rest in body.get("runs", []):
@@ -477,31 +579,74 @@ class RunawayDetector:
                     baseline.outcomes.append((int(steps), unfinished is True))
                 baseline.refresh_outcomes(self.policy)
                 key = None if agent == "" else agent
-                self._baselines[key] = baseline
-                self._priced[key] = bool(body.get("priced"))
+                baselines[key] = baseline
+                priced[key] = bool(body.get("priced"))
         except (AttributeError, TypeError, ValueError, OverflowError) as exc:
             internal_error("runaway_state", exc)
-            self._baselines.clear()
+            return None
+        return baselines, priced
 
-    def _save(self, path: str) -> None:
+    @staticmethod
+    def _write(path: str, baselines: dict[str | None, _Baseline], priced: dict[str | None, bool]) -> None:
         data = {"version": STATE_VERSION, "agents": {
-            "" if agent is None else agent: {"priced": self._priced.get(agent, False),
+            "" if agent is None else agent: {"priced": priced.get(agent, False),
                                              "runs": [list(run) for run in b.runs],
                                              "outcomes": [list(o) for o in b.outcomes]}
-            for agent, b in self._baselines.items()}}
+            for agent, b in baselines.items()}}
+        text = json.dumps(data, separators=(",", ":"))   # dumps, not dump: the C encoder, ~5x faster
         tmp = f"{path}.{os.getpid()}.tmp"
-        try:
-            directory = os.path.dirname(path)
-            if directory:
-                os.makedirs(directory, exist_ok=True)
-            with open(tmp, "w", encoding="utf-8") as fh:
-                json.dump(data, fh, separators=(",", ":"))
-            os.replace(tmp, path)
-        except OSError as exc:
-            internal_error("runaway_state", exc)
+        with open(tmp, "w", encoding="utf-8") as fh:
+            fh.write(text)
+        os.replace(tmp, path)
 
-    def tick(self, now: float) -> None:
+
+def _signature(path: str) -> tuple[int, int, int] | None:
+    """Which version of the file this is: each write renames a new file into place (a new inode)."""
+    try:
+        st = os.stat(path)
+    except OSError:
         return None
+    return st.st_ino, st.st_mtime_ns, st.st_size
+
+
+@contextmanager
+def _try_lock(path: str, wait: float = 0.0) -> Iterator[bool]:
+    """An exclusive lock on ``path`` (True) if it is free now or within ``wait`` seconds, else False; True where
+    there is no flock."""
+    if fcntl is None:
+        yield True
+        return
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        deadline = time.monotonic() + wait
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() >= deadline:
+                    yield False
+                    return
+                time.sleep(0.01)
+        try:
+            yield True
+        finally:
+            fcntl.flock(fd, fcntl.LOCK_UN)
+    finally:
+        os.close(fd)
+
+
+def _forget_pending_in_child() -> None:
+    # a forked child inherits its parent's unwritten runs: the parent writes those. Its memory holds them
+    # too, so its first write merges into the file rather than writing what it holds.
+    for history in list(_HISTORIES):
+        history._pending.clear()
+        history._seen = None
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_forget_pending_in_child)
+
 
 
 def _positive(value: object) -> float | None:

@@ -155,7 +155,19 @@ class Pipeline:
             except Exception as exc:  # one broken sink must not starve the others
                 self._error("sink", exc)
 
+    def close_detectors(self) -> None:
+        """Let detectors that keep state beyond the process write it (runaway's state file)."""
+        with self._lock:   # not while one is fed
+            for detector in self.detectors:
+                close = getattr(detector, "close", None)
+                if close is not None:
+                    try:
+                        close()
+                    except Exception as exc:
+                        self._error("detector", exc)
+
     def close(self) -> None:
+        self.close_detectors()
         for sink in self.sinks:
             close = getattr(sink, "close", None)
             if close is not None:

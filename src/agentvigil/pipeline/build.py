@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from typing import Callable, Iterable
+from typing import Any, Callable, Iterable
 
 from .._safety import error_counter
 from ..detectors import DetectorContext, build_detectors
@@ -32,13 +32,15 @@ def load_policy(settings: Settings) -> WatchConfig:
 def build_pipeline(settings: Settings, policy: WatchConfig | None = None, *, metrics: AgentMetrics | None = None,
                    before: Iterable[Sink] = (), after: Iterable[Sink] = (), started_at: float | None = None,
                    scope_policy: object = None, health: object = None, clock: Callable[[], float] | None = None,
-                   on_error: Callable[[str, BaseException], None] | None = None) -> tuple[Pipeline, DetectorContext]:
+                   on_error: Callable[[str, BaseException], None] | None = None,
+                   shared: dict[str, Any] | None = None) -> tuple[Pipeline, DetectorContext]:
     """Detectors from the registry; sinks: ``before`` (spans: they stamp trace ids), Prometheus when
     ``metrics`` is given, then ``after`` (recorder, subscribers, actions). ``health`` and ``clock``: supervise's
-    child-health thresholds and its clock (``DetectorContext``)."""
+    child-health thresholds and its clock; ``shared``: what the detectors learned in an earlier pipeline of the
+    same command, carried into this one (``DetectorContext``)."""
     policy = policy if policy is not None else load_policy(settings)
     context = DetectorContext(settings, policy, started_at, scope_policy,  # type: ignore[arg-type]
-                              health=health, clock=clock)
+                              health=health, clock=clock, shared=shared)
     detectors = build_detectors(context)
     sinks: list[Sink] = list(before)
     if metrics is not None:
