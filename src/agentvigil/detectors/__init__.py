@@ -126,7 +126,7 @@ register("loop", "loop", lambda c: SequenceDetector(c.param("loop", "sequence_le
 register("silence", "silence", lambda c: SilenceDetector(c.param("silence", "max_seconds")))
 register("budget", "budget", lambda c: BudgetDetector(c.param("budget", "max_tokens")))
 register("stuck", "stuck", lambda c: StuckDetector(StuckPolicy(**c.policy.watchers["stuck"].params)))
-register("runaway", "runaway", lambda c: _runaway(c))
+register("runaway", "runaway", _runaway)
 register(LIVENESS_LOST, "liveness", lambda c: _liveness(c), (LIVENESS_LOST, ZOMBIE))
 register(COST_SPIKE, "cost_spike", lambda c: _cycle_cost(c))
 # The run's own declared limits: always on (asking for a limit is the opt-in).

@@ -530,26 +530,29 @@ class RunawayHistory:
             with _try_lock(f"{path}.lock", wait) as locked:
                 if not locked:
                     return   # another process is writing: ours go with the next write
+                merged = False
                 if self._seen is not None and _signature(path) == self._seen:
                     # nobody wrote since we read or wrote it: the file plus our runs is what we hold
-                    baselines, priced = dict(self.baselines), dict(self.priced)
+                    self._write(path, self.baselines, self.priced)
                 else:   # the file as it is now (none yet, or broken: counted, and replaced), plus our runs
+                    merged = True
                     baselines, priced = self._read(path) or ({}, {})
                     for run in self._pending:
                         self._add(baselines, *run)
                     for agent, flag in self.priced.items():
                         priced[agent] = priced.get(agent, False) or flag
-                self._write(path, baselines, priced)
+                    self._write(path, baselines, priced)
                 self._seen = _signature(path)
         except OSError as exc:
             internal_error("runaway_state", exc)
             return
         self._pending.clear()
         self._saved_at = self._clock()
-        self.baselines.clear()
-        self.baselines.update(baselines)
-        self.priced.clear()
-        self.priced.update(priced)
+        if merged:   # in place: the detectors hold these dicts
+            self.baselines.clear()
+            self.baselines.update(baselines)
+            self.priced.clear()
+            self.priced.update(priced)
 
     def _read(self, path: str) -> tuple[dict[str | None, _Baseline], dict[str | None, bool]] | None:
         """The file's baselines, or None (missing; unreadable or invalid: counted)."""

@@ -158,20 +158,17 @@ class Pipeline:
     def close_detectors(self) -> None:
         """Let detectors that keep state beyond the process write it (runaway's state file)."""
         with self._lock:   # not while one is fed
-            for detector in self.detectors:
-                close = getattr(detector, "close", None)
-                if close is not None:
-                    try:
-                        close()
-                    except Exception as exc:
-                        self._error("detector", exc)
+            self._close_each(self.detectors, "detector")
 
     def close(self) -> None:
         self.close_detectors()
-        for sink in self.sinks:
-            close = getattr(sink, "close", None)
+        self._close_each(self.sinks, "sink")
+
+    def _close_each(self, parts: Iterable[object], component: str) -> None:
+        for part in parts:
+            close = getattr(part, "close", None)
             if close is not None:
                 try:
                     close()
-                except Exception as exc:
-                    self._error("sink", exc)
+                except Exception as exc:   # one that fails must not keep the others open
+                    self._error(component, exc)
