@@ -22,7 +22,7 @@ from .policy import WatchConfig
 from .sessions import EVENTS_FILE, find_event_files, read_meta, session_start
 
 __all__ = ["EVENTS_FILE", "ReplayStats", "detection_record", "find_event_files", "pipeline_for", "read_events",
-           "replay", "session_start"]
+           "replay", "session_start", "sessions"]
 
 
 @dataclass
@@ -109,13 +109,14 @@ def pipeline_for(settings: object = None, policy: WatchConfig | None = None, met
     return pipeline
 
 
-def replay(path: str, settings: object = None, stats: ReplayStats | None = None,
-           metrics: AgentMetrics | None = None, policy: WatchConfig | None = None) -> Iterator[dict]:
-    """Yield one record per verdict, session by session in the order they started: a fresh pipeline per
-    session, as in-process (one Monitor, one session), that starts from what the earlier sessions' ended runs
-    taught (runaway's baseline, as its state file carries it). With ``metrics``, the events also go through
-    the Prometheus sink."""
-    stats = stats if stats is not None else ReplayStats()
+def sessions(path: str, stats: ReplayStats, settings: object = None, policy: WatchConfig | None = None,
+             metrics: AgentMetrics | None = None, also: frozenset[str] = frozenset()
+             ) -> Iterator[tuple[Pipeline, Iterator[Event]]]:
+    """Each session under ``path`` in the order they started, as (its pipeline, its events): a fresh pipeline
+    per session, as in-process (one Monitor, one session), that starts from what the earlier sessions' ended
+    runs taught (runaway's baseline, as its state file carries it). The events are those the pipeline reads,
+    plus the types in ``also``; recorded verdicts are re-derived, not re-fed. A session's detectors are closed
+    when the caller moves on to the next."""
     shared: dict = {}
     for events_path in find_event_files(path):
         stats.sessions += 1
@@ -123,12 +124,23 @@ def replay(path: str, settings: object = None, stats: ReplayStats | None = None,
         started = meta.get("started_at") if meta else None
         pipeline = pipeline_for(settings, policy, metrics, started if isinstance(started, (int, float)) else None,
                                 shared)
-        # e.g. tool_start: nothing to judge or write; recorded verdicts are re-derived, not re-fed
-        unread = ev.EVENT_TYPES - (pipeline.wanted - {ev.DETECTION})
+        # e.g. tool_start: nothing to judge or write
+        unread = ev.EVENT_TYPES - (pipeline.wanted - {ev.DETECTION}) - (also - {ev.DETECTION})
+        try:
+            yield pipeline, read_events(events_path, stats, unread)
+        finally:
+            pipeline.close_detectors()
+
+
+def replay(path: str, settings: object = None, stats: ReplayStats | None = None,
+           metrics: AgentMetrics | None = None, policy: WatchConfig | None = None) -> Iterator[dict]:
+    """Yield one record per verdict, session by session (``sessions``). With ``metrics``, the events also go
+    through the Prometheus sink."""
+    stats = stats if stats is not None else ReplayStats()
+    for pipeline, events in sessions(path, stats, settings, policy, metrics):
         emit = pipeline.emit
-        for event in read_events(events_path, stats, unread):
+        for event in events:
             for verdict in emit(event):
                 stats.detections += 1
                 stats.by_detector[(verdict.session_id, verdict.detector)] += 1
                 yield detection_record(verdict)
-        pipeline.close_detectors()

@@ -18,9 +18,10 @@ from typing import Any, Iterable
 
 from . import events as ev
 from .policy import WatchConfig
-from .replay import ReplayStats, find_event_files, pipeline_for, read_events
+from .replay import ReplayStats, sessions
 
 COMBINED = "stuck_or_runaway"
+_TRACED = frozenset({ev.RUN_START, ev.TOOL_END, ev.LLM_CALL, ev.RUN_END})   # what a run's trace counts
 ANY = "any"
 # One-at-a-time sweep around the defaults: (watcher, key, values)
 SWEEP: tuple[tuple[str, str, tuple[Any, ...]], ...] = (
@@ -79,13 +80,9 @@ def collect(path: str, labels: dict[str, bool], settings: object = None, policy:
     """Replay every session under ``path`` and trace each labelled run: its length, cost and first verdicts."""
     stats = stats if stats is not None else ReplayStats()
     traces: dict[tuple, _RunTrace] = {}
-    shared: dict = {}   # runaway's baseline carries from session to session, as in replay
-    for events_path in find_event_files(path):
-        stats.sessions += 1
-        pipeline = pipeline_for(settings, policy, shared=shared)
-        for event in read_events(events_path, stats):
-            if event.event_type == ev.DETECTION:
-                continue
+    for pipeline, events in sessions(path, stats, settings, policy, also=_TRACED):
+        emit = pipeline.emit
+        for event in events:
             key = (event.session_id, event.run_id or event.task_id)
             trace = traces.get(key)
             if trace is None and event.event_type == ev.RUN_START:
@@ -99,14 +96,13 @@ def collect(path: str, labels: dict[str, bool], settings: object = None, policy:
                     trace.cost += event.cost_usd
                 elif event.event_type == ev.RUN_END:
                     trace.ended = True
-            for verdict in pipeline.emit(event):
+            for verdict in emit(event):
                 stats.detections += 1
                 t = traces.get((verdict.session_id, verdict.run_id or verdict.task_id))
                 if t is None or t.ended and event.event_type != ev.RUN_END:
                     continue
                 for group in _groups(verdict.detector or "?"):
                     t.first.setdefault(group, (t.steps, t.cost))
-        pipeline.close_detectors()
     return list(traces.values())
 
 

@@ -111,3 +111,26 @@ def test_scores_do_not_depend_on_how_runs_are_grouped_into_sessions(tmp_path, ca
     together = score(TINY)
     assert together["stuck_or_runaway"]["tp"] > 0
     assert score(str(tmp_path / "split")) == together
+
+
+def test_score_counts_the_verdicts_replay_gives(tmp_path):
+    """--score and plain replay run one session loop: the same pipelines, the same session start (meta.json's
+    started_at, which the duration watcher measures from), so a run is flagged in the score exactly when
+    replay prints a verdict for it."""
+    from agentvigil import scoring
+    from agentvigil.replay import replay
+
+    session = tmp_path / "s1"
+    session.mkdir()
+    events = [{"event_type": "run_start", "ts": 5000.0, "session_id": "s1", "agent_id": "bot", "run_id": "r1"},
+              {"event_type": "tool_end", "ts": 5001.0, "session_id": "s1", "agent_id": "bot", "run_id": "r1",
+               "tool_name": "search", "status": "ok"},
+              {"event_type": "run_end", "ts": 5002.0, "session_id": "s1", "agent_id": "bot", "run_id": "r1",
+               "status": "ok"}]
+    (session / "events.ndjson").write_text("".join(json.dumps(e) + "\n" for e in events))
+    (session / "meta.json").write_text(json.dumps({"session_id": "s1", "started_at": 1000.0}))  # 4000 s earlier
+
+    verdicts = [r["detector"] for r in replay(str(tmp_path))]
+    assert "duration" in verdicts                      # the session has run past 30 minutes since it started
+    report = scoring.report(scoring.collect(str(tmp_path), {"r1": False}))
+    assert report["all"]["duration"]["fp"] == 1

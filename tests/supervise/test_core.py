@@ -275,3 +275,19 @@ def test_cost_spike_verdict_from_events():
     detector.feed(_ev("heartbeat", t + 0.7, status="progress"))       # Monitor.heartbeat(): closes no cycle
     [spike] = detector.feed(_ev("heartbeat", t + 1, status="busy"))
     assert spike.detector == "cost_spike" and spike.detail["ratio"] > 10 and spike.run_id is None
+
+
+def test_supervisor_judges_cycle_costs_against_the_baseline_it_reports(tmp_path):
+    from prometheus_client import CollectorRegistry
+
+    from agentvigil.supervise import Supervisor, SupervisePolicy
+
+    policy = SupervisePolicy().with_values({"record_dir": str(tmp_path), "agent": "a", "cost_spike_factor": 10.0})
+    sup = Supervisor([sys.executable, "-c", "pass"], policy, registry=CollectorRegistry(), serve=False)
+    try:
+        # one baseline, kept across restarts, feeds both the cost_spike verdicts and the baseline gauge
+        assert sup._cycle is not None and sup._cycle.cycle.baseline is sup.baseline
+        sup._cycle.reset()                            # what a restart does
+        assert sup.pipeline.detector("cost_spike").cycle.baseline is sup.baseline
+    finally:
+        sup.close()

@@ -44,13 +44,13 @@ class DetectorContext:
     scope_policy: ScopePolicy | None = None
     families: dict[str, str] = field(default_factory=dict)   # verdict → family of what is built so far
     # supervise only: the child's health thresholds (heartbeat_interval, liveness_timeout, startup_timeout,
-    # progress_timeout, cost_spike_factor, baseline_cycles, min_cycles), its clock and a baseline kept across
-    # restarts. None elsewhere: the liveness and cycle-cost detectors are then not built.
+    # progress_timeout, cost_spike_factor, baseline_cycles, min_cycles) and its clock. None elsewhere: the
+    # liveness and cycle-cost detectors are then not built.
     health: Any = None
     clock: Callable[[], float] | None = None
-    cycle_baseline: CycleBaseline | None = None
     # what detectors learn across runs, kept for the next pipeline of the same command (replay's sessions, in
-    # the order they started, as the state file carries it across processes in production), by detector name
+    # the order they started, as the state file carries it across processes in production; supervise's cycle
+    # costs across restarts), by detector name
     shared: dict[str, Any] | None = None
 
     def kept(self, name: str, make: Callable[[], Any]) -> Any:
@@ -111,7 +111,7 @@ def _cycle_cost(c: DetectorContext) -> CycleCostDetector | None:
     h = c.health
     if h is None or not h.cost_spike_factor:
         return None
-    baseline = c.cycle_baseline or CycleBaseline(h.baseline_cycles, h.min_cycles)
+    baseline = c.kept(COST_SPIKE, lambda: CycleBaseline(h.baseline_cycles, h.min_cycles))
     return CycleCostDetector(h.cost_spike_factor, h.heartbeat_interval, baseline, c.clock)
 
 
@@ -128,7 +128,7 @@ register("budget", "budget", lambda c: BudgetDetector(c.param("budget", "max_tok
 register("stuck", "stuck", lambda c: StuckDetector(StuckPolicy(**c.policy.watchers["stuck"].params)))
 register("runaway", "runaway", _runaway)
 register(LIVENESS_LOST, "liveness", lambda c: _liveness(c), (LIVENESS_LOST, ZOMBIE))
-register(COST_SPIKE, "cost_spike", lambda c: _cycle_cost(c))
+register(COST_SPIKE, "cost_spike", _cycle_cost)
 # The run's own declared limits: always on (asking for a limit is the opt-in).
 register("run_limit", "run_limit", lambda c: RunLimitDetector())
 # Correlation last: it judges the verdicts of all the others (the pipeline feeds it every detection).

@@ -141,15 +141,14 @@ class Supervisor:
         self.baseline = CycleBaseline(policy.baseline_cycles, policy.min_cycles)
         # One pipeline for the child's whole life (restarts included): the same detectors and metric writer
         # as in-process, so /metrics here shows what the agent's own /metrics would; plus the child-health
-        # detectors, judged on our monotonic clock at receipt.
+        # detectors, judged on our monotonic clock at receipt; the cycle-cost baseline is ours, for the gauge.
         self.pipeline, _ = build_pipeline(Settings.from_env(), metrics=metrics_for(self.registry),
-                                          health=policy.health, clock=time.monotonic)
+                                          health=policy.health, clock=time.monotonic,
+                                          shared={COST_SPIKE: self.baseline})
         # Always built when health thresholds are given.
         self._liveness = cast(LivenessDetector, self.pipeline.detector(LIVENESS_LOST))
         cycle = self.pipeline.detector(COST_SPIKE)
         self._cycle = cycle if isinstance(cycle, CycleCostDetector) else None
-        if self._cycle is not None:
-            self._cycle.cycle.baseline = self.baseline
         self._metric_sink = next(s for s in self.pipeline.sinks if hasattr(s, "reset_runs"))
         self.notifier = Notifier(policy.webhook_url, policy.alertmanager_url, policy.alert_ttl)
         self.replica = replica   # index among --replicas copies (None: the only one)
