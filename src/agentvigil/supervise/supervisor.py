@@ -32,7 +32,7 @@ from typing import Any, cast
 from prometheus_client import CollectorRegistry
 
 from .. import events as ev
-from ..detectors.cycle_cost import COST_SPIKE, CycleBaseline, CycleCostDetector
+from ..detectors.cycle_cost import COST_SPIKE, CycleCostDetector
 from ..detectors.liveness import LIVENESS_LOST, ZOMBIE, Liveness, LivenessDetector
 from ..events import Event
 from ..metrics import metrics_for
@@ -138,13 +138,11 @@ class Supervisor:
         self.record_dir = os.path.abspath(policy.record_dir)
         self.registry = registry if registry is not None else CollectorRegistry()
         self.metrics = SupervisorMetrics(self.registry, self.agent)
-        self.baseline = CycleBaseline(policy.baseline_cycles, policy.min_cycles)
         # One pipeline for the child's whole life (restarts included): the same detectors and metric writer
         # as in-process, so /metrics here shows what the agent's own /metrics would; plus the child-health
-        # detectors, judged on our monotonic clock at receipt; the cycle-cost baseline is ours, for the gauge.
+        # detectors, judged on our monotonic clock at receipt (cost_spike keeps its baseline across restarts).
         self.pipeline, _ = build_pipeline(Settings.from_env(), metrics=metrics_for(self.registry),
-                                          health=policy.health, clock=time.monotonic,
-                                          shared={COST_SPIKE: self.baseline})
+                                          health=policy.health, clock=time.monotonic)
         # Always built when health thresholds are given.
         self._liveness = cast(LivenessDetector, self.pipeline.detector(LIVENESS_LOST))
         cycle = self.pipeline.detector(COST_SPIKE)
@@ -256,7 +254,7 @@ class Supervisor:
                 self.journal.write("detection", **detection_record(verdict))
             if event.event_type == ev.HEARTBEAT and self._cycle is not None:
                 self.metrics.cycle_cost.labels(self.agent).set(self._cycle.cycle.last_cycle_cost)
-                self.metrics.cycle_baseline.labels(self.agent).set(self.baseline.mean_cost)
+                self.metrics.cycle_baseline.labels(self.agent).set(self._cycle.cycle.baseline.mean_cost)
             for verdict in verdicts:
                 self._on_verdict(now, verdict, journaled=True)
 
