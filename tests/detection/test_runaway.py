@@ -56,8 +56,8 @@ def test_ends_unfinished_needs_enough_runs_that_got_that_far_and_the_share():
     assert run(off, "r", 20) == []
 
 
-def test_the_step_is_the_smallest_one_whose_share_holds():
-    """The sweep over run lengths against a brute force over every step."""
+def test_the_step_and_the_spend_are_the_smallest_whose_share_holds():
+    """The sweep over run lengths (and over total spend) against a brute force over every value."""
     import random
 
     from agentvigil.detectors.runaway import FIRST_STEP, _Baseline
@@ -66,17 +66,27 @@ def test_the_step_is_the_smallest_one_whose_share_holds():
         p = RunawayPolicy(unfinished_runs=rng.choice((1, 3, 10)), unfinished_share=rng.choice((0.5, 0.8, 0.95, 1.0)))
         b = _Baseline(200)
         for _ in range(rng.randint(0, 60)):
-            b.outcomes.append((rng.randint(1, 40), rng.random() < 0.6))
+            b.outcomes.append((rng.randint(1, 40), rng.random() < 0.6, rng.choice((0.0, rng.randint(1, 30) / 10))))
         b.refresh_outcomes(p)
-        expected = None
+        expected = expected_spend = None
         if len(b.outcomes) >= p.unfinished_runs:
             for k in range(FIRST_STEP, 42):
-                reached = [failed for steps, failed in b.outcomes if steps >= k]
+                reached = [failed for steps, failed, _ in b.outcomes if steps >= k]
                 if len(reached) >= p.unfinished_runs and sum(reached) >= p.unfinished_share * len(reached):
                     expected = (k, sum(reached) / len(reached))
                     break
+            # spend in tenths: "further than x" for x = 0, 0.1, ... (runs shorter than FIRST_STEP or with no spend
+            # recorded left out)
+            for tenths in range(0, 31):
+                reached = [failed for steps, failed, spend in b.outcomes
+                           if steps >= FIRST_STEP and spend > 0 and spend > tenths / 10]
+                if len(reached) >= p.unfinished_runs and sum(reached) >= p.unfinished_share * len(reached):
+                    expected_spend = (tenths / 10, sum(reached) / len(reached))
+                    break
         got = None if b.unfinished_from is None else (b.unfinished_from, b.unfinished_share)
         assert got == expected, (trial, sorted(b.outcomes), p)
+        got = None if b.unfinished_above is None else (round(b.unfinished_above, 6), b.unfinished_spend_share)
+        assert got == expected_spend, (trial, sorted(b.outcomes), p)
 
 
 def test_ends_unfinished_never_before_step_five():
@@ -90,6 +100,46 @@ def test_ends_unfinished_never_before_step_five():
     for i in range(30):
         run(det, f"x{i}", 8, status="error")
     assert [v.detail["steps"] for v in run(det, "r", 8)] == [5]
+
+
+def test_a_run_past_the_spend_from_which_runs_ended_unfinished():
+    """A cost limit nobody declared: the runs it stops are no longer than healthy ones, they cost more."""
+    det = RunawayDetector(RunawayPolicy(min_runs=20))
+    for i in range(20):
+        assert run(det, f"h{i}", 10, cost=0.01 + 0.001 * (i % 5)) == []   # $0.10-0.14 a run, finished
+    for i in range(10):
+        assert run(det, f"x{i}", 10, cost=0.025, status="error") == []   # $0.25: stopped by the limit
+    # no step is past the healthy runs' (all are 10 long), nor is the spend twice theirs at any step; but every
+    # run that spent more than $0.14 ended unfinished
+    found = run(det, "costly", 10, cost=0.025, status="error")
+    assert [(v.detail["why"], v.detail["steps"], v.detail["threshold"]) for v in found] == [
+        ("spent_unfinished", 6, 0.14)]
+    assert found[0].reason == ("run past the spend (0.14) after which 100% of this agent's runs ended unfinished "
+                               "(0.15 spent)")
+    assert run(det, "cheap", 10, cost=0.014) == []   # $0.14: no further than a finished run went
+    assert run(det, "early", 4, cost=0.5) == []       # never before step five
+    # a declared budget has its own warnings: the spend curve stands in for a limit nobody declared
+    assert run(det, "declared", 10, cost=0.025, max_cost_usd=1.0) == []
+
+
+def test_spend_is_tokens_when_nothing_is_priced_and_needs_enough_runs():
+    def tokens_run(det, run_id, steps, tokens, status="ok"):
+        s = Stream(run_id)
+        events = [s.start()]
+        for i in range(steps):
+            events += [s.llm(0.0, tokens=tokens), s.tool("bash", f"cmd {run_id} {i}", f"out {i}")]
+        return verdicts(det, events + [s.end(status)])
+
+    det = RunawayDetector(RunawayPolicy(min_runs=20))
+    for i in range(20):
+        tokens_run(det, f"h{i}", 10, 1000)
+    for i in range(9):
+        tokens_run(det, f"x{i}", 10, 1800, status="error")
+    # 9 runs went further than 10,000 tokens: too few to say (killed: not an outcome)
+    assert tokens_run(det, "r", 10, 1800, status="killed") == []
+    tokens_run(det, "x9", 10, 1800, status="error")
+    assert [(v.detail["why"], v.detail["steps"]) for v in tokens_run(det, "r2", 10, 1800)] == [("spent_unfinished", 6)]
+    assert det._baselines["a"].unfinished_above == 10_000
 
 
 def test_runs_the_library_stopped_are_not_outcomes():
@@ -114,7 +164,7 @@ def test_flagged_runs_count_as_outcomes():
     for i in range(4):
         assert run(det, f"flagged-ok{i}", 30)   # flagged (past step 12, or past the length), then finished
     baseline = det._baselines["a"]
-    assert list(baseline.outcomes)[-4:] == [(30, False)] * 4
+    assert [o[:2] for o in list(baseline.outcomes)[-4:]] == [(30, False)] * 4
     assert det.baseline_size("a") == 20   # the healthy baseline still takes unflagged runs only
     baseline.refresh_outcomes(det.policy)   # (refreshed every 5 % of the kept runs; now, for the test)
     assert run(det, "r", 20) == []   # 20 of the 24 runs past step 12 ended unfinished: below 0.95
@@ -261,6 +311,26 @@ def test_outcomes_persist_and_older_state_files_load(tmp_path):
     assert third.baseline_size("a") == 20 and run(third, "r", 20) == []
 
 
+def test_spend_outcomes_persist_and_two_field_outcomes_load(tmp_path):
+    path = str(tmp_path / "runaway.json")
+    first = RunawayDetector(RunawayPolicy(min_runs=20, state_file=path))
+    for i in range(20):
+        run(first, f"h{i}", 10, cost=0.01 + 0.001 * (i % 5))
+    for i in range(10):
+        run(first, f"x{i}", 10, cost=0.025, status="error")
+    first.close()
+    data = json.loads(open(path).read())
+    kept = sorted({(o[0], o[1], round(o[2], 6)) for o in data["agents"]["a"]["outcomes"]})
+    assert kept == [(10, False, 0.1), (10, False, 0.11), (10, False, 0.12), (10, False, 0.13), (10, False, 0.14),
+                    (10, True, 0.25)]   # length, ended unfinished, spend
+    second = RunawayDetector(RunawayPolicy(min_runs=20, state_file=path))
+    assert [v.detail["why"] for v in run(second, "r", 10, cost=0.025)] == ["spent_unfinished"]
+    data["agents"]["a"]["outcomes"] = [o[:2] for o in data["agents"]["a"]["outcomes"]]   # before spend was kept
+    open(path, "w").write(json.dumps(data))
+    third = RunawayDetector(RunawayPolicy(min_runs=20, state_file=path))
+    assert third._baselines["a"].unfinished_above is None and run(third, "r", 10, cost=0.025) == []
+
+
 def test_baseline_persists_across_processes(tmp_path):
     path = str(tmp_path / "state" / "runaway.json")
     first = RunawayDetector(RunawayPolicy(min_runs=20, state_file=path))
@@ -279,7 +349,8 @@ def test_broken_state_file_is_counted_not_raised(tmp_path):
     path.write_text("{not json")
     det = RunawayDetector(RunawayPolicy(state_file=str(path)))
     assert det.baseline_size("a") == 0
-    for outcomes in ('[[Infinity, true]]', '[["x", true]]', '[[5]]', '{"a": 1}'):   # a bad field of a valid file
+    for outcomes in ('[[Infinity, true]]', '[["x", true]]', '[[5]]', '{"a": 1}', '[[10, true, "x"]]',
+                     '[[10, true, null]]'):   # a bad field of a valid file
         path.write_text('{"version": 1, "agents": {"a": {"runs": [[10, {}, {}]], "outcomes": %s}}}' % outcomes)
         det = RunawayDetector(RunawayPolicy(state_file=str(path)))
         assert det.baseline_size("a") == 0, outcomes

@@ -6,7 +6,10 @@ how its runs ended:
 * length — more tool results than ``length_factor`` × the ``quantile`` of completed runs' lengths;
 * ends unfinished — of the agent's last ``baseline_runs`` ended runs, flagged or not, those that got this far
   (at least ``unfinished_runs``) ended unfinished (``error``) at least ``unfinished_share`` of the time; runs this
-  library stopped (``killed``, ``LoopDetected``) are left out, so no verdict feeds itself;
+  library stopped (``killed``, ``LoopDetected``) are left out, so no verdict feeds itself. "This far" is
+  measured twice: in steps (``ends_unfinished``) and in total spend (``spent_unfinished``: cost, or tokens when
+  nothing is priced), which catches a cost limit nobody declared: runs it stops are no longer than healthy
+  ones, they cost more;
 * spend at the same step index — cumulative cost (or tokens, when nothing is priced) at a checkpoint step,
   less the run's single largest call (one long reply is not a course), above ``spend_factor`` × the
   ``quantile`` of what completed runs had spent by that step, at ``hold`` checkpoints in a row;
@@ -117,7 +120,8 @@ class _Baseline:
     in a sorted list: from then on the lists are dropped and each refresh collects and sorts, as before."""
 
     __slots__ = ("runs", "length_limit", "spend_limits", "slope_limits", "stale", "_lengths", "_spend", "_slopes",
-                 "_sorted", "outcomes", "unfinished_from", "unfinished_share", "_outcomes_stale")
+                 "_sorted", "outcomes", "unfinished_from", "unfinished_share", "unfinished_above",
+                 "unfinished_spend_share", "_outcomes_stale")
 
     def __init__(self, keep: int) -> None:
         # (length, spend by checkpoint, context slope by checkpoint)
@@ -130,39 +134,38 @@ class _Baseline:
         self._spend: dict[int, list[float]] = {cp: [] for cp in CHECKPOINTS}
         self._slopes: dict[int, list[float]] = {cp: [] for cp in CHECKPOINTS}
         self._sorted = True   # the three above hold exactly the values of ``runs``, sorted
-        # every ended run the library did not stop itself, flagged or not: (length, ended unfinished)
-        self.outcomes: deque[tuple[int, bool]] = deque(maxlen=keep)
+        # every ended run the library did not stop itself, flagged or not: (length, ended unfinished, spend)
+        self.outcomes: deque[tuple[int, bool, float]] = deque(maxlen=keep)
         self.unfinished_from: int | None = None   # the first step from which runs mostly ended unfinished
         self.unfinished_share = 0.0                # ... and the share of them that did
+        self.unfinished_above: float | None = None   # the spend past which runs mostly ended unfinished
+        self.unfinished_spend_share = 0.0
         self._outcomes_stale = 0
 
-    def add_outcome(self, steps: int, unfinished: bool, p: RunawayPolicy) -> None:
-        self.outcomes.append((steps, unfinished))
+    def add_outcome(self, steps: int, unfinished: bool, spend: float, p: RunawayPolicy) -> None:
+        self.outcomes.append((steps, unfinished, spend))
         self._outcomes_stale += 1
         if len(self.outcomes) <= p.unfinished_runs or self._outcomes_stale * 20 >= len(self.outcomes):
             self.refresh_outcomes(p)
 
     def refresh_outcomes(self, p: RunawayPolicy) -> None:
         """The smallest step k such that, of the kept runs that reached k (at least ``unfinished_runs``), at least
-        ``unfinished_share`` ended unfinished. Runs reaching k are those at least k long: the share only changes
-        just past a run's length, so only those steps are tried, longest runs first."""
+        ``unfinished_share`` ended unfinished; and the same over total spend, of the runs at least ``FIRST_STEP``
+        long with a spend recorded."""
         self._outcomes_stale = 0
         self.unfinished_from, self.unfinished_share = None, 0.0
+        self.unfinished_above, self.unfinished_spend_share = None, 0.0
         if len(self.outcomes) < p.unfinished_runs or not 0.0 < p.unfinished_share <= 1.0:
             return
-        ordered = sorted(self.outcomes, reverse=True)   # longest first
-        reached = unfinished = 0
-        for i, (steps, failed) in enumerate(ordered):
-            reached += 1
-            unfinished += failed
-            shorter = ordered[i + 1][0] if i + 1 < len(ordered) else 0
-            if shorter == steps:   # the runs of the same length join together
-                continue
-            if steps < FIRST_STEP:
-                break
-            # the runs reaching any step in (shorter, steps] are exactly those counted so far
-            if reached >= p.unfinished_runs and unfinished >= p.unfinished_share * reached:
-                self.unfinished_from, self.unfinished_share = max(shorter + 1, FIRST_STEP), unfinished / reached
+        found = _survival([(steps, failed) for steps, failed, _ in self.outcomes], p, FIRST_STEP)
+        if found is not None:
+            self.unfinished_from, self.unfinished_share = max(int(found[0]) + 1, FIRST_STEP), found[1]
+        # only runs that got as far as a run is first judged: an outage that fails every run within two steps
+        # makes runs fail, not run away
+        found = _survival([(spend, failed) for steps, failed, spend in self.outcomes
+                           if spend > 0 and steps >= FIRST_STEP], p, 0.0)
+        if found is not None:
+            self.unfinished_above, self.unfinished_spend_share = found
 
     def push(self, steps: int, spend: dict[int, float], slopes: dict[int, float]) -> None:
         """Keep a completed run (the oldest goes when full), without recomputing the thresholds."""
@@ -203,6 +206,27 @@ class _Baseline:
         self.length_limit = p.length_factor * quantile(sorted(r[0] for r in self.runs), p.quantile)
         self.spend_limits = _limits_by_checkpoint((r[1] for r in self.runs), p.spend_factor, p, 0.0)
         self.slope_limits = _limits_by_checkpoint((r[2] for r in self.runs), p.slope_factor, p, p.min_slope)
+
+
+def _survival(outcomes: list[tuple[float, bool]], p: RunawayPolicy, least: float) -> tuple[float, float] | None:
+    """The smallest x (and the share) such that, of the runs that went further than x (at least
+    ``unfinished_runs``), at least ``unfinished_share`` ended unfinished; runs reaching no more than ``least``
+    are never judged. The share only changes just past a run's final value, so only those are tried, the
+    largest first: the runs further than any x in [below, value) are exactly those counted so far."""
+    ordered = sorted(outcomes, reverse=True)
+    found = None
+    reached = unfinished = 0
+    for i, (value, failed) in enumerate(ordered):
+        reached += 1
+        unfinished += failed
+        below = ordered[i + 1][0] if i + 1 < len(ordered) else 0
+        if below == value:   # the runs of the same value join together
+            continue
+        if value < least:
+            break
+        if reached >= p.unfinished_runs and unfinished >= p.unfinished_share * reached:
+            found = below, unfinished / reached
+    return found
 
 
 def _insert(sorted_by_checkpoint: dict[int, list[float]], values_at: dict[int, float]) -> bool:
@@ -319,7 +343,9 @@ class RunawayDetector:
                 baseline = self._baselines.get(event.agent_id)
                 if baseline is None or not (
                         baseline.length_limit is not None and steps > baseline.length_limit
-                        or baseline.unfinished_from is not None and steps >= baseline.unfinished_from):
+                        or baseline.unfinished_from is not None and steps >= baseline.unfinished_from
+                        or baseline.unfinished_above is not None and steps >= FIRST_STEP and not state.max_cost
+                        and self._total(event.agent_id, state) > baseline.unfinished_above):
                     return None
             return self._check(event, state)
         if kind == ev.LLM_CALL:
@@ -385,6 +411,13 @@ class RunawayDetector:
             return self._fire(event, state, "context_limit", last + slope * ahead, window, slope)
         return None
 
+    def _total(self, agent: str | None, state: _Run) -> float:
+        """What the run has spent: its cost, or its tokens for an agent whose calls carry no cost (none for an
+        unpriced run of a priced agent: its tokens are not dollars)."""
+        if state.cost:
+            return state.cost
+        return 0.0 if self._priced.get(agent) else float(state.tokens)
+
     def _spend(self, agent: str | None, state: _Run) -> float:
         if state.cost:
             self._priced[agent] = True
@@ -433,6 +466,16 @@ class RunawayDetector:
             return self._fire(event, state, "ends_unfinished", share, p.unfinished_share, message=(
                 f"run past the step ({baseline.unfinished_from}) after which {share:.0%} of this agent's runs "
                 f"ended unfinished ({steps} steps)"))
+        # A declared budget has its own warnings (cost_limit above, the budget's utilisation, run_limit): the
+        # spend curve stands in for a limit nobody declared
+        if (baseline is not None and baseline.unfinished_above is not None and steps >= FIRST_STEP
+                and not state.max_cost):
+            total = self._total(event.agent_id, state)
+            if total > baseline.unfinished_above:
+                share = baseline.unfinished_spend_share
+                return self._fire(event, state, "spent_unfinished", total, baseline.unfinished_above, message=(
+                    f"run past the spend ({baseline.unfinished_above:.4g}) after which {share:.0%} of this agent's "
+                    f"runs ended unfinished ({total:.4g} spent)"))
         return None
 
     def _fire(self, event: Event, state: _Run, why: str, value: float, limit: float,
@@ -448,7 +491,7 @@ class RunawayDetector:
     def _learn(self, agent: str | None, state: _Run, unfinished: bool = False) -> None:
         """An ended run: its outcome, and (healthy and unflagged) its course for the baseline."""
         self.history.learn(agent, state.steps, state.spend, state.slopes, unfinished,
-                           healthy=not unfinished and not state.flagged)
+                           healthy=not unfinished and not state.flagged, total=self._total(agent, state))
 
     def baseline_size(self, agent: str | None) -> int:
         b = self._baselines.get(agent)
@@ -497,22 +540,23 @@ class RunawayHistory:
             _HISTORIES.add(self)
 
     def learn(self, agent: str | None, steps: int, spend: dict[int, float], slopes: dict[int, float],
-              unfinished: bool, healthy: bool) -> None:
-        if not self._add(self.baselines, agent, steps, spend, slopes, unfinished, healthy):
+              unfinished: bool, healthy: bool, total: float = 0.0) -> None:
+        if not self._add(self.baselines, agent, steps, spend, slopes, unfinished, healthy, total):
             return
         if self.policy.state_file:
-            self._pending.append((agent, steps, spend, slopes, unfinished, healthy))
+            self._pending.append((agent, steps, spend, slopes, unfinished, healthy, total))
             if self._clock() - self._saved_at >= SAVE_INTERVAL:
                 self.save()
 
     def _add(self, baselines: dict[str | None, _Baseline], agent: str | None, steps: int,
-             spend: dict[int, float], slopes: dict[int, float], unfinished: bool, healthy: bool) -> bool:
+             spend: dict[int, float], slopes: dict[int, float], unfinished: bool, healthy: bool,
+             total: float = 0.0) -> bool:
         baseline = baselines.get(agent)
         if baseline is None:
             if len(baselines) >= MAX_AGENTS:
                 return False
             baseline = baselines[agent] = _Baseline(self.policy.baseline_runs)
-        baseline.add_outcome(steps, unfinished, self.policy)
+        baseline.add_outcome(steps, unfinished, total, self.policy)
         if healthy:
             baseline.add(steps, spend, slopes, self.policy)
         return True
@@ -577,9 +621,11 @@ class RunawayHistory:
                     baseline.push(int(steps), {int(k): float(v) for k, v in spend.items()},
                                   {int(k): float(v) for k, v in slopes.items()})
                 baseline.refresh(self.policy)
-                # files written before outcomes were kept have none: the signal starts from this process's runs
-                for steps, unfinished in body.get("outcomes", []):
-                    baseline.outcomes.append((int(steps), unfinished is True))
+                # files written before outcomes were kept have none: the signal starts from this process's runs;
+                # before the spend was kept, an outcome has two fields (its spend unknown: 0)
+                for steps, unfinished, *total in body.get("outcomes", []):
+                    spent = float(total[0]) if total else 0.0
+                    baseline.outcomes.append((int(steps), unfinished is True, spent if 0 < spent < math.inf else 0.0))
                 baseline.refresh_outcomes(self.policy)
                 key = None if agent == "" else agent
                 baselines[key] = baseline
