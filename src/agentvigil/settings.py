@@ -22,7 +22,7 @@ ENV = {
     "loop_window": ("AGENTVIGIL_LOOP_WINDOW", "Calls within which repeats chain (20)."),
     "loop_sequence_repeats": ("AGENTVIGIL_LOOP_SEQUENCE_REPEATS", "Back-to-back repeats of a sequence (3)."),
     "cost_spike_factor": ("AGENTVIGIL_COST_SPIKE_FACTOR", "Run cost / baseline that is a spike (3.0)."),
-    "cost_baseline_runs": ("AGENTVIGIL_COST_BASELINE_RUNS", "Finished runs in the rolling median (50)."),
+    "cost_baseline_runs": ("AGENTVIGIL_COST_BASELINE_RUNS", "Finished runs in the rolling median (50; at most 200)."),
     "cost_min_runs": ("AGENTVIGIL_COST_MIN_RUNS", "Runs before the baseline is used (5)."),
     "heartbeat_interval": ("AGENTVIGIL_HEARTBEAT_INTERVAL", "Seconds between liveness ticks (5)."),
     "agent": ("AGENTVIGIL_AGENT", "Agent name for SDK calls made outside any run (else OTEL_SERVICE_NAME, "

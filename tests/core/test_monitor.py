@@ -2,6 +2,7 @@ import asyncio
 import threading
 
 import pytest
+from prometheus_client import CollectorRegistry
 
 import agentvigil
 from agentvigil import LoopDetected, ModelPrice, PriceBook, RunKilled
@@ -176,6 +177,28 @@ def test_cost_over_baseline_in_flight_and_baseline_gauge(make_monitor, sample):
         assert [e.detector for e in got] == ["cost_over_baseline"] and got[0].detail["in_flight"] is True
     assert len(got) == 1  # flagged once per run
     assert sample("agent_active_run_cost_usd", agent="a") == 0
+
+
+def test_cost_baseline_carries_from_one_process_per_task_to_the_next(make_monitor, sample, tmp_path):
+    """A harness that starts one Monitor per task: the baseline comes from the state file beside the sessions."""
+    record = tmp_path / "sessions"
+    for _ in range(3):
+        mon = make_monitor("a", cost_min_runs=3, record_dir=str(record))
+        with mon.run() as run:
+            run.llm_usage("openai", "gpt-4o-mini", input_tokens=10_000, output_tokens=100)
+        mon.close()
+    fresh = CollectorRegistry()                  # a new process: nothing exported yet
+    mon = agentvigil.Monitor("a", registry=fresh, heartbeat=False, cost_min_runs=3, record_dir=str(record))
+    got = []
+    mon.subscribe(got.append)
+    with mon.run() as run:
+        base = fresh.get_sample_value("agent_run_cost_baseline_usd", {"agent": "a"})   # from its first run's start
+        for _ in range(4):
+            run.llm_usage("openai", "gpt-4o-mini", input_tokens=10_000, output_tokens=100)
+        assert base and fresh.get_sample_value("agent_active_run_cost_usd", {"agent": "a"}) == pytest.approx(4 * base)
+    mon.close()
+    verdicts = [e for e in got if e.event_type == "detection"]
+    assert [v.detector for v in verdicts] == ["cost_over_baseline"] and verdicts[0].detail["in_flight"] is True
 
 
 def test_guard_events_reach_the_run_monitor(make_monitor, registry):

@@ -8,6 +8,7 @@ import subprocess
 import sys
 import textwrap
 
+import pytest
 from prometheus_client import REGISTRY
 
 from agentvigil.detectors.runaway import SAVE_INTERVAL, RunawayDetector, RunawayHistory, RunawayPolicy
@@ -176,3 +177,67 @@ def test_workers_ending_runs_at_once_lose_none(tmp_path):
     workers = [subprocess.Popen([sys.executable, "-c", AGENT, f"w{i}", "6", "5"], env=env) for i in range(4)]
     assert [w.wait(timeout=120) for w in workers] == [0] * 4
     assert stored(record / "runaway-baseline.json", "worker") == (20, 20)
+
+
+# -- cost_over_baseline's window lives in the same history and file ---------------------------------------------
+
+
+def cost_detector(path, **policy):
+    from agentvigil.detectors.cost_baseline import CostBaselineDetector, CostPolicy
+
+    p = RunawayPolicy(state_file=str(path))
+    return CostBaselineDetector(CostPolicy(**policy), RunawayHistory(p, Clock()))
+
+
+def cost_run(det, run_id, calls, cost=0.01, status="ok"):
+    from agentvigil.events import Event
+
+    out = []
+    for _ in range(calls):
+        out += det.feed(Event("llm_call", 1.0, agent_id="a", run_id=run_id, cost_usd=cost)) or []
+    out += det.feed(Event("run_end", 2.0, agent_id="a", run_id=run_id, status=status)) or []
+    return out
+
+
+def test_one_process_per_task_has_a_cost_baseline_from_the_ended_runs_of_the_earlier_ones(tmp_path):
+    path = tmp_path / "runaway.json"
+    for i in range(5):                           # five processes, one run each ($0.03)
+        det = cost_detector(path, min_runs=5)
+        assert det.baseline("a") is None         # fewer than min_runs ended before it
+        assert cost_run(det, f"r{i}", 3) == []
+        det.close()
+    det = cost_detector(path, min_runs=5)        # the sixth knows the median of the five
+    assert det.baseline("a") == pytest.approx(0.03)
+    [verdict] = cost_run(det, "spike", 12)       # $0.12 > 3 × $0.03, flagged in flight
+    assert verdict.detail["baseline_usd"] == 0.03 and verdict.detail["in_flight"] is True
+    assert cost_run(det, "failed", 1, status="error") == []
+    det.close()
+    assert json.loads(path.read_text())["agents"]["a"]["costs"] == pytest.approx([0.03] * 5)   # neither flagged nor failed
+
+
+def test_workers_sharing_the_file_keep_each_others_run_costs(tmp_path):
+    path = tmp_path / "runaway.json"
+    one, two = cost_detector(path, min_runs=4), cost_detector(path, min_runs=4)
+    for i in range(2):
+        cost_run(one, f"one-{i}", 1, cost=0.01)
+        cost_run(two, f"two-{i}", 1, cost=0.05)
+    one.close()
+    two.close()                                  # merged: four costs, the median of both workers' runs
+    assert sorted(json.loads(path.read_text())["agents"]["a"]["costs"]) == [0.01, 0.01, 0.05, 0.05]
+    assert two.baseline("a") == pytest.approx(0.03) == cost_detector(path, min_runs=4).baseline("a")
+
+
+def test_a_file_without_costs_loads_and_a_bad_cost_is_counted(tmp_path):
+    path = tmp_path / "runaway.json"
+    det = detector(path)
+    run(det, "r0", 10)
+    det.close()
+    data = json.loads(path.read_text())
+    del data["agents"]["a"]["costs"]             # as written before the costs were kept
+    path.write_text(json.dumps(data))
+    assert detector(path).baseline_size("a") == 1 and cost_detector(path).baseline("a") is None
+    for bad in (-1.0, "NaN", [1]):
+        data["agents"]["a"]["costs"] = [0.01, bad]
+        path.write_text(json.dumps(data))
+        before = errors()
+        assert cost_detector(path, min_runs=1).baseline("a") is None and errors() == before + 1

@@ -134,3 +134,24 @@ def test_score_counts_the_verdicts_replay_gives(tmp_path):
     assert "duration" in verdicts                      # the session has run past 30 minutes since it started
     report = scoring.report(scoring.collect(str(tmp_path), {"r1": False}))
     assert report["all"]["duration"]["fp"] == 1
+
+
+def test_replay_carries_the_cost_baseline_from_one_session_to_the_next(tmp_path):
+    """One session per run, as a one-process-per-task harness records them: cost_over_baseline judges the
+    sixth run against the five before it, as its state file lets the sixth process do."""
+    from agentvigil.replay import replay
+
+    for i, cost in enumerate([0.01] * 5 + [0.05]):
+        session = tmp_path / f"s{i}"
+        session.mkdir()
+        ts, sid = 1000.0 + 10 * i, f"s{i}"
+        events = [{"event_type": "run_start", "ts": ts, "session_id": sid, "agent_id": "bot", "run_id": f"r{i}"},
+                  {"event_type": "llm_call", "ts": ts + 1, "session_id": sid, "agent_id": "bot", "run_id": f"r{i}",
+                   "cost_usd": cost},
+                  {"event_type": "run_end", "ts": ts + 2, "session_id": sid, "agent_id": "bot", "run_id": f"r{i}",
+                   "status": "ok"}]
+        (session / "events.ndjson").write_text("".join(json.dumps(e) + "\n" for e in events))
+        (session / "meta.json").write_text(json.dumps({"session_id": sid, "started_at": ts}))
+
+    [verdict] = [r for r in replay(str(tmp_path)) if r["detector"] == "cost_over_baseline"]
+    assert verdict["run_id"] == "r5" and verdict["detail"]["baseline_usd"] == 0.01

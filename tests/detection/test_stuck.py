@@ -11,6 +11,7 @@ def test_identical_call_with_slightly_varying_output_fires():
     found = verdicts(StuckDetector(), events)
     assert [v.detector for v in found] == ["stuck"]
     assert found[0].detail["identical_calls"] >= 6
+    assert found[0].detail["why"] == "recurrence"   # one call fills the window before the score has held
     assert found[0].step_index < 20   # well before the end of the loop
 
 
@@ -22,7 +23,7 @@ def test_varied_actions_same_error_fires():
                              "Error: flight HAT{} not available on that date".format(100 + i), "error",
                              "tool_error"))
     found = verdicts(StuckDetector(), events)
-    assert len(found) == 1 and found[0].detail["same_errors"] >= 5
+    assert len(found) == 1 and found[0].detail["same_errors"] >= 5 and found[0].detail["why"] == "stall_score"
 
 
 def test_converging_edit_and_test_cycle_stays_quiet():
@@ -71,6 +72,7 @@ def test_interleaved_repetition_fires_whatever_the_results():
     found = verdicts(StuckDetector(), events)
     assert len(found) == 1
     assert found[0].detail["distinct_calls"] <= 4 and found[0].detail["recurring_steps"] >= 1
+    assert found[0].detail["why"] == "recurrence"
     assert found[0].step_index <= 12            # one full window in
 
 
@@ -86,7 +88,7 @@ def test_edit_and_test_cycle_that_never_converges_fires():
                              f"FAILED tests/test_parser.py::test_nested - AssertionError: 3 != 4 in {0.1 * i:.2f}s"))
     # the edits' results look alike too (same_results would fire first): judged on same_outputs alone
     found = verdicts(StuckDetector(StuckPolicy(same_results=1000)), events)
-    assert len(found) == 1 and found[0].detail["same_outputs"] >= 8
+    assert len(found) == 1 and found[0].detail["same_outputs"] >= 8 and found[0].detail["why"] == "same_outputs"
     assert found[0].tool_name == "bash"
 
 
@@ -102,7 +104,7 @@ def test_free_text_actions_that_get_the_same_error_back_fire():
                  else "/bin/bash: line 2: unexpected EOF while looking for matching `''")
         events.append(s.tool("bash", reply, error))
     found = verdicts(StuckDetector(), events)
-    assert len(found) == 1 and found[0].detail["same_results"] >= 12
+    assert len(found) == 1 and found[0].detail["same_results"] >= 12 and found[0].detail["why"] == "same_results"
     assert "results in a row" in found[0].reason
 
 

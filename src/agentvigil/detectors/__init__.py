@@ -95,9 +95,17 @@ def _duration(c: DetectorContext) -> DurationDetector:
     return DurationDetector(seconds, c.started_at)
 
 
+def _history(c: DetectorContext) -> RunawayHistory:
+    """What ended runs taught runaway and cost_over_baseline, one for both (its state file holds both)."""
+    return c.kept("runaway", lambda: RunawayHistory(_runaway_policy(c)))
+
+
+def _runaway_policy(c: DetectorContext) -> RunawayPolicy:
+    return RunawayPolicy(**c.policy.watchers["runaway"].params)
+
+
 def _runaway(c: DetectorContext) -> RunawayDetector:
-    policy = RunawayPolicy(**c.policy.watchers["runaway"].params)
-    return RunawayDetector(policy, c.kept("runaway", lambda: RunawayHistory(policy)))
+    return RunawayDetector(_runaway_policy(c), _history(c))
 
 
 def _liveness(c: DetectorContext) -> LivenessDetector | None:
@@ -116,7 +124,7 @@ def _cycle_cost(c: DetectorContext) -> CycleCostDetector | None:
 
 
 register("loops", "detectors", lambda c: LoopDetector(_loop_policy(c)), LOOP_DETECTORS)
-register(COST_OVER_BASELINE, "detectors", lambda c: CostBaselineDetector(_cost_policy(c)))
+register(COST_OVER_BASELINE, "detectors", lambda c: CostBaselineDetector(_cost_policy(c), _history(c)))
 register("breaker", "detectors", lambda c: BreakerDetector())
 register("retry", "retry", lambda c: RetryDetector(c.param("retry", "max")))
 register("cost", "cost", lambda c: CostLimitDetector(c.param("cost", "max_dollars")))

@@ -43,6 +43,7 @@ from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from statistics import median
 
 try:
     import fcntl
@@ -65,6 +66,7 @@ CHECKPOINTS = (5, 10, 15, 20, 30, 40, 60, 80, 120, 160, 240, 320, 480, 640, 960,
 _CHECKPOINT_SET = frozenset(CHECKPOINTS)
 STATE_VERSION = 1
 MAX_AGENTS = 1000
+MAX_COSTS = 200   # run costs kept per agent for cost_over_baseline (its window is at most this)
 MAX_DISTINCT_CALLS = 256    # triples remembered per run; past this, every further one counts as new (bounded)
 
 
@@ -121,7 +123,7 @@ class _Baseline:
 
     __slots__ = ("runs", "length_limit", "spend_limits", "slope_limits", "stale", "_lengths", "_spend", "_slopes",
                  "_sorted", "outcomes", "unfinished_from", "unfinished_share", "unfinished_above",
-                 "unfinished_spend_share", "_outcomes_stale")
+                 "unfinished_spend_share", "_outcomes_stale", "costs", "cost_median")
 
     def __init__(self, keep: int) -> None:
         # (length, spend by checkpoint, context slope by checkpoint)
@@ -141,6 +143,19 @@ class _Baseline:
         self.unfinished_above: float | None = None   # the spend past which runs mostly ended unfinished
         self.unfinished_spend_share = 0.0
         self._outcomes_stale = 0
+        # cost_over_baseline's window: the cost of the last runs that ended ok and were not flagged by it
+        self.costs: deque[float] = deque(maxlen=MAX_COSTS)
+        self.cost_median: float | None = None
+
+    def add_cost(self, cost: float, window: int, min_runs: int) -> None:
+        self.costs.append(cost)
+        self.refresh_cost(window, min_runs)
+
+    def refresh_cost(self, window: int, min_runs: int) -> None:
+        """The median of the last ``window`` costs, or None until ``min_runs`` (50 values at most: cheap)."""
+        kept = len(self.costs)
+        recent = list(self.costs)[max(0, kept - window):] if window > 0 else []
+        self.cost_median = median(recent) if recent and len(recent) >= min_runs else None
 
     def add_outcome(self, steps: int, unfinished: bool, spend: float, p: RunawayPolicy) -> None:
         self.outcomes.append((steps, unfinished, spend))
@@ -526,6 +541,7 @@ class RunawayHistory:
         self.policy = policy
         self.baselines: dict[str | None, _Baseline] = {}
         self.priced: dict[str | None, bool] = {}
+        self.cost_window = (50, 5)   # cost_over_baseline's (baseline_runs, min_runs): ``use_cost_window``
         self._pending: deque[tuple] = deque(maxlen=MAX_PENDING)
         self._clock = clock
         self._saved_at = -math.inf
@@ -541,21 +557,52 @@ class RunawayHistory:
 
     def learn(self, agent: str | None, steps: int, spend: dict[int, float], slopes: dict[int, float],
               unfinished: bool, healthy: bool, total: float = 0.0) -> None:
-        if not self._add(self.baselines, agent, steps, spend, slopes, unfinished, healthy, total):
-            return
+        if self._add(self.baselines, agent, steps, spend, slopes, unfinished, healthy, total):
+            self._keep((agent, steps, spend, slopes, unfinished, healthy, total))
+
+    def use_cost_window(self, window: int, min_runs: int) -> None:
+        """cost_over_baseline's settings: its median is of the last ``window`` costs, from ``min_runs`` on."""
+        self.cost_window = (min(window, MAX_COSTS), min_runs)
+        for baseline in self.baselines.values():
+            baseline.refresh_cost(*self.cost_window)
+
+    def cost_baseline(self, agent: str | None) -> float | None:
+        """cost_over_baseline's baseline for the agent: the median cost of its recent runs, or None."""
+        baseline = self.baselines.get(agent)
+        return None if baseline is None else baseline.cost_median
+
+    def learn_cost(self, agent: str | None, cost: float) -> None:
+        """A run that ended ok and that cost_over_baseline did not flag: its cost joins the agent's window."""
+        if self._add_cost(self.baselines, agent, cost):
+            self._keep((agent, cost))
+
+    def _add_cost(self, baselines: dict[str | None, _Baseline], agent: str | None, cost: float) -> bool:
+        baseline = self._agent(baselines, agent)
+        if baseline is None:
+            return False
+        baseline.add_cost(cost, *self.cost_window)
+        return True
+
+    def _agent(self, baselines: dict[str | None, _Baseline], agent: str | None) -> _Baseline | None:
+        """The agent's entry, made if new; None when ``MAX_AGENTS`` are known already (bounded memory)."""
+        baseline = baselines.get(agent)
+        if baseline is None and len(baselines) < MAX_AGENTS:
+            baseline = baselines[agent] = _Baseline(self.policy.baseline_runs)
+        return baseline
+
+    def _keep(self, learned: tuple) -> None:
+        """Queue what was learned for the state file; write if the last write is ``SAVE_INTERVAL`` old."""
         if self.policy.state_file:
-            self._pending.append((agent, steps, spend, slopes, unfinished, healthy, total))
+            self._pending.append(learned)
             if self._clock() - self._saved_at >= SAVE_INTERVAL:
                 self.save()
 
     def _add(self, baselines: dict[str | None, _Baseline], agent: str | None, steps: int,
              spend: dict[int, float], slopes: dict[int, float], unfinished: bool, healthy: bool,
              total: float = 0.0) -> bool:
-        baseline = baselines.get(agent)
+        baseline = self._agent(baselines, agent)
         if baseline is None:
-            if len(baselines) >= MAX_AGENTS:
-                return False
-            baseline = baselines[agent] = _Baseline(self.policy.baseline_runs)
+            return False
         baseline.add_outcome(steps, unfinished, total, self.policy)
         if healthy:
             baseline.add(steps, spend, slopes, self.policy)
@@ -581,8 +628,11 @@ class RunawayHistory:
                 else:   # the file as it is now (none yet, or broken: counted, and replaced), plus our runs
                     merged = True
                     baselines, priced = self._read(path) or ({}, {})
-                    for run in self._pending:
-                        self._add(baselines, *run)
+                    for learned in self._pending:   # a run's course and outcome, or a run's cost
+                        if len(learned) == 2:
+                            self._add_cost(baselines, *learned)
+                        else:
+                            self._add(baselines, *learned)
                     for agent, flag in self.priced.items():
                         priced[agent] = priced.get(agent, False) or flag
                     self._write(path, baselines, priced)
@@ -627,6 +677,12 @@ class RunawayHistory:
                     spent = float(total[0]) if total else 0.0
                     baseline.outcomes.append((int(steps), unfinished is True, spent if 0 < spent < math.inf else 0.0))
                 baseline.refresh_outcomes(self.policy)
+                # files written before cost_over_baseline's window was kept have none
+                costs = [float(c) for c in body.get("costs", [])]
+                if not all(0 <= c < math.inf for c in costs):
+                    raise ValueError(f"agent {agent!r}: a cost is negative or not finite")
+                baseline.costs.extend(costs)
+                baseline.refresh_cost(*self.cost_window)
                 key = None if agent == "" else agent
                 baselines[key] = baseline
                 priced[key] = bool(body.get("priced"))
@@ -640,7 +696,8 @@ class RunawayHistory:
         data = {"version": STATE_VERSION, "agents": {
             "" if agent is None else agent: {"priced": priced.get(agent, False),
                                              "runs": [list(run) for run in b.runs],
-                                             "outcomes": [list(o) for o in b.outcomes]}
+                                             "outcomes": [list(o) for o in b.outcomes],
+                                             "costs": list(b.costs)}
             for agent, b in baselines.items()}}
         text = json.dumps(data, separators=(",", ":"))   # dumps, not dump: the C encoder, ~5x faster
         tmp = f"{path}.{os.getpid()}.tmp"

@@ -243,17 +243,20 @@ class StuckDetector:
                 and s.repeats < p.same_results) or s.steps < p.min_steps:
             return None
         s.fired = True
-        detail = {"score": round(score, 3), "held_steps": s.held, "steps": s.steps,
+        # which condition fired, in the order the message names them (several can hold at once)
+        why = ("stall_score" if s.held >= p.hold else "same_outputs" if stale >= p.same_outputs
+               else "same_results" if s.repeats >= p.same_results else "recurrence")
+        detail = {"why": why, "score": round(score, 3), "held_steps": s.held, "steps": s.steps,
                   "novelty": round(s.novelty, 3), "entropy": round(_entropy(counts, len(actions)), 3),
                   "identical_calls": round(s.streak, 2), "same_errors": round(s.errors, 2),
                   "distinct_calls": len(counts), "recurring_steps": s.recurring, "same_outputs": stale,
                   "same_results": s.repeats}
-        if s.held >= p.hold:
+        if why == "stall_score":
             message = f"run stalled for {s.held} steps (stall score {score:.2f}, {s.steps} tool results)"
-        elif stale >= p.same_outputs:
+        elif why == "same_outputs":
             message = (f"the same call returned the same result {stale} times "
                        f"({event.tool_name}, {s.steps} tool results)")
-        elif s.repeats >= p.same_results:
+        elif why == "same_results":
             message = f"{s.repeats} results in a row repeat recent ones, whatever the calls ({s.steps} tool results)"
         else:
             message = (f"run repeating {len(counts)} distinct calls over its last {len(actions)} tool results "

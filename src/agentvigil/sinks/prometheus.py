@@ -189,7 +189,10 @@ class PrometheusSink:
             if len(self._open) >= 100_000:      # runs that never ended: forget the oldest
                 self._open.pop(next(iter(self._open)))
             self._open[key] = [agent, 0.0, extra or self._agent_extra.get(agent, ())]
-        self.metrics.agent(agent).active_runs.inc()
+        series = self.metrics.agent(agent)
+        series.active_runs.inc()
+        if self.baseline is not None:   # a process's first run: the baseline its state file brought
+            series.cost_baseline.set(self.baseline(event.agent_id) or 0.0)
 
     def _run_end(self, event: Event) -> None:
         agent = event.agent_id or "unknown"
