@@ -304,6 +304,7 @@ def test_outcomes_persist_and_older_state_files_load(tmp_path):
     first.close()   # the process ends
     second = RunawayDetector(RunawayPolicy(min_runs=20, state_file=path))   # a new process
     assert [v.detail["why"] for v in run(second, "r", 20)] == ["ends_unfinished"]
+    second.history.wait_for_writer(10)           # its run's write is done before the file is edited
     data = json.loads(open(path).read())
     del data["agents"]["a"]["outcomes"]          # written before outcomes were kept
     open(path, "w").write(json.dumps(data))
@@ -325,6 +326,7 @@ def test_spend_outcomes_persist_and_two_field_outcomes_load(tmp_path):
                     (10, True, 0.25)]   # length, ended unfinished, spend
     second = RunawayDetector(RunawayPolicy(min_runs=20, state_file=path))
     assert [v.detail["why"] for v in run(second, "r", 10, cost=0.025)] == ["spent_unfinished"]
+    second.history.wait_for_writer(10)
     data["agents"]["a"]["outcomes"] = [o[:2] for o in data["agents"]["a"]["outcomes"]]   # before spend was kept
     open(path, "w").write(json.dumps(data))
     third = RunawayDetector(RunawayPolicy(min_runs=20, state_file=path))
@@ -355,6 +357,7 @@ def test_broken_state_file_is_counted_not_raised(tmp_path):
         det = RunawayDetector(RunawayPolicy(state_file=str(path)))
         assert det.baseline_size("a") == 0, outcomes
         assert run(det, "r", 10) == []
+        det.history.wait_for_writer(10)   # its write is done before the next case's file is put in place
 
 
 # -- context growth (input tokens per call) -----------------------------------------------------------------
@@ -479,6 +482,7 @@ def test_context_slopes_persist_and_old_state_files_load(tmp_path):
     det = RunawayDetector(RunawayPolicy(min_runs=20, state_file=str(path)))   # written before the slope
     assert det.baseline_size("a") == 25
     context_run(det, "h", [3_000 + 1_000 * k for k in range(12)])
+    det.history.wait_for_writer(10)
     runs = json.loads(path.read_text())["agents"]["a"]["runs"]
     assert runs[-1][2] == {"5": 1_000.0, "10": 1_000.0}
 

@@ -7,6 +7,7 @@ import os
 import subprocess
 import sys
 import textwrap
+import threading
 
 import pytest
 from prometheus_client import REGISTRY
@@ -34,16 +35,24 @@ def stored(path, agent="a"):
     return len(body["runs"]), len(body["outcomes"])
 
 
+def written(det):
+    """After the writer thread a run end started (the run's own thread does no I/O)."""
+    det.history.wait_for_writer(10)
+    return det
+
+
 def test_a_run_end_writes_at_most_once_per_interval_and_close_writes_the_rest(tmp_path):
     path, clock = tmp_path / "runaway.json", Clock()
     det = detector(path, clock)
     run(det, "r0", 10)
-    assert stored(path) == (1, 1)          # the first run end writes: a process with one task has it saved
+    written(det)
+    assert stored(path) == (1, 1)          # the first run end has it written: a process with one task has it saved
     for i in range(1, 5):
         run(det, f"r{i}", 10)
     assert stored(path) == (1, 1)          # within the interval: pending
     clock.now += SAVE_INTERVAL
     run(det, "r5", 10)
+    written(det)
     assert stored(path) == (6, 6)
     run(det, "r6", 10)
     det.close()
@@ -52,9 +61,34 @@ def test_a_run_end_writes_at_most_once_per_interval_and_close_writes_the_rest(tm
     assert stored(path) == (7, 7)
 
 
+def test_a_run_end_leaves_the_write_to_a_thread_that_ends_when_done(tmp_path, monkeypatch):
+    from agentvigil.detectors import runaway
+
+    path, release, order = tmp_path / "runaway.json", threading.Event(), []
+    real = runaway._write
+
+    def slow_disk(target, data):
+        order.append("write started")
+        release.wait(30)
+        real(target, data)
+        order.append("write done")
+
+    monkeypatch.setattr(runaway, "_write", slow_disk)
+    det = detector(path)
+    run(det, "r0", 10)                                 # returns while the disk is still busy
+    order.append("run ended")
+    writer = det.history._writer
+    release.set()
+    written(det)
+    assert order.index("run ended") < order.index("write done") and stored(path) == (1, 1)
+    assert det.history._writer is None and not writer.is_alive()   # nothing left to write: the thread is gone
+
+
 def test_processes_sharing_the_file_keep_each_others_runs_and_learn_from_them(tmp_path):
     path = tmp_path / "runaway.json"
     one, two = detector(path), detector(path)        # two workers, started together
+    for worker in (one, two):
+        worker.history._saved_at = float("inf")      # both write at close only: which one writes first is fixed
     for i in range(12):
         run(one, f"one-{i}", 10)
         run(two, f"two-{i}", 10)
@@ -73,6 +107,7 @@ def test_a_run_end_never_waits_for_the_lock_and_close_gives_up(tmp_path):
     fcntl.flock(fd, fcntl.LOCK_EX)                   # another process is writing (or stopped while writing)
     try:
         run(det, "r0", 10)
+        written(det)
         assert not path.exists() and len(det.history._pending) == 1   # skipped: the run stays pending
         det.close()                                  # waits CLOSE_WAIT at most, then leaves it
         assert not path.exists()
@@ -93,6 +128,7 @@ def test_a_broken_file_is_counted_and_replaced_when_written(tmp_path):
     path.write_text("{not json")             # broken since this process loaded it
     before = errors()
     run(det, "r0", 10)
+    written(det)
     assert stored(path) == (1, 1) and errors() == before + 1
 
 
@@ -111,6 +147,7 @@ def test_a_forked_child_does_not_write_its_parents_runs(tmp_path):
     path = tmp_path / "runaway.json"
     det = detector(path)
     run(det, "written", 10)                          # in the file before the fork
+    written(det)
     det.history._saved_at = float("inf")             # nothing more written until close
     run(det, "parent-run", 10)
     pid = os.fork()
@@ -218,6 +255,8 @@ def test_one_process_per_task_has_a_cost_baseline_from_the_ended_runs_of_the_ear
 def test_workers_sharing_the_file_keep_each_others_run_costs(tmp_path):
     path = tmp_path / "runaway.json"
     one, two = cost_detector(path, min_runs=4), cost_detector(path, min_runs=4)
+    for worker in (one, two):
+        worker.history._saved_at = float("inf")      # both write at close only, one first
     for i in range(2):
         cost_run(one, f"one-{i}", 1, cost=0.01)
         cost_run(two, f"two-{i}", 1, cost=0.05)

@@ -36,6 +36,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import threading
 import time
 import weakref
 from bisect import bisect_left, insort
@@ -514,28 +515,29 @@ class RunawayDetector:
 
     def close(self) -> None:
         """Write what is not yet in the state file (the pipeline's close, the Monitor's close), waiting up to
-        ``CLOSE_WAIT`` for another process's write."""
+        ``CLOSE_WAIT`` for the writer thread's write and as long for another process's."""
         self.history.save(CLOSE_WAIT)
 
     def tick(self, now: float) -> None:
         return None
 
 
-# A run end writes the state file at most this often (seconds); close() writes the rest. Each write merges what
-# other processes wrote since, so workers sharing the file share one baseline.
+# A run end has the state file written at most this often (seconds), by a thread of its own; close() writes
+# the rest. Each write merges what other processes wrote since, so workers sharing the file share one baseline.
 SAVE_INTERVAL = 1.0
-CLOSE_WAIT = 1.0       # seconds close() waits for the lock (a run end never waits)
+CLOSE_WAIT = 1.0       # seconds close() waits for a write in progress and for the lock (a run end never waits)
 MAX_PENDING = 10_000   # ended runs waiting for a write (bounded while the file cannot be written)
 _HISTORIES: weakref.WeakSet[RunawayHistory] = weakref.WeakSet()
 
 
 class RunawayHistory:
-    """Each agent's baseline and run outcomes. With ``state_file`` it is loaded at start and written (temp file
-    and rename) at most once per ``SAVE_INTERVAL`` after a run ends, and on ``save()``. A write re-reads the
-    file under a lock, adds the runs this process ended since its last write and keeps the result, so
-    processes sharing the file learn from each other's runs and none overwrites the others'. A run end never
-    waits for the lock: if another process holds it, the runs stay pending for the next write; close waits
-    ``CLOSE_WAIT`` at most."""
+    """Each agent's baseline and run outcomes, and cost_over_baseline's window. With ``state_file`` it is loaded
+    at start and written (temp file and rename) at most once per ``SAVE_INTERVAL`` after a run ends, and on
+    ``save()``. A write re-reads the file under a lock, adds the runs this process ended since its last write
+    and keeps the result, so processes sharing the file learn from each other's runs and none overwrites the
+    others'. A run end never waits for the disk: the write after it runs in a short-lived thread (one at a
+    time; it ends when nothing is left to write), and if another process holds the lock the runs stay pending
+    for the next write; close waits ``CLOSE_WAIT`` at most."""
 
     def __init__(self, policy: RunawayPolicy, clock: Callable[[], float] = time.monotonic) -> None:
         self.policy = policy
@@ -546,6 +548,7 @@ class RunawayHistory:
         self._clock = clock
         self._saved_at = -math.inf
         self._seen: tuple[int, int, int] | None = None   # the file as this process last read or wrote it
+        self._init_locks()
         if policy.state_file:
             seen = _signature(policy.state_file)
             loaded = self._read(policy.state_file)
@@ -555,16 +558,28 @@ class RunawayHistory:
                 self._seen = seen
             _HISTORIES.add(self)
 
+    def _init_locks(self) -> None:
+        self._state = threading.Lock()   # what a write copies against what a run end adds (never held for I/O)
+        self._io = threading.Lock()      # one write at a time in this process
+        self._spawn = threading.Lock()   # the writer thread's life
+        self._writer: threading.Thread | None = None
+        self._wanted = False             # a write was asked for since the writer last started one
+
     def learn(self, agent: str | None, steps: int, spend: dict[int, float], slopes: dict[int, float],
               unfinished: bool, healthy: bool, total: float = 0.0) -> None:
-        if self._add(self.baselines, agent, steps, spend, slopes, unfinished, healthy, total):
-            self._keep((agent, steps, spend, slopes, unfinished, healthy, total))
+        with self._state:
+            kept = self._add(self.baselines, agent, steps, spend, slopes, unfinished, healthy, total)
+            if kept and self.policy.state_file:
+                self._pending.append((agent, steps, spend, slopes, unfinished, healthy, total))
+        if kept:
+            self._write_soon()
 
     def use_cost_window(self, window: int, min_runs: int) -> None:
         """cost_over_baseline's settings: its median is of the last ``window`` costs, from ``min_runs`` on."""
-        self.cost_window = (min(window, MAX_COSTS), min_runs)
-        for baseline in self.baselines.values():
-            baseline.refresh_cost(*self.cost_window)
+        with self._state:
+            self.cost_window = (min(window, MAX_COSTS), min_runs)
+            for baseline in self.baselines.values():
+                baseline.refresh_cost(*self.cost_window)
 
     def cost_baseline(self, agent: str | None) -> float | None:
         """cost_over_baseline's baseline for the agent: the median cost of its recent runs, or None."""
@@ -573,8 +588,12 @@ class RunawayHistory:
 
     def learn_cost(self, agent: str | None, cost: float) -> None:
         """A run that ended ok and that cost_over_baseline did not flag: its cost joins the agent's window."""
-        if self._add_cost(self.baselines, agent, cost):
-            self._keep((agent, cost))
+        with self._state:
+            kept = self._add_cost(self.baselines, agent, cost)
+            if kept and self.policy.state_file:
+                self._pending.append((agent, cost))
+        if kept:
+            self._write_soon()
 
     def _add_cost(self, baselines: dict[str | None, _Baseline], agent: str | None, cost: float) -> bool:
         baseline = self._agent(baselines, agent)
@@ -590,12 +609,41 @@ class RunawayHistory:
             baseline = baselines[agent] = _Baseline(self.policy.baseline_runs)
         return baseline
 
-    def _keep(self, learned: tuple) -> None:
-        """Queue what was learned for the state file; write if the last write is ``SAVE_INTERVAL`` old."""
-        if self.policy.state_file:
-            self._pending.append(learned)
-            if self._clock() - self._saved_at >= SAVE_INTERVAL:
+    def _write_soon(self) -> None:
+        """Have the pending runs written if the last write is ``SAVE_INTERVAL`` old: by the writer thread,
+        started if none is running, so the thread that ended the run does no I/O."""
+        if not self.policy.state_file or self._clock() - self._saved_at < SAVE_INTERVAL:
+            return
+        self._saved_at = self._clock()   # this interval's write is taken (a failed one waits for the next)
+        with self._spawn:
+            self._wanted = True
+            if self._writer is not None:
+                return   # it writes again before it ends
+            writer = threading.Thread(target=self._write_loop, name="agentvigil-runaway-state", daemon=True)
+            try:
+                writer.start()
+            except RuntimeError as exc:   # no new thread (interpreter shutting down): close writes them
+                internal_error("runaway_state", exc)
+                return
+            self._writer = writer
+
+    def _write_loop(self) -> None:
+        while True:
+            with self._spawn:
+                if not self._wanted:
+                    self._writer = None
+                    return
+                self._wanted = False
+            try:
                 self.save()
+            except Exception as exc:   # save catches what the disk raises; anything else is a bug: counted
+                internal_error("runaway_state", exc)
+
+    def wait_for_writer(self, timeout: float | None = None) -> None:
+        """Until the writer thread has ended (a write it started is done), or ``timeout`` seconds."""
+        writer = self._writer
+        if writer is not None and writer is not threading.current_thread():
+            writer.join(timeout)
 
     def _add(self, baselines: dict[str | None, _Baseline], agent: str | None, steps: int,
              spend: dict[int, float], slopes: dict[int, float], unfinished: bool, healthy: bool,
@@ -610,10 +658,20 @@ class RunawayHistory:
 
     def save(self, wait: float = 0.0) -> None:
         """Write the runs ended since the last write into the state file (merged with it). ``wait``: seconds to
-        wait for the lock another process holds (close waits briefly; a run end never). Never raises."""
+        wait for a write of this process in progress and for the lock another process holds (close waits
+        briefly; the writer thread never). Never raises."""
         path = self.policy.state_file
         if not path or not self._pending:
             return
+        if not (self._io.acquire(timeout=wait) if wait > 0 else self._io.acquire(blocking=False)):
+            return   # a write of ours is under way: it takes these runs, or the next one does
+        try:
+            self._save(path, wait)
+        finally:
+            self._io.release()
+
+    def _save(self, path: str, wait: float) -> None:
+        batch: deque[tuple] | None = None
         try:
             directory = os.path.dirname(path)
             if directory:
@@ -621,32 +679,39 @@ class RunawayHistory:
             with _try_lock(f"{path}.lock", wait) as locked:
                 if not locked:
                     return   # another process is writing: ours go with the next write
-                merged = False
-                if self._seen is not None and _signature(path) == self._seen:
-                    # nobody wrote since we read or wrote it: the file plus our runs is what we hold
-                    self._write(path, self.baselines, self.priced)
+                with self._state:   # what this write carries, and (unmerged) a copy of what we hold
+                    batch, self._pending = self._pending, deque(maxlen=MAX_PENDING)
+                    merged = self._seen is None or _signature(path) != self._seen
+                    data = None if merged else _snapshot(self.baselines, dict(self.priced))
+                if data is not None:   # nobody wrote since we read or wrote it: the file plus our runs is what we hold
+                    _write(path, data)
                 else:   # the file as it is now (none yet, or broken: counted, and replaced), plus our runs
-                    merged = True
                     baselines, priced = self._read(path) or ({}, {})
-                    for learned in self._pending:   # a run's course and outcome, or a run's cost
-                        if len(learned) == 2:
-                            self._add_cost(baselines, *learned)
-                        else:
-                            self._add(baselines, *learned)
-                    for agent, flag in self.priced.items():
+                    for learned in batch:
+                        self._apply(baselines, learned)
+                    for agent, flag in list(self.priced.items()):
                         priced[agent] = priced.get(agent, False) or flag
-                    self._write(path, baselines, priced)
+                    _write(path, _snapshot(baselines, priced))
+                    with self._state:   # in place, never emptied (the detectors read these dicts meanwhile)
+                        for learned in self._pending:   # ended while this wrote: held, written next time
+                            self._apply(baselines, learned)
+                        self.baselines.update(baselines)
+                        self.priced.update(priced)
                 self._seen = _signature(path)
         except OSError as exc:
             internal_error("runaway_state", exc)
+            if batch is not None:   # not written: first in line for the next write
+                with self._state:
+                    self._pending.extendleft(reversed(batch))
             return
-        self._pending.clear()
         self._saved_at = self._clock()
-        if merged:   # in place: the detectors hold these dicts
-            self.baselines.clear()
-            self.baselines.update(baselines)
-            self.priced.clear()
-            self.priced.update(priced)
+
+    def _apply(self, baselines: dict[str | None, _Baseline], learned: tuple) -> None:
+        """A pending entry: a run's course and outcome, or a run's cost (two fields)."""
+        if len(learned) == 2:
+            self._add_cost(baselines, *learned)
+        else:
+            self._add(baselines, *learned)
 
     def _read(self, path: str) -> tuple[dict[str | None, _Baseline], dict[str | None, bool]] | None:
         """The file's baselines, or None (missing; unreadable or invalid: counted)."""
@@ -691,19 +756,22 @@ class RunawayHistory:
             return None
         return baselines, priced
 
-    @staticmethod
-    def _write(path: str, baselines: dict[str | None, _Baseline], priced: dict[str | None, bool]) -> None:
-        data = {"version": STATE_VERSION, "agents": {
-            "" if agent is None else agent: {"priced": priced.get(agent, False),
-                                             "runs": [list(run) for run in b.runs],
-                                             "outcomes": [list(o) for o in b.outcomes],
-                                             "costs": list(b.costs)}
-            for agent, b in baselines.items()}}
-        text = json.dumps(data, separators=(",", ":"))   # dumps, not dump: the C encoder, ~5x faster
-        tmp = f"{path}.{os.getpid()}.tmp"
-        with open(tmp, "w", encoding="utf-8") as fh:
-            fh.write(text)
-        os.replace(tmp, path)
+def _snapshot(baselines: dict[str | None, _Baseline], priced: dict[str | None, bool]) -> dict:
+    """The state file's content: copies of what it holds, so it can be encoded while runs go on ending."""
+    return {"version": STATE_VERSION, "agents": {
+        "" if agent is None else agent: {"priced": priced.get(agent, False),
+                                         "runs": [list(run) for run in b.runs],
+                                         "outcomes": [list(o) for o in b.outcomes],
+                                         "costs": list(b.costs)}
+        for agent, b in list(baselines.items())}}
+
+
+def _write(path: str, data: dict) -> None:
+    text = json.dumps(data, separators=(",", ":"))   # dumps, not dump: the C encoder, ~5x faster
+    tmp = f"{path}.{os.getpid()}.tmp"
+    with open(tmp, "w", encoding="utf-8") as fh:
+        fh.write(text)
+    os.replace(tmp, path)
 
 
 def _signature(path: str) -> tuple[int, int, int] | None:
@@ -744,10 +812,12 @@ def _try_lock(path: str, wait: float = 0.0) -> Iterator[bool]:
 
 def _forget_pending_in_child() -> None:
     # a forked child inherits its parent's unwritten runs: the parent writes those. Its memory holds them
-    # too, so its first write merges into the file rather than writing what it holds.
+    # too, so its first write merges into the file rather than writing what it holds. The parent's writer
+    # thread is not in the child, and may have held a lock at the fork: the child starts with fresh ones.
     for history in list(_HISTORIES):
         history._pending.clear()
         history._seen = None
+        history._init_locks()
 
 
 if hasattr(os, "register_at_fork"):
