@@ -496,3 +496,39 @@ def test_context_thresholds_are_settable():
     assert config.watchers["runaway"].params["context_window"] == 32_000
     policy = RunawayPolicy(**config.watchers["runaway"].params)
     assert (policy.slope_window, policy.slope_factor, policy.min_slope, policy.slope_horizon) == (5, 3.0, 250.0, 4)
+
+
+# -- an agent whose calls start carrying a cost -----------------------------------------------------------------
+
+def test_an_agent_that_becomes_priced_forgets_what_it_spent_in_tokens():
+    """Its runs so far were measured in tokens (no price known); from its first priced call they are in dollars.
+    Kept, the token runs a limit stopped (3,000 tokens each) would be "more than" any healthy priced run ($0.10),
+    and every run past $0.10 would look like them (spent_unfinished)."""
+    det = RunawayDetector(RunawayPolicy(min_runs=20))
+    for i in range(15):
+        run(det, f"t{i}", 30, cost=0.0, status="error", error_kind="RunLimitExceeded")   # 100 tokens a call
+    for i in range(5):   # priced from here: $0.10 a run (the first ones past step 5 of a history of stopped runs)
+        run(det, f"p{i}", 10, cost=0.01)
+    assert sorted({round(o[2], 6) for o in det._baselines["a"].outcomes}) == [0.0, 0.1]   # tokens forgotten
+    assert det._baselines["a"].unfinished_above is None          # too few priced runs for a spend curve yet
+    assert run(det, "short-and-dear", 8, cost=0.04) == []        # $0.32 in 8 steps: nothing says "stopped"
+    assert det._baselines["a"].unfinished_from == 11             # the step curve keeps the token runs' lengths
+
+
+def test_a_state_file_written_in_tokens_joins_a_priced_process_without_its_spend(tmp_path):
+    path = str(tmp_path / "runaway.json")
+    first = RunawayDetector(RunawayPolicy(min_runs=20, state_file=path))   # the agent unpriced
+    for i in range(15):
+        run(first, f"t{i}", 10, cost=0.0, status="error", error_kind="RunLimitExceeded")
+    first.close()
+    one, two = (RunawayDetector(RunawayPolicy(min_runs=20, state_file=path)) for _ in range(2))
+    for worker in (one, two):
+        worker.history._saved_at = float("inf")   # they write at close only
+    run(one, "priced", 10, cost=0.01)               # this worker's calls carry a cost now
+    run(two, "tokens", 10, cost=0.0)                # this one's do not, yet
+    one.close()
+    two.close()                                     # merges into the priced file: its token run without spend
+    body = json.loads(open(path).read())["agents"]["a"]
+    assert body["priced"] is True
+    assert sorted(round(o[2], 6) for o in body["outcomes"]) == [0.0] * 16 + [0.1]
+    assert all(run_[1] == {} for run_ in body["runs"][:-1])   # the token run's course: its spend unknown

@@ -148,6 +148,19 @@ class _Baseline:
         self.costs: deque[float] = deque(maxlen=MAX_COSTS)
         self.cost_median: float | None = None
 
+    def forget_spend(self, p: RunawayPolicy) -> None:
+        """Drop what the runs spent (the agent's spend changed unit: tokens then, dollars now); keep the rest."""
+        runs = list(self.runs)
+        self.runs.clear()
+        self._lengths, self._sorted = [], True
+        self._spend = {cp: [] for cp in CHECKPOINTS}
+        self._slopes = {cp: [] for cp in CHECKPOINTS}
+        for steps, _, slopes in runs:
+            self.push(steps, {}, slopes)
+        self.refresh(p)
+        self.outcomes = deque(((steps, failed, 0.0) for steps, failed, _ in self.outcomes), maxlen=self.outcomes.maxlen)
+        self.refresh_outcomes(p)
+
     def add_cost(self, cost: float, window: int, min_runs: int) -> None:
         self.costs.append(cost)
         self.refresh_cost(window, min_runs)
@@ -435,8 +448,8 @@ class RunawayDetector:
         return 0.0 if self._priced.get(agent) else float(state.tokens)
 
     def _spend(self, agent: str | None, state: _Run) -> float:
-        if state.cost:
-            self._priced[agent] = True
+        if state.cost and not self._priced.get(agent):
+            self.history.mark_priced(agent)
         if self._priced.get(agent):
             return state.cost - state.top_cost
         return float(state.tokens - state.top_tokens)
@@ -506,6 +519,8 @@ class RunawayDetector:
 
     def _learn(self, agent: str | None, state: _Run, unfinished: bool = False) -> None:
         """An ended run: its outcome, and (healthy and unflagged) its course for the baseline."""
+        if state.cost and not self._priced.get(agent):
+            self.history.mark_priced(agent)
         self.history.learn(agent, state.steps, state.spend, state.slopes, unfinished,
                            healthy=not unfinished and not state.flagged, total=self._total(agent, state))
 
@@ -573,6 +588,17 @@ class RunawayHistory:
                 self._pending.append((agent, steps, spend, slopes, unfinished, healthy, total))
         if kept:
             self._write_soon()
+
+    def mark_priced(self, agent: str | None) -> None:
+        """The agent's calls carry a cost from now on: what its runs spent so far was counted in tokens, which
+        are not dollars, so it is forgotten (kept as unknown), not compared with what it spends from now on."""
+        with self._state:
+            self.priced[agent] = True
+            baseline = self.baselines.get(agent)
+            if baseline is not None:
+                baseline.forget_spend(self.policy)
+            self._pending = deque((_unpriced(learned) if learned[0] == agent and len(learned) > 2 else learned
+                                   for learned in self._pending), maxlen=MAX_PENDING)
 
     def use_cost_window(self, window: int, min_runs: int) -> None:
         """cost_over_baseline's settings: its median is of the last ``window`` costs, from ``min_runs`` on."""
@@ -687,14 +713,18 @@ class RunawayHistory:
                     _write(path, data)
                 else:   # the file as it is now (none yet, or broken: counted, and replaced), plus our runs
                     baselines, priced = self._read(path) or ({}, {})
+                    ours = dict(self.priced)
+                    for agent, flag in ours.items():
+                        if flag and not priced.get(agent) and agent in baselines:
+                            baselines[agent].forget_spend(self.policy)   # the file's spend is in tokens
                     for learned in batch:
-                        self._apply(baselines, learned)
-                    for agent, flag in list(self.priced.items()):
+                        self._apply(baselines, _in_units_of(learned, priced, ours))
+                    for agent, flag in ours.items():
                         priced[agent] = priced.get(agent, False) or flag
                     _write(path, _snapshot(baselines, priced))
                     with self._state:   # in place, never emptied (the detectors read these dicts meanwhile)
                         for learned in self._pending:   # ended while this wrote: held, written next time
-                            self._apply(baselines, learned)
+                            self._apply(baselines, _in_units_of(learned, priced, ours))
                         self.baselines.update(baselines)
                         self.priced.update(priced)
                 self._seen = _signature(path)
@@ -755,6 +785,20 @@ class RunawayHistory:
             internal_error("runaway_state", exc)
             return None
         return baselines, priced
+
+def _unpriced(learned: tuple) -> tuple:
+    """A pending run learned before its agent was priced: its spend (tokens) unknown, as in memory."""
+    agent, steps, _, slopes, unfinished, healthy, _ = learned
+    return agent, steps, {}, slopes, unfinished, healthy, 0.0
+
+
+def _in_units_of(learned: tuple, file_priced: dict[str | None, bool], ours: dict[str | None, bool]) -> tuple:
+    """A run of ours as the merged file counts it: one learned in tokens joins a file that prices the agent
+    with its spend unknown."""
+    if len(learned) > 2 and file_priced.get(learned[0]) and not ours.get(learned[0]):
+        return _unpriced(learned)
+    return learned
+
 
 def _snapshot(baselines: dict[str | None, _Baseline], priced: dict[str | None, bool]) -> dict:
     """The state file's content: copies of what it holds, so it can be encoded while runs go on ending."""
