@@ -532,3 +532,28 @@ def test_a_state_file_written_in_tokens_joins_a_priced_process_without_its_spend
     assert body["priced"] is True
     assert sorted(round(o[2], 6) for o in body["outcomes"]) == [0.0] * 16 + [0.1]
     assert all(run_[1] == {} for run_ in body["runs"][:-1])   # the token run's course: its spend unknown
+
+
+def test_an_agent_priced_while_a_merge_is_written_stays_priced_and_forgets_the_merged_tokens(tmp_path, monkeypatch):
+    from agentvigil.detectors import runaway
+
+    path = str(tmp_path / "runaway.json")
+    other = RunawayDetector(RunawayPolicy(min_runs=20, state_file=path))   # another worker, still in tokens
+    run(other, "theirs", 10, cost=0.0)
+    other.close()
+    ours = RunawayDetector(RunawayPolicy(min_runs=20, state_file=path))
+    ours.history._saved_at = float("inf")              # written below, by hand
+    run(ours, "ours", 10, cost=0.0)
+    other_again = RunawayDetector(RunawayPolicy(min_runs=20, state_file=path))
+    run(other_again, "theirs-2", 10, cost=0.0)
+    other_again.close()                                # the file changed since ours read it: ours merges
+    real = runaway._write
+
+    def priced_meanwhile(target, data):
+        ours.history.mark_priced("a")                  # a priced call ends while the merge is written
+        real(target, data)
+
+    monkeypatch.setattr(runaway, "_write", priced_meanwhile)
+    ours.history.save()
+    assert ours.history.priced["a"] is True
+    assert {o[2] for o in ours._baselines["a"].outcomes} == {0.0}   # the merged runs' tokens, forgotten

@@ -723,8 +723,12 @@ class RunawayHistory:
                         priced[agent] = priced.get(agent, False) or flag
                     _write(path, _snapshot(baselines, priced))
                     with self._state:   # in place, never emptied (the detectors read these dicts meanwhile)
+                        for agent in [a for a, flag in self.priced.items() if flag and not priced.get(a)]:
+                            priced[agent] = True   # priced while this wrote: what we merged was in tokens
+                            if agent in baselines:
+                                baselines[agent].forget_spend(self.policy)
                         for learned in self._pending:   # ended while this wrote: held, written next time
-                            self._apply(baselines, _in_units_of(learned, priced, ours))
+                            self._apply(baselines, _in_units_of(learned, priced, self.priced))
                         self.baselines.update(baselines)
                         self.priced.update(priced)
                 self._seen = _signature(path)
