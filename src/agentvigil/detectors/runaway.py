@@ -582,10 +582,14 @@ class RunawayHistory:
 
     def learn(self, agent: str | None, steps: int, spend: dict[int, float], slopes: dict[int, float],
               unfinished: bool, healthy: bool, total: float = 0.0) -> None:
+        self._learned((agent, steps, spend, slopes, unfinished, healthy, total))
+
+    def _learned(self, learned: tuple) -> None:
+        """Keep what an ended run taught, queue it for the state file, and have the file written when due."""
         with self._state:
-            kept = self._add(self.baselines, agent, steps, spend, slopes, unfinished, healthy, total)
+            kept = self._apply(self.baselines, learned)
             if kept and self.policy.state_file:
-                self._pending.append((agent, steps, spend, slopes, unfinished, healthy, total))
+                self._pending.append(learned)
         if kept:
             self._write_soon()
 
@@ -614,12 +618,7 @@ class RunawayHistory:
 
     def learn_cost(self, agent: str | None, cost: float) -> None:
         """A run that ended ok and that cost_over_baseline did not flag: its cost joins the agent's window."""
-        with self._state:
-            kept = self._add_cost(self.baselines, agent, cost)
-            if kept and self.policy.state_file:
-                self._pending.append((agent, cost))
-        if kept:
-            self._write_soon()
+        self._learned((agent, cost))
 
     def _add_cost(self, baselines: dict[str | None, _Baseline], agent: str | None, cost: float) -> bool:
         baseline = self._agent(baselines, agent)
@@ -714,19 +713,12 @@ class RunawayHistory:
                 else:   # the file as it is now (none yet, or broken: counted, and replaced), plus our runs
                     baselines, priced = self._read(path) or ({}, {})
                     ours = dict(self.priced)
-                    for agent, flag in ours.items():
-                        if flag and not priced.get(agent) and agent in baselines:
-                            baselines[agent].forget_spend(self.policy)   # the file's spend is in tokens
+                    self._price_as(baselines, priced, ours)
                     for learned in batch:
                         self._apply(baselines, _in_units_of(learned, priced, ours))
-                    for agent, flag in ours.items():
-                        priced[agent] = priced.get(agent, False) or flag
                     _write(path, _snapshot(baselines, priced))
                     with self._state:   # in place, never emptied (the detectors read these dicts meanwhile)
-                        for agent in [a for a, flag in self.priced.items() if flag and not priced.get(a)]:
-                            priced[agent] = True   # priced while this wrote: what we merged was in tokens
-                            if agent in baselines:
-                                baselines[agent].forget_spend(self.policy)
+                        self._price_as(baselines, priced, self.priced)   # priced while this wrote
                         for learned in self._pending:   # ended while this wrote: held, written next time
                             self._apply(baselines, _in_units_of(learned, priced, self.priced))
                         self.baselines.update(baselines)
@@ -740,12 +732,21 @@ class RunawayHistory:
             return
         self._saved_at = self._clock()
 
-    def _apply(self, baselines: dict[str | None, _Baseline], learned: tuple) -> None:
-        """A pending entry: a run's course and outcome, or a run's cost (two fields)."""
+    def _apply(self, baselines: dict[str | None, _Baseline], learned: tuple) -> bool:
+        """A learned entry: a run's course and outcome, or a run's cost (two fields). False: no room for its
+        agent."""
         if len(learned) == 2:
-            self._add_cost(baselines, *learned)
-        else:
-            self._add(baselines, *learned)
+            return self._add_cost(baselines, *learned)
+        return self._add(baselines, *learned)
+
+    def _price_as(self, baselines: dict[str | None, _Baseline], priced: dict[str | None, bool],
+                  ours: dict[str | None, bool]) -> None:
+        """The agents ``ours`` prices and the merged file did not: priced from now, and what the file says
+        they spent (tokens) forgotten."""
+        for agent in [a for a, flag in ours.items() if flag and not priced.get(a)]:
+            priced[agent] = True
+            if agent in baselines:
+                baselines[agent].forget_spend(self.policy)
 
     def _read(self, path: str) -> tuple[dict[str | None, _Baseline], dict[str | None, bool]] | None:
         """The file's baselines, or None (missing; unreadable or invalid: counted)."""
