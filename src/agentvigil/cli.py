@@ -6,8 +6,13 @@ import argparse
 import importlib
 import json
 import sys
+from typing import TYPE_CHECKING
 
 from ._version import __version__
+
+if TYPE_CHECKING:
+    from .policy import WatchConfig
+    from .settings import Settings
 
 EXIT_OK = 0
 EXIT_ERROR = 1
@@ -34,12 +39,15 @@ def _cmd_replay(args: argparse.Namespace) -> int:
 
     overrides = {"loop_max_repeats": args.loop_max_repeats, "cost_spike_factor": args.cost_spike_factor}
     settings = Settings.from_env(**overrides)
-    if args.score or args.labels or args.set:
-        return _cmd_score(args, settings)
+    policy = _replay_policy(args, settings)
+    if policy is None:
+        return EXIT_USAGE
+    if args.score or args.labels:
+        return _cmd_score(args, settings, policy)
     stats = ReplayStats()
     agents: dict[str, str] = {}
     try:
-        for record in replay(args.path, settings, stats):
+        for record in replay(args.path, settings, stats, policy=policy):
             agents.setdefault(record["session_id"] or "-", record["agent_id"] or "-")
             if args.json:
                 sys.stdout.write(json.dumps(record, separators=(",", ":")) + "\n")
@@ -71,23 +79,33 @@ def _cmd_replay(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def _cmd_score(args: argparse.Namespace, settings: object) -> int:
-    """replay --score: verdicts against a labels file (agentvigil.scoring)."""
-    from . import scoring
+def _replay_policy(args: argparse.Namespace, settings: Settings) -> WatchConfig | None:
+    """The watchers policy of ``AGENTVIGIL_CONFIG`` (or the defaults) with the ``--set`` thresholds applied;
+    None (the error printed) when a setting is bad."""
     from .pipeline.build import load_policy
     from .policy import ConfigError, apply_setting
 
+    policy = load_policy(settings)
+    try:
+        for text in args.set:
+            apply_setting(policy, text)
+    except ConfigError as exc:   # it names the key
+        print(f"agentvigil replay: bad setting: {exc}", file=sys.stderr)
+        return None
+    return policy
+
+
+def _cmd_score(args: argparse.Namespace, settings: Settings, policy: WatchConfig) -> int:
+    """replay --score: verdicts against a labels file (agentvigil.scoring)."""
+    from . import scoring
+
     if not (args.score and args.labels):
-        print("agentvigil replay: --score needs --labels FILE (and --set needs --score)", file=sys.stderr)
+        print("agentvigil replay: --score and --labels FILE go together", file=sys.stderr)
         return EXIT_USAGE
     try:
         labels = scoring.load_labels(args.labels)
-        policy = load_policy(settings)  # type: ignore[arg-type]
-        for text in args.set:
-            apply_setting(policy, text)
-    except (OSError, ValueError) as exc:   # ConfigError is a ValueError naming the key
-        kind = "bad setting" if isinstance(exc, ConfigError) else "cannot read labels"
-        print(f"agentvigil replay: {kind}: {exc}", file=sys.stderr)
+    except (OSError, ValueError) as exc:
+        print(f"agentvigil replay: cannot read labels: {exc}", file=sys.stderr)
         return EXIT_USAGE
     traces = scoring.collect(args.path, labels, settings, policy)
     if not traces:
@@ -154,7 +172,8 @@ def build_parser() -> argparse.ArgumentParser:
     rep.add_argument("--score", action="store_true", help="precision, recall, FPR, lead time per detector/source")
     rep.add_argument("--sweep", action="store_true", help="with --score: a one-at-a-time threshold sweep")
     rep.add_argument("--set", action="append", default=[], metavar="WATCHER.KEY=VALUE",
-                     help="any detector threshold, e.g. stuck.hold=4 (repeatable; as in .agent-watch.json)")
+                     help="any detector threshold, e.g. stuck.hold=4 or detectors.loop_window=30 (repeatable; "
+                          "as in .agent-watch.json)")
     rep.set_defaults(func=_cmd_replay)
 
     # Commands that live in their own packages register themselves: register(subparsers) -> None.

@@ -7,6 +7,7 @@ win over the file. See docs/watch.md for the format.
 from __future__ import annotations
 
 import json
+import math
 import os
 import re
 from dataclasses import dataclass, field
@@ -27,7 +28,12 @@ WATCHER_PARAMS: dict[str, dict[str, tuple[type, object]]] = {
     "loop": {"sequence_length": (int, 3), "max_repeats": (int, 3)},
     "silence": {"max_seconds": (float, 30.0)},
     "budget": {"max_tokens": (int, None)},
-    "detectors": {},
+    # the components (loops: repeat_call/same_result/repeated_sequence; cost_over_baseline); None: the
+    # environment's setting of the same name (AGENTVIGIL_LOOP_MAX_REPEATS, ...), whose defaults are 3, 20, 3,
+    # 3.0, 50 (at most 200) and 5
+    "detectors": {"loop_max_repeats": (int, None), "loop_window": (int, None), "loop_sequence_repeats": (int, None),
+                  "cost_spike_factor": (float, None), "cost_baseline_runs": (int, None),
+                  "cost_min_runs": (int, None)},
     "correlated": {"window_seconds": (float, 60.0), "min_watchers": (int, 2)},
     # docs/detection.md says what each threshold does and how the defaults were chosen
     "stuck": {"window": (int, 8), "on_score": (float, 0.75), "off_score": (float, 0.45), "hold": (int, 6),
@@ -155,6 +161,10 @@ class WatchConfig:
                     "distinct_share", "limit_distinct"):
             if key in params and key in body and not 0 < spec.params[key] <= 1:
                 raise ConfigError(f"{where}.{key}", f"must be in (0, 1], got {spec.params[key]}")
+        if name == "detectors":
+            for key, least in (("loop_max_repeats", 2), ("loop_sequence_repeats", 2)):
+                if key in body and spec.params[key] < least:
+                    raise ConfigError(f"{where}.{key}", f"must be at least {least}")
         if name == "stuck" and not 2 <= spec.params["window"] <= 1024:
             raise ConfigError(f"{where}.window", "must be between 2 and 1024")
         if name == "correlated" and spec.params["min_watchers"] < 2:
@@ -252,8 +262,8 @@ def _typed(key: str, value: object, typ: type) -> Any:
 
 
 def _positive(key: str, value: Any) -> Any:
-    if value <= 0:
-        raise ConfigError(key, f"must be greater than 0, got {value}")
+    if not 0 < value < math.inf:   # NaN and Infinity (JSON accepts both) are not thresholds
+        raise ConfigError(key, f"must be a finite number greater than 0, got {value}")
     return value
 
 

@@ -80,14 +80,20 @@ def register(name: str, spec: str, make: Callable[[DetectorContext], Detector | 
     REGISTRY.append(Registration(name, spec, make, emits or (name,)))
 
 
+def _component(c: DetectorContext, key: str) -> Any:
+    """A threshold of the components (``watchers.detectors.<key>``), or the environment's setting of that name."""
+    value = c.param("detectors", key)
+    return getattr(c.settings, key) if value is None else value
+
+
 def _loop_policy(c: DetectorContext) -> LoopPolicy:
-    s = c.settings
-    return LoopPolicy(max_repeats=s.loop_max_repeats, window=s.loop_window, sequence_repeats=s.loop_sequence_repeats)
+    return LoopPolicy(max_repeats=_component(c, "loop_max_repeats"), window=_component(c, "loop_window"),
+                      sequence_repeats=_component(c, "loop_sequence_repeats"))
 
 
 def _cost_policy(c: DetectorContext) -> CostPolicy:
-    s = c.settings
-    return CostPolicy(spike_factor=s.cost_spike_factor, baseline_runs=s.cost_baseline_runs, min_runs=s.cost_min_runs)
+    return CostPolicy(spike_factor=_component(c, "cost_spike_factor"),
+                      baseline_runs=_component(c, "cost_baseline_runs"), min_runs=_component(c, "cost_min_runs"))
 
 
 def _duration(c: DetectorContext) -> DurationDetector:

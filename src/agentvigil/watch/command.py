@@ -6,7 +6,7 @@ import argparse
 import sys
 from typing import Any
 
-from .config import ACTIONS, ConfigError, WatchConfig, parse_actions, parse_duration
+from .config import ACTIONS, ConfigError, WatchConfig, apply_setting, parse_actions, parse_duration
 from .runner import EXIT_USAGE, Watch
 
 
@@ -21,6 +21,8 @@ def register(subparsers: Any) -> None:
                         "agent-strace .agent-traces dir or session (default: .agentvigil/sessions)")
     p.add_argument("--all", action="store_true", help="follow every session in the directory, and new ones")
     p.add_argument("--config", help="JSON config (.agent-watch.json format, docs/watch.md)")
+    p.add_argument("--set", action="append", default=[], metavar="WATCHER.KEY=VALUE",
+                   help="any detector threshold, e.g. stuck.hold=4 (repeatable; as in the config file)")
     p.add_argument("--max-retries", type=int, help="retry watcher: failures of the same command (5)")
     p.add_argument("--max-cost", type=float, help="cost watcher: session USD (10)")
     p.add_argument("--max-duration", help="duration watcher: 30s, 10m, 1h (30m)")
@@ -59,6 +61,8 @@ def register(subparsers: Any) -> None:
 
 def build_config(args: argparse.Namespace) -> WatchConfig:
     config = WatchConfig.load(args.config) if args.config else WatchConfig.defaults()
+    for text in args.set:
+        apply_setting(config, text)
     config.override("retry", "max", _positive_int(args.max_retries, "--max-retries"))
     if args.max_cost is not None:
         if args.max_cost <= 0:

@@ -9,9 +9,10 @@ from ..policy import (
                       ConfigError,
                       WatchConfig,
                       WatcherSpec,
+                      apply_setting,
                       parse_actions,
                       parse_duration,
 )
 
 __all__ = ["ACTIONS", "DEFAULT_ACTIONS", "DEFAULT_ALERTS_LOG", "DEFAULT_SCOPE_POLICY", "WATCHER_PARAMS",
-           "ConfigError", "WatchConfig", "WatcherSpec", "parse_actions", "parse_duration"]
+           "ConfigError", "WatchConfig", "WatcherSpec", "apply_setting", "parse_actions", "parse_duration"]
