@@ -78,6 +78,12 @@ class _Node:
         self.node_token: Any = None
 
 
+# The tools a classic AgentExecutor runs in place of an action it could not parse or dispatch
+# (langchain_classic.agents: ExceptionTool with handle_parsing_errors, InvalidTool for an unknown tool name):
+# recorded as rejected actions, not tool calls, with their reason as error_kind.
+REJECTED_ACTIONS = {"_Exception": "parse_error", "invalid_tool": "unknown_tool"}
+
+
 def _name(serialized: dict[str, Any] | None, kwargs: dict[str, Any], default: str) -> str:
     name = kwargs.get("name")
     if name:
@@ -292,6 +298,9 @@ class AgentVigilCallbackHandler(BaseCallbackHandler):
             name = _name(serialized, kwargs, "tool")
             call = run.start_tool_call(name, inputs if inputs is not None else input_str,
                                        call_id=kwargs.get("tool_call_id"))
+            rejected = REJECTED_ACTIONS.get(name)
+            if rejected is not None:
+                call.reject(rejected)
             self._put(run_id, _Node("tool", run, call))
         except GuardError:
             raise
