@@ -255,3 +255,29 @@ def test_chat_openai_is_recorded_once_with_both_instrumentors(fake, monitor, sam
     assert sample("agent_tokens_total", type="cache_read", **m) == 800
     assert sample("agent_runs_total", status="ok", **A) == 1
     assert sample("agent_run_cost_usd_sum", **A) > 0                 # the SDK call was attributed to the run
+
+
+def test_langgraph_call_of_a_tool_the_node_does_not_have_is_a_rejected_action(monitor, sample):
+    """ToolNode answers a call of an unknown tool itself (an error ToolMessage, no tool run, no tool callback):
+    recorded as a rejected action, its own rate signal, neither a tool call nor nothing at all."""
+    from agentvigil import events as ev
+
+    seen: list = []
+
+    class ToolEnds:
+        consumes = frozenset({ev.TOOL_END})
+
+        def handle(self, event):
+            seen.append(event)
+
+    monitor.pipeline.add_sink(ToolEnds())
+    script = iter([_tool_call("lookup", {"q": "cats"}, 1), _tool_call("search", {"q": "cats"}, 2),
+                   AIMessage(content="done", usage_metadata=USAGE)])
+    graph = instrument_graph(_react_graph(FakeModel(messages=script)), monitor)
+    graph.invoke({"messages": [HumanMessage("hi")]})
+    assert [(e.tool_name, e.status, e.error_kind) for e in seen] == [
+        ("lookup", "rejected", "unknown_tool"), ("search", "ok", None)]
+    assert seen[0].result_fingerprint is not None
+    assert sample("agent_tool_calls_total", tool="lookup", status="rejected", **A) == 1
+    assert sample("agent_tool_errors_total", tool="lookup", **A) == 0
+    assert sample("agent_tool_calls_total", tool="search", status="ok", **A) == 1

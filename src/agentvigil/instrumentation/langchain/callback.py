@@ -67,7 +67,7 @@ def _is_control_flow(error: BaseException | None) -> bool:
 
 
 class _Node:
-    __slots__ = ("kind", "run", "obj", "prev", "agent_step", "node_token")
+    __slots__ = ("kind", "run", "obj", "prev", "agent_step", "node_token", "tool_call_ids")
 
     def __init__(self, kind: str, run: Any, obj: Any = None) -> None:
         self.kind = kind          # run | attached | step | chain | tool | llm | skip
@@ -76,12 +76,32 @@ class _Node:
         self.prev: Any = None     # current-run value to restore when a run we activated ends
         self.agent_step: Any = None
         self.node_token: Any = None
+        self.tool_call_ids: set[str] | None = None   # of the tools this node ran (a LangGraph node)
 
 
 # The tools a classic AgentExecutor runs in place of an action it could not parse or dispatch
 # (langchain_classic.agents: ExceptionTool with handle_parsing_errors, InvalidTool for an unknown tool name):
 # recorded as rejected actions, not tool calls, with their reason as error_kind.
-REJECTED_ACTIONS = {"_Exception": "parse_error", "invalid_tool": "unknown_tool"}
+UNKNOWN_TOOL = "unknown_tool"
+REJECTED_ACTIONS = {"_Exception": "parse_error", "invalid_tool": UNKNOWN_TOOL}
+
+
+def _unknown_tool_answers(outputs: Any, ran: set[str] | None) -> list[Any]:
+    """The ToolMessages a LangGraph ToolNode answered a call of a tool it does not have with: it runs no tool
+    (so no tool callback) and answers ``status="error"``, "Error: <name> is not a valid tool, ...". A message of
+    a tool this node ran is never one."""
+    messages = outputs.get("messages") if isinstance(outputs, dict) else outputs
+    if not isinstance(messages, (list, tuple)):
+        messages = [messages]
+    found = []
+    for message in messages:
+        if getattr(message, "type", None) != "tool" or getattr(message, "status", None) != "error":
+            continue
+        call_id, content = getattr(message, "tool_call_id", None), getattr(message, "content", None)
+        if (ran is None or call_id not in ran) and isinstance(content, str) \
+                and content.startswith(f"Error: {getattr(message, 'name', None)} is not a valid tool"):
+            found.append(message)
+    return found
 
 
 def _name(serialized: dict[str, Any] | None, kwargs: dict[str, Any], default: str) -> str:
@@ -251,6 +271,12 @@ class AgentVigilCallbackHandler(BaseCallbackHandler):
 
     def on_chain_end(self, outputs: Any, *, run_id: UUID, **kwargs: Any) -> None:
         try:
+            node = self._get(run_id)
+            if node is not None and node.kind == "step" and node.run is not None:
+                for message in _unknown_tool_answers(outputs, node.tool_call_ids):
+                    call = node.run.start_tool_call(str(message.name), None, call_id=message.tool_call_id)
+                    call.reject(UNKNOWN_TOOL)
+                    call.end(result=message.content)
             self._end_chain(run_id, None)
         except Exception as exc:
             internal_error("instrumentation.langchain", exc)
@@ -296,8 +322,13 @@ class AgentVigilCallbackHandler(BaseCallbackHandler):
                 return
             run.check()  # kill switch / loop guard boundary
             name = _name(serialized, kwargs, "tool")
-            call = run.start_tool_call(name, inputs if inputs is not None else input_str,
-                                       call_id=kwargs.get("tool_call_id"))
+            call_id = kwargs.get("tool_call_id")
+            call = run.start_tool_call(name, inputs if inputs is not None else input_str, call_id=call_id)
+            parent = self._get(parent_run_id)
+            if call_id is not None and parent is not None and parent.kind == "step":
+                if parent.tool_call_ids is None:
+                    parent.tool_call_ids = set()
+                parent.tool_call_ids.add(str(call_id))
             rejected = REJECTED_ACTIONS.get(name)
             if rejected is not None:
                 call.reject(rejected)
