@@ -466,3 +466,24 @@ def test_a_broken_span_is_counted_never_raised(make_monitor, sample):
     assert internal_errors() == before + 2
     assert sample("agent_runs_total", agent="agents-test", status="ok") == 1   # the run itself is intact
     assert processor._traces == {} and agentvigil.current_run() is None
+
+
+def test_arguments_the_sdk_cannot_parse_are_a_rejected_action(instrument, make_monitor, fake, client, sample,
+                                                              tmp_path):
+    """Malformed JSON arguments: the SDK answers the model with an error without calling the tool. A rejected
+    action (its own rate signal), not the tool failing."""
+    mon = make_monitor()
+    instrument(mon)
+    agent = Agent(name="sloppy", instructions="x", tools=[search], model=responses(client))
+    fake.enqueue(Reply(text="", tool_calls=[{"name": "search", "arguments": '{"q": "cats"'}]),
+                 call("search", q="cats"), Reply(text="done"))
+
+    assert run_sync(agent, "hi").final_output == "done"
+
+    a = {"agent": "agents-test", "tool": "search"}
+    assert sample("agent_tool_calls_total", status="rejected", **a) == 1
+    assert sample("agent_tool_calls_total", status="ok", **a) == 1
+    assert sample("agent_tool_errors_total", kind="tool_error", **a) == 0
+    mon.flush()
+    ends = [(e["status"], e.get("error_kind")) for e in events(tmp_path) if e["event_type"] == "tool_end"]
+    assert ends == [("rejected", "parse_error"), ("ok", None)]

@@ -102,8 +102,14 @@ def _openai_usage(reply: Reply) -> dict[str, Any]:
 
 def _openai_tool_calls(reply: Reply, n: int) -> list[dict[str, Any]]:
     return [{"id": f"call_fake_{n}_{i}", "type": "function",
-             "function": {"name": tc["name"], "arguments": json.dumps(tc.get("arguments", {}))}}
+             "function": {"name": tc["name"], "arguments": _arguments_text(tc)}}
             for i, tc in enumerate(reply.tool_calls)]
+
+
+def _arguments_text(tool_call: dict[str, Any]) -> str:
+    """The arguments as the model writes them: JSON, or a string given as is (a model's malformed JSON)."""
+    arguments = tool_call.get("arguments", {})
+    return arguments if isinstance(arguments, str) else json.dumps(arguments)
 
 
 def _openai_chat(reply: Reply, body: dict[str, Any], n: int) -> dict[str, Any]:
@@ -165,7 +171,7 @@ def _responses_output(reply: Reply, n: int) -> list[dict[str, Any]]:
                     "content": [{"type": "output_text", "text": reply.text, "annotations": [], "logprobs": []}]})
     for i, tc in enumerate(reply.tool_calls):
         out.append({"type": "function_call", "id": f"fc_fake_{n}_{i}", "call_id": f"call_fake_{n}_{i}",
-                    "name": tc["name"], "arguments": json.dumps(tc.get("arguments", {})), "status": "completed"})
+                    "name": tc["name"], "arguments": _arguments_text(tc), "status": "completed"})
     return out
 
 

@@ -23,7 +23,8 @@ class Reply:
     cache_read_tokens: int = 0
     cache_write_tokens: int = 0
     reasoning_tokens: int = 0
-    #: Tool calls to return instead of (or besides) text: ``[{"name": "search", "arguments": {"q": "cats"}}]``.
+    #: Tool calls to return instead of (or besides) text: ``[{"name": "search", "arguments": {"q": "cats"}}]``
+    #: (OpenAI wire formats: a str of ``arguments`` is sent as is, e.g. malformed JSON).
     tool_calls: list[dict[str, Any]] = field(default_factory=list)
     #: ``None``: natural stop reason ("stop"/"end_turn", or the tool-call one when tool_calls are present).
     finish_reason: str | None = None

@@ -6,7 +6,8 @@ callbacks into calls of the Monitor API (docs/integrations/openai_agents.md has 
 * response / generation span → the start of a **step** (one model turn, named after the agent) and an **LLM
   call**, unless the OpenAI SDK integration recorded that call itself (it claims it: see ``MODEL_CALL_CLAIM``);
 * agent span → the agent the steps are named after; its end (a handoff, or the agent's last turn) ends the step;
-* function span → **tool call** (arguments hashed, output fingerprinted, errors as ``tool_error``);
+* function span → **tool call** (arguments hashed, output fingerprinted, errors as ``tool_error``); arguments
+  the SDK could not parse (not a JSON object) make it a **rejected** action (``parse_error``);
 * handoff span → a tool call named ``handoff`` (arguments: the two agent names);
 * guardrail span → a tool call named ``guardrail:<name>``, ``rejected`` when its tripwire triggered.
 
@@ -37,6 +38,7 @@ PROVIDER = "openai"
 HANDOFF = "handoff"
 GUARDRAIL_PREFIX = "guardrail:"
 GUARDRAIL_TRIPPED = "guardrail_tripped"
+UNPARSABLE_ARGUMENTS = "parse_error"
 MAX_OPEN_TRACES = 4096     # traces never ended (an SDK bug, a killed task) must not grow memory without bound
 MAX_OPEN_SPANS = 16384
 _MODEL_SPANS = frozenset({"response", "generation"})
@@ -122,6 +124,17 @@ def _arguments(raw: Any) -> Any:
         return json.loads(raw)
     except ValueError:
         return raw
+
+
+def _unparsable(raw: Any) -> bool:
+    """Arguments the SDK refuses before calling the tool ("Invalid JSON input for tool"): not JSON, or not an
+    object. The SDK may redact its error's text, so the input itself is what tells."""
+    if not isinstance(raw, str) or not raw:
+        return False   # no input recorded (sensitive data off), or none sent: the SDK calls the tool with {}
+    try:
+        return not isinstance(json.loads(raw), dict)
+    except ValueError:
+        return True
 
 
 class _Trace:
@@ -330,6 +343,10 @@ class AgentsProcessor(TracingProcessor):  # type: ignore[misc]
             output = getattr(data, "output", None)
             if output is not None:
                 call.set_result(output)
+            if error is not None and _unparsable(getattr(data, "input", None)):
+                call.reject(UNPARSABLE_ARGUMENTS)   # the SDK could not call the tool: not a tool failing
+                call.end(error=error)
+                return
             kind_of = None if error is None else classify_exception(error, default=TOOL_ERROR)
             call.end(error=error, error_kind=kind_of)
         elif kind == "handoff":
