@@ -103,7 +103,8 @@ def test_stdio_tool_calls_are_tool_calls_of_the_run(instrumented, make_monitor, 
     assert sample("agent_tool_calls_total", tool="search", status="ok", **a) == 1
     assert sample("agent_tool_calls_total", tool="deploy", status="error", **a) == 1
     assert sample("agent_tool_errors_total", tool="deploy", kind="tool_error", **a) == 1
-    assert sample("agent_tool_calls_total", tool="no_such_tool", status="error", **a) == 1
+    assert sample("agent_tool_calls_total", tool="no_such_tool", status="rejected", **a) == 1   # nothing ran
+    assert sample("agent_tool_errors_total", tool="no_such_tool", kind="tool_error", **a) == 0
     spans = {s.name for s in exporter.get_finished_spans()}
     assert {"execute_tool search", "execute_tool deploy", "execute_tool tools/list"} <= spans
     mon.flush()
@@ -234,3 +235,27 @@ def test_streamable_http_on_loopback(instrumented, make_monitor, sample, http_se
     assert sample("agent_tool_calls_total", tool="search", status="ok", **a) == 1
     assert sample("agent_tool_calls_total", tool="tools/list", status="ok", **a) == 1
     assert sample("agent_tool_errors_total", tool="deploy", kind="tool_error", **a) == 1
+
+
+def test_a_protocol_error_for_invalid_params_is_a_rejected_action(make_monitor, sample):
+    """-32602 on tools/call: the spec's protocol error for an unknown tool or arguments the server refused
+    (servers of other SDKs answer so). Nothing ran: a rejected action, and the error still reaches the caller."""
+    from agentvigil.instrumentation.mcp.patch import _call_tool
+
+    class InvalidParams(Exception):
+        error = type("ErrorData", (), {"code": -32602, "message": "Invalid arguments for tool search"})()
+
+    async def refused(name, arguments):
+        raise InvalidParams("Invalid arguments for tool search")
+
+    mon = make_monitor("mcp-agent")
+
+    async def agent():
+        with mon.run(task_id="t-1"):
+            with pytest.raises(InvalidParams):
+                await _call_tool(refused, ("search", {"q": 1}), {})
+
+    asyncio.run(agent())
+    a = {"agent": "mcp-agent", "tool": "search"}
+    assert sample("agent_tool_calls_total", status="rejected", **a) == 1
+    assert sample("agent_tool_calls_total", status="error", **a) == 0

@@ -171,7 +171,8 @@ def test_each_tools_call_is_a_run_of_the_server(registry, traced, sample, tmp_pa
     assert sample("agent_tool_calls_total", tool="search", status="ok", **a) == 1
     assert sample("agent_tool_calls_total", tool="deploy", status="error", **a) == 1
     assert sample("agent_tool_errors_total", tool="deploy", kind="tool_error", **a) == 1
-    assert sample("agent_tool_errors_total", tool="no_such_tool", kind="tool_error", **a) == 1
+    assert sample("agent_tool_calls_total", tool="no_such_tool", status="rejected", **a) == 1   # nothing ran
+    assert sample("agent_tool_errors_total", tool="no_such_tool", kind="tool_error", **a) == 0
     assert sample("agent_runs_total", status="ok", **a) == 3      # one run per request
     spans = traced.tools("mcp-rec")
     assert sorted(s.name for s in spans) == ["execute_tool deploy", "execute_tool no_such_tool",
@@ -302,3 +303,23 @@ def test_stdio_server_instrumented_by_the_environment(tmp_path):
     assert ends["search"]["agent_id"] == "stdio-server"
     assert ends["search"]["status"] == "ok" and ends["deploy"]["error_kind"] == "tool_error"
     assert ends["search"]["result_fingerprint"] == result_fingerprint(result_payload(ok))
+
+
+def test_params_that_do_not_validate_are_a_rejected_action(server_mon, sample):
+    """The request's params did not validate (mcp 2.x raises pydantic's ValidationError before any handler):
+    the tool never ran, so the call is a rejected action, not a failed one; the error still propagates."""
+    from pydantic import BaseModel, ValidationError
+
+    from agentvigil.instrumentation.mcp.server import serve
+
+    class Params(BaseModel):
+        q: str
+
+    async def handle():
+        return Params.model_validate({})
+
+    with pytest.raises(ValidationError):
+        asyncio.run(serve("search", {}, handle))
+    a = {"agent": "mcp-server", "tool": "search"}
+    assert sample("agent_tool_calls_total", status="rejected", **a) == 1
+    assert sample("agent_tool_calls_total", status="error", **a) == 0

@@ -5,6 +5,8 @@ goes through untouched.
 
 A result with ``is_error`` set is a failed call of kind ``tool_error`` (the server reports tool failures in
 the result, not as a JSON-RPC error); a JSON-RPC error (``McpError``/``MCPError``) is classified by its code.
+A call the server could not execute (an unknown tool, arguments it refused: -32602, or the Python SDK's
+"Unknown tool: ..." result) is a rejected action.
 The guard exceptions (RunKilled, LoopDetected, RunLimitExceeded) are raised before the request is sent.
 """
 
@@ -29,6 +31,13 @@ TOOLS_CALL = "tools/call"
 SIDE = "agentvigil.mcp.side"          # "client" on ClientSession spans, "server" on a server's (server.py)
 METHOD = "mcp.method.name"            # the OTel MCP semantic conventions' attribute
 
+# A tools/call the server could not execute is a rejected action, not a tool failing (docs/events.md): the
+# spec's protocol error for an unknown tool or invalid arguments (-32602), or the Python SDK servers' error
+# result for an unknown tool ("Unknown tool: <name>")
+INVALID_PARAMS = -32602
+UNKNOWN_TOOL = "unknown_tool"
+UNKNOWN_TOOL_TEXT = "Unknown tool: "
+
 # JSON-RPC / MCP error codes (the SDK's ErrorData.code)
 _BY_CODE = {
     -32700: INVALID_REQUEST,   # parse error
@@ -42,11 +51,15 @@ _BY_CODE = {
 }
 
 
+def _code(exc: BaseException) -> int | None:
+    code = getattr(getattr(exc, "error", None), "code", None)
+    return code if isinstance(code, int) and not isinstance(code, bool) else None
+
+
 def error_kind(exc: BaseException) -> str:
     """The kind of an exception raised by a client call: an MCP error by its code, else by the taxonomy."""
-    error = getattr(exc, "error", None)
-    code = getattr(error, "code", None)
-    if isinstance(code, int) and not isinstance(code, bool):
+    code = _code(exc)
+    if code is not None:
         return _BY_CODE.get(code, SERVER_ERROR if -32099 <= code <= -32000 else TOOL_ERROR)
     return classify_exception(exc, default=TOOL_ERROR)
 
@@ -107,7 +120,10 @@ async def _call_tool(wrapped: Callable[..., Any], args: tuple, kwargs: dict) -> 
         try:
             result = await wrapped(*args, **kwargs)
         except Exception as exc:
-            call.error_kind = error_kind(exc)
+            if _code(exc) == INVALID_PARAMS:
+                call.reject(INVALID_REQUEST)   # a protocol error: an unknown tool or arguments it refused
+            else:
+                call.error_kind = error_kind(exc)
             raise
         _finish(call, result)
         return result
@@ -137,10 +153,20 @@ async def _list_tools(wrapped: Callable[..., Any], args: tuple, kwargs: dict) ->
         return result
 
 
+def judge_result(call: Any, result: Any) -> None:
+    """Record a tools/call result on its call: a failed tool (``is_error``) is ``tool_error``; the Python SDK
+    servers' answer to an unknown tool ("Unknown tool: <name>") is a rejected action: nothing ran."""
+    payload = result_payload(result)
+    call.set_result(payload)
+    if _field(result, "is_error", "isError"):
+        if isinstance(payload, str) and payload.startswith(UNKNOWN_TOOL_TEXT):
+            call.reject(UNKNOWN_TOOL)
+        else:
+            call.error_kind = TOOL_ERROR
+
+
 def _finish(call: Any, result: Any) -> None:
     try:
-        call.set_result(result_payload(result))
-        if _field(result, "is_error", "isError"):
-            call.error_kind = TOOL_ERROR
+        judge_result(call, result)
     except Exception as exc:   # an SDK shape we do not know: the call is still counted
         internal_error("instrumentation", exc)

@@ -17,8 +17,8 @@ from __future__ import annotations
 from typing import Any, Awaitable, Callable
 
 from agentvigil._safety import internal_error
-from agentvigil.errors import INVALID_REQUEST, TOOL_ERROR
-from agentvigil.instrumentation.mcp.patch import TOOLS_CALL, _field, error_kind, mark, result_payload
+from agentvigil.errors import INVALID_REQUEST
+from agentvigil.instrumentation.mcp.patch import TOOLS_CALL, error_kind, judge_result, mark
 
 
 class _State:
@@ -60,13 +60,14 @@ async def serve(name: Any, arguments: Any, handle: Callable[[], Awaitable[Any]],
             try:
                 result = await handle()
             except Exception as exc:
-                call.error_kind = _request_kind(exc)
+                kind = _request_kind(exc)
+                if kind == INVALID_REQUEST:   # params that did not validate: the tool never ran
+                    call.reject(kind)
+                else:
+                    call.error_kind = kind
                 raise
             try:
-                body = unwrap(result)
-                call.set_result(result_payload(body))
-                if _field(body, "is_error", "isError"):
-                    call.error_kind = TOOL_ERROR
+                judge_result(call, unwrap(result))
             except Exception as exc:   # a result shape we do not know: the call is still counted
                 internal_error("instrumentation", exc)
             return result
