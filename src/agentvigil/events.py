@@ -102,14 +102,17 @@ class InvalidEvent(ValueError):
 def event_from_dict(data: Any) -> Event:
     """Validate a decoded JSON object and build an Event. Unknown keys are ignored (forward compatible).
 
-    Hot in ``replay``. A recording has few shapes (keys in order, and value classes), so a shape that validated
-    once is remembered as a generated function that checks exactly those classes, the event type and the
+    Hot in ``replay``. A recording has few shapes (keys, and value classes), so a shape that validated once is
+    remembered, under its event type, as a generated function that checks exactly those keys and classes and the
     numeric ranges, and builds the Event positionally. Anything else, and every failure, takes the full check
     below, which names the bad field."""
     if data.__class__ is dict:
-        makers = _SHAPES.get(tuple(data))
+        kind = data.get("event_type")
+        # Looked up by the event type, not by the tuple of keys: building and hashing that tuple cost more than
+        # the rest of the lookup. A shape's function checks the key set itself (see ``_maker``).
+        makers = _SHAPES.get(kind) if kind.__class__ is str else None
         if makers is not None:
-            for _, make in makers:
+            for make in makers:
                 event = make(data)
                 if event is not None:
                     return event
@@ -120,43 +123,46 @@ def event_from_dict(data: Any) -> Event:
 
 def _remember(data: dict) -> None:
     """Remember the shape of a dict that validated. Only shapes of known fields (bounded names, so bounded
-    memory) whose classes are what the check saw; at most a few class combinations per key order."""
+    memory) whose classes are what the check saw; at most ``_MAX_SHAPES`` per event type (a file with more
+    shapes of one type has the rest take the full check)."""
     if any(k not in _CHECKS for k in data) or any(type(v) is not v.__class__ for v in data.values()):
         return
     keys, classes = tuple(data), tuple(map(type, data.values()))
-    makers = _SHAPES.get(keys)
-    if makers is None:
-        if len(_SHAPES) >= _MAX_SHAPES:
-            return
-        makers = _SHAPES[keys] = []
-    if len(makers) < 4 and all(c != classes for c, _ in makers):
-        makers.append((classes, _maker(keys, classes)))
+    shape = frozenset(zip(keys, classes, strict=True))   # in any key order, the same Event
+    kind = data["event_type"]
+    makers = _SHAPES.setdefault(kind, [])
+    known = _SHAPE_KEYS.setdefault(kind, set())
+    if shape not in known and len(makers) < _MAX_SHAPES:
+        known.add(shape)
+        makers.append(_maker(keys, classes))
 
 
 def _maker(keys: tuple[str, ...], classes: tuple[type, ...]) -> Callable[[dict], Event | None]:
-    """A function of a dict with exactly these keys in this order: the Event when every value has the class
-    seen here and passes ``_checked``'s range checks, else None (the caller then runs the full check). As a
-    positional call, about twice as fast as matching keyword arguments. Generated from the Event's own field
-    names and the builtin class names only."""
+    """A function of a dict with exactly these keys (in any order): the Event when every value has the class
+    seen here and passes ``_checked``'s range checks, else None (the caller then runs the full check). The key
+    set is checked as the length and a lookup of each key (dict keys are unique, so that is set equality). The
+    event type is not checked again: the shape is found under it. As a positional call, about twice as fast as
+    matching keyword arguments. Generated from the Event's own field names and the builtin class names only."""
     names = {str: "_str", int: "_int", float: "_float", dict: "_dict", NoneType: "_none"}
-    lines = ["def make(d):"]
+    lines = ["def make(d):", f"    if len(d) != {len(keys)}:", "        return None", "    try:"]
     conds = []
     for i, (key, cls) in enumerate(zip(keys, classes, strict=True)):
-        lines.append(f"    v{i} = d[{key!r}]")
-        cond = f"v{i}.__class__ is {names[cls]}"
+        lines.append(f"        v{i} = d[{key!r}]")
         if key == "event_type":
-            cond += f" and v{i} in _TYPES"
-        elif _CHECKS[key] is int and cls is int:
+            continue
+        cond = f"v{i}.__class__ is {names[cls]}"
+        if _CHECKS[key] is int and cls is int:
             cond += f" and 0 <= v{i} <= _MAX_INT"
         elif _CHECKS[key] is float and cls is not NoneType:
             cond += f" and _isfinite(v{i})"
         conds.append(f"({cond})")
+    lines += ["    except KeyError:", "        return None"]
     index = {key: i for i, key in enumerate(keys)}
     args = ", ".join(f"v{index[name]}" if name in index else "None" for name in _FIELD_NAMES)
-    lines.append(f"    if {' and '.join(conds)}:")
+    lines.append(f"    if {' and '.join(conds) or 'True'}:")
     lines.append(f"        return Event({args})")
     lines.append("    return None")
-    namespace: dict[str, Any] = {"Event": Event, "_TYPES": EVENT_TYPES, "_MAX_INT": _MAX_INT, "_isfinite": _isfinite,
+    namespace: dict[str, Any] = {"Event": Event, "_MAX_INT": _MAX_INT, "_isfinite": _isfinite,
                                  "_str": str, "_int": int, "_float": float, "_dict": dict, "_none": NoneType}
     exec("\n".join(lines), namespace)   # source built from known field names and fixed class names only
     return namespace["make"]
@@ -198,10 +204,11 @@ _isfinite = math.isfinite
 _CHECKS: dict[str, type] = {name: (str if name in _STR_FIELDS else int if name in _INT_FIELDS
                                    else float if name in _NUM_FIELDS else dict) for name in _FIELD_NAMES}
 _CHECK_NAMES = {str: "a string", int: "a non-negative integer", float: "a number", dict: "an object"}
-# keys (in order) of dicts that validated -> [(value classes, checking constructor)]. Bounded: a hostile file of
-# ever-new shapes only makes the cache stop growing.
-_SHAPES: dict[tuple[str, ...], list[tuple[tuple[type, ...], Callable[[dict], Event | None]]]] = {}
-_MAX_SHAPES = 1024
+# event type -> the checking constructors of the shapes (key sets and value classes) that validated, and those
+# shapes. Bounded: a hostile file of ever-new shapes only makes the lists stop growing.
+_SHAPES: dict[str, list[Callable[[dict], Event | None]]] = {}
+_SHAPE_KEYS: dict[str, set[frozenset[tuple[str, type]]]] = {}
+_MAX_SHAPES = 32
 
 
 _FIELD_SET = frozenset(_FIELD_NAMES)

@@ -54,8 +54,12 @@ def read_events(path: str, stats: ReplayStats, unread: frozenset[str] = frozense
     with ``}``) is counted as an event without being decoded: its other fields are not validated. Any other
     line is decoded and validated in full (docs/events.md)."""
     loads = codec.loads
-    # The stdlib decoder's work for the usual line (codec._loads_fallback), inlined: one call less per line.
+    # The decoder's work for the usual line, inlined (one call less per line): the stdlib scanner
+    # (codec._loads_fallback), or orjson itself (codec._loads_fast; a line it rejects goes to decode, which
+    # retries it with the stdlib decoder as codec.loads does).
     scan = codec._scan_once if loads is codec._loads_fallback else None
+    if loads is codec._loads_fast and codec._fast_loads is not None:
+        loads = codec._fast_loads
     prefixes = _unread_prefixes(unread)
     with open(path, "rb") as fh:
         for lineno, raw in enumerate(fh, 1):

@@ -84,6 +84,36 @@ def test_remembered_event_shapes_judge_like_the_full_check(event_type, ts, field
     assert _outcome(data) == expected      # the second time its shape may be remembered
 
 
+_field_dicts = st.dictionaries(st.sampled_from(events._FIELD_NAMES[2:] + ("unknown",)), _values, max_size=5)
+
+
+@settings(max_examples=400, deadline=None)
+@given(first=_field_dicts, extra=_field_dicts, order=st.randoms(use_true_random=False))
+def test_shapes_found_by_event_type_check_the_key_set(first, extra, order):
+    """Shapes are found under their event type, whatever the key order: after one dict is remembered, the same
+    keys in another order, a superset, a subset, and as many keys but others, are judged like the full check."""
+    def full(data):
+        try:
+            return ("ok", events._checked(data))
+        except InvalidEvent as exc:
+            return (exc.reason, str(exc))
+        except OverflowError:
+            return ("overflow", "")
+
+    seen = {"event_type": ev.TOOL_END, "ts": 1.0, **first}
+    assert _outcome(seen) == full(seen)   # remembered if valid
+    swapped = dict(first)
+    if first and extra:
+        swapped.pop(next(iter(first)))
+        swapped.update(dict([next(iter(extra.items()))]))
+    subset = dict(list(first.items())[1:])
+    for fields in (first, {**first, **extra}, {**extra, **first}, subset, swapped):
+        items = list({"event_type": ev.TOOL_END, "ts": 2.0, **fields}.items())
+        order.shuffle(items)
+        data = dict(items)
+        assert _outcome(data) == full(data)
+
+
 def test_a_remembered_shape_still_rejects_a_bad_value():
     good = {"event_type": ev.TOOL_END, "ts": 1.0, "step_index": 1, "duration_ms": 2.0}
     event_from_dict(dict(good))
