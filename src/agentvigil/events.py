@@ -208,7 +208,7 @@ _CHECK_NAMES = {str: "a string", int: "a non-negative integer", float: "a number
 # shapes. Bounded: a hostile file of ever-new shapes only makes the lists stop growing.
 _SHAPES: dict[str, list[Callable[[dict], Event | None]]] = {}
 _SHAPE_KEYS: dict[str, set[frozenset[tuple[str, type]]]] = {}
-_MAX_SHAPES = 32
+_MAX_SHAPES = 8   # per event type: a recording has 1–4; a hostile one must not make every line try many
 
 
 _FIELD_SET = frozenset(_FIELD_NAMES)
