@@ -64,22 +64,23 @@ def _outcome(data):
         return ("overflow", "")
 
 
+def _full_check(data):
+    """What the full check (no remembered shape) makes of ``data``."""
+    try:
+        return ("ok", events._checked(data))
+    except InvalidEvent as exc:
+        return (exc.reason, str(exc))
+    except OverflowError:
+        return ("overflow", "")
+
+
 @settings(max_examples=400, deadline=None)
 @given(event_type=st.sampled_from([ev.TOOL_END, ev.RUN_START, "bogus"]),
        ts=st.one_of(st.floats(allow_nan=True), st.integers(0, 10), st.none(), st.text(max_size=2)),
        fields=st.dictionaries(st.sampled_from(events._FIELD_NAMES[2:] + ("unknown",)), _values, max_size=5))
 def test_remembered_event_shapes_judge_like_the_full_check(event_type, ts, fields):
     data = {"event_type": event_type, "ts": ts, **fields}
-
-    def full():
-        try:
-            return ("ok", events._checked(data))
-        except InvalidEvent as exc:
-            return (exc.reason, str(exc))
-        except OverflowError:
-            return ("overflow", "")
-
-    expected = full()
+    expected = _full_check(data)
     assert _outcome(data) == expected
     assert _outcome(data) == expected      # the second time its shape may be remembered
 
@@ -92,14 +93,7 @@ _field_dicts = st.dictionaries(st.sampled_from(events._FIELD_NAMES[2:] + ("unkno
 def test_shapes_found_by_event_type_check_the_key_set(first, extra, order):
     """Shapes are found under their event type, whatever the key order: after one dict is remembered, the same
     keys in another order, a superset, a subset, and as many keys but others, are judged like the full check."""
-    def full(data):
-        try:
-            return ("ok", events._checked(data))
-        except InvalidEvent as exc:
-            return (exc.reason, str(exc))
-        except OverflowError:
-            return ("overflow", "")
-
+    full = _full_check
     seen = {"event_type": ev.TOOL_END, "ts": 1.0, **first}
     assert _outcome(seen) == full(seen)   # remembered if valid
     swapped = dict(first)
