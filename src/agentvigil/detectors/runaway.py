@@ -447,9 +447,13 @@ class RunawayDetector:
             return state.cost
         return 0.0 if self._priced.get(agent) else float(state.tokens)
 
-    def _spend(self, agent: str | None, state: _Run) -> float:
+    def _note_priced(self, agent: str | None, state: _Run) -> None:
+        """A run whose calls carry a cost makes its agent priced (its token spend so far is forgotten)."""
         if state.cost and not self._priced.get(agent):
             self.history.mark_priced(agent)
+
+    def _spend(self, agent: str | None, state: _Run) -> float:
+        self._note_priced(agent, state)
         if self._priced.get(agent):
             return state.cost - state.top_cost
         return float(state.tokens - state.top_tokens)
@@ -519,8 +523,7 @@ class RunawayDetector:
 
     def _learn(self, agent: str | None, state: _Run, unfinished: bool = False) -> None:
         """An ended run: its outcome, and (healthy and unflagged) its course for the baseline."""
-        if state.cost and not self._priced.get(agent):
-            self.history.mark_priced(agent)
+        self._note_priced(agent, state)
         self.history.learn(agent, state.steps, state.spend, state.slopes, unfinished,
                            healthy=not unfinished and not state.flagged, total=self._total(agent, state))
 
