@@ -25,6 +25,11 @@ ERROR_KINDS = (
     CONTENT_FILTER, SERVER_ERROR, NETWORK, TOOL_ERROR, UNKNOWN,
 )
 
+#: Reasons of rejected actions (``tool_end`` with status ``rejected``: nothing ran), set by the integrations.
+#: Not error kinds: a rejected action is counted as ``agent_tool_calls_total{status="rejected"}``, never as an error.
+PARSE_ERROR = "parse_error"      # the action or its arguments could not be parsed
+UNKNOWN_TOOL = "unknown_tool"    # the action names a tool the agent does not have
+
 #: Kinds that say the *provider* is unhealthy. Only these count as circuit-breaker failures: a bad request
 #: or a missing key is the caller's fault, and opening the breaker would not help.
 PROVIDER_KINDS = frozenset({RATE_LIMIT, TIMEOUT, SERVER_ERROR, NETWORK})

@@ -30,6 +30,7 @@ from uuid import UUID
 from langchain_core.callbacks import BaseCallbackHandler
 
 from agentvigil._context import current_run_var
+from agentvigil.errors import PARSE_ERROR, UNKNOWN_TOOL
 from agentvigil.exceptions import GuardError
 from agentvigil.instrumentation._common import internal_error
 
@@ -82,8 +83,7 @@ class _Node:
 # The tools a classic AgentExecutor runs in place of an action it could not parse or dispatch
 # (langchain_classic.agents: ExceptionTool with handle_parsing_errors, InvalidTool for an unknown tool name):
 # recorded as rejected actions, not tool calls, with their reason as error_kind.
-UNKNOWN_TOOL = "unknown_tool"
-REJECTED_ACTIONS = {"_Exception": "parse_error", "invalid_tool": UNKNOWN_TOOL}
+REJECTED_ACTIONS = {"_Exception": PARSE_ERROR, "invalid_tool": UNKNOWN_TOOL}
 
 
 def _unknown_tool_answers(outputs: Any, ran: set[str] | None) -> list[Any]:

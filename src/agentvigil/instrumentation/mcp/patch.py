@@ -23,6 +23,7 @@ from agentvigil.errors import (
     SERVER_ERROR,
     TIMEOUT,
     TOOL_ERROR,
+    UNKNOWN_TOOL,
     classify_exception,
 )
 
@@ -35,7 +36,6 @@ METHOD = "mcp.method.name"            # the OTel MCP semantic conventions' attri
 # spec's protocol error for an unknown tool or invalid arguments (-32602), or the Python SDK servers' error
 # result for an unknown tool ("Unknown tool: <name>")
 INVALID_PARAMS = -32602
-UNKNOWN_TOOL = "unknown_tool"
 UNKNOWN_TOOL_TEXT = "Unknown tool: "
 
 # JSON-RPC / MCP error codes (the SDK's ErrorData.code)

@@ -29,7 +29,7 @@ from agents.tracing import TracingProcessor
 
 from agentvigil._context import current_run_var
 from agentvigil.codec import digest
-from agentvigil.errors import TOOL_ERROR, classify_exception
+from agentvigil.errors import PARSE_ERROR, TOOL_ERROR, classify_exception
 from agentvigil.exceptions import GuardError
 from agentvigil.instrumentation._common import MODEL_CALL_CLAIM, internal_error
 
@@ -38,7 +38,6 @@ PROVIDER = "openai"
 HANDOFF = "handoff"
 GUARDRAIL_PREFIX = "guardrail:"
 GUARDRAIL_TRIPPED = "guardrail_tripped"
-UNPARSABLE_ARGUMENTS = "parse_error"
 MAX_OPEN_TRACES = 4096     # traces never ended (an SDK bug, a killed task) must not grow memory without bound
 MAX_OPEN_SPANS = 16384
 _MODEL_SPANS = frozenset({"response", "generation"})
@@ -126,15 +125,12 @@ def _arguments(raw: Any) -> Any:
         return raw
 
 
-def _unparsable(raw: Any) -> bool:
-    """Arguments the SDK refuses before calling the tool ("Invalid JSON input for tool"): not JSON, or not an
-    object. The SDK may redact its error's text, so the input itself is what tells."""
-    if not isinstance(raw, str) or not raw:
-        return False   # no input recorded (sensitive data off), or none sent: the SDK calls the tool with {}
-    try:
-        return not isinstance(json.loads(raw), dict)
-    except ValueError:
-        return True
+def _unparsable(raw: Any, args: Any) -> bool:
+    """Arguments the SDK refuses before calling the tool ("Invalid JSON input for tool"): the input ``raw``
+    parsed (``_arguments``) to something other than an object, or not at all. The SDK may redact its error's
+    text, so the input itself is what tells. No input (sensitive data off) or an empty one (the SDK calls the
+    tool with {}): not refused."""
+    return isinstance(raw, str) and bool(raw) and not isinstance(args, dict)
 
 
 class _Trace:
@@ -337,14 +333,15 @@ class AgentsProcessor(TracingProcessor):  # type: ignore[misc]
     @staticmethod
     def _tool_end(call: Any, kind: str, data: Any, error: AgentsSpanError | None) -> None:
         if kind == "function":
-            args = _arguments(getattr(data, "input", None))
+            raw = getattr(data, "input", None)
+            args = _arguments(raw)
             if args is not None:   # the SDK sets the input when the tool ran: hashed here, never kept
                 call.args_hash = digest(args)
             output = getattr(data, "output", None)
             if output is not None:
                 call.set_result(output)
-            if error is not None and _unparsable(getattr(data, "input", None)):
-                call.reject(UNPARSABLE_ARGUMENTS)   # the SDK could not call the tool: not a tool failing
+            if error is not None and _unparsable(raw, args):
+                call.reject(PARSE_ERROR)   # the SDK could not call the tool: not a tool failing
                 call.end(error=error)
                 return
             kind_of = None if error is None else classify_exception(error, default=TOOL_ERROR)
