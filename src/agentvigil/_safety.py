@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import logging
+import os
 import threading
+import weakref
 from typing import Any
 
 log = logging.getLogger("agentvigil")
@@ -33,6 +35,31 @@ def internal_error(component: str, exc: BaseException | None = None, metrics: An
         pass
     finally:
         _inside.active = False
+
+
+# Every lock an agent's threads take in our code. A thread of the parent may hold one at the moment of a fork
+# (gunicorn --preload, Celery prefork, multiprocessing "fork"); it does not exist in the child, so the child's
+# copy would stay locked forever. The child gets them back unlocked, before any other fork hook of ours runs.
+_FORK_LOCKS: weakref.WeakSet[Any] = weakref.WeakSet()
+
+
+def fork_safe_lock(reentrant: bool = False) -> Any:
+    """A ``threading.Lock`` (or ``RLock``) that a forked child gets back unlocked."""
+    lock = threading.RLock() if reentrant else threading.Lock()
+    _FORK_LOCKS.add(lock)
+    return lock
+
+
+def _unlock_in_child() -> None:
+    for lock in list(_FORK_LOCKS):
+        try:
+            lock._at_fork_reinit()   # CPython's own (logging and threading use it): the same lock, unlocked
+        except Exception:  # pragma: no cover - a fork hook must never raise
+            pass
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_unlock_in_child)
 
 
 def error_counter(metrics: Any) -> Any:

@@ -15,12 +15,11 @@ from __future__ import annotations
 
 import functools
 import inspect
-import threading
 import time
 from typing import Any, Callable
 
 from . import events as ev
-from ._safety import internal_error
+from ._safety import fork_safe_lock, internal_error
 from .errors import PROVIDER_KINDS, classify_exception
 from .exceptions import CircuitOpenError, GuardError
 
@@ -52,7 +51,7 @@ class CircuitBreaker:
         self.failure_kinds = frozenset(failure_kinds)
         self._clock = clock
         self._monitor = monitor
-        self._lock = threading.Lock()
+        self._lock = fork_safe_lock()
         self._state = CLOSED
         self._failures = 0
         self._successes = 0

@@ -12,12 +12,11 @@ from __future__ import annotations
 
 import math
 import numbers
-import threading
 import time
 from typing import Any
 
 from . import events as ev
-from ._safety import internal_error
+from ._safety import fork_safe_lock, internal_error
 from .exceptions import BudgetExceeded
 
 
@@ -78,7 +77,7 @@ class TokenBudget:
         self.name = name
         self.limit = self._units(limit, "limit")
         self._monitor = monitor
-        self._lock = threading.Lock()
+        self._lock = fork_safe_lock()
         self.committed = 0
         self.reserved = 0
         self._registry = registry

@@ -34,7 +34,7 @@ from collections.abc import Iterable
 from types import FrameType
 from typing import Any, Protocol
 
-from ._safety import internal_error
+from ._safety import fork_safe_lock, internal_error
 
 
 class Monitor(Protocol):
@@ -54,7 +54,7 @@ class Monitor(Protocol):
 log = logging.getLogger("agentvigil")
 
 _monitors: weakref.WeakSet[Monitor] = weakref.WeakSet()
-_lock = threading.Lock()
+_lock = fork_safe_lock()
 _env_done = False
 _signal_reason: str | None = None
 _signal_number: int | None = None

@@ -17,11 +17,11 @@ the last finished run take the most recent write. See docs/fleet.md.
 from __future__ import annotations
 
 import re
-import threading
 from typing import Any
 
 from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histogram
 
+from ._safety import fork_safe_lock
 from ._version import __version__
 
 OVERFLOW = "__overflow__"
@@ -65,7 +65,7 @@ class LabelCap:
         self.label = label
         self.limit = limit
         self._seen: set[str] = set()
-        self._lock = threading.Lock()
+        self._lock = fork_safe_lock()
         self._counter = overflow_counter
         try:
             self._overflow: Any = overflow_counter.labels(label)  # at 0 from the start
@@ -253,7 +253,7 @@ class AgentMetrics:
         self.cap = caps
         self.tools_per_agent = PerAgentCap("tool", max_tools_per_agent, self.label_overflow)
         self.models_per_agent = PerAgentCap("model", max_models_per_agent, self.label_overflow)
-        self._lock = threading.Lock()
+        self._lock = fork_safe_lock()
         # keys: the names, plus the custom label values when labels are declared
         self._agents: dict[Any, AgentSeries] = {}
         self._tools: dict[tuple, ToolSeries] = {}
@@ -466,7 +466,7 @@ def declared_labels(freeze: bool = False) -> tuple[str, ...]:
 
 _default: AgentMetrics | None = None
 _by_registry: dict[int, AgentMetrics] = {}
-_default_lock = threading.Lock()
+_default_lock = fork_safe_lock()
 
 
 def metrics_for(registry: CollectorRegistry | None = None) -> AgentMetrics:

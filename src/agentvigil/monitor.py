@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any, Callable
 from . import control
 from . import events as ev
 from ._context import current_run
-from ._safety import error_counter, internal_error
+from ._safety import error_counter, fork_safe_lock, internal_error
 from .events import Event
 from .exceptions import RunKilled
 from .metrics import metrics_for
@@ -62,7 +62,7 @@ class _Ticker:
 
     def __init__(self) -> None:
         self._monitors: weakref.WeakSet[Monitor] = weakref.WeakSet()
-        self._lock = threading.Lock()
+        self._lock = fork_safe_lock()
         self._thread: threading.Thread | None = None
         self._wake = threading.Event()
 
@@ -93,7 +93,6 @@ class _Ticker:
             self._wake.clear()
 
     def after_fork(self) -> None:
-        self._lock = threading.Lock()
         self._wake = threading.Event()
         self._thread = None
         if len(self._monitors):
@@ -136,7 +135,7 @@ class Monitor:
             except Exception as exc:
                 internal_error("recorder", exc, self.metrics)
         self._session_id = session_id
-        self._lock = threading.Lock()   # bookkeeping only; never held across user code
+        self._lock = fork_safe_lock()   # bookkeeping only; never held across user code
         self._active: set[Run] = set()
         self._handlers: list[Handler] = []
         self._closed = False
@@ -276,7 +275,6 @@ class Monitor:
 
     def _after_fork(self) -> None:
         """In a forked child: the recorder reopened as a new session; runs in flight belong to the parent."""
-        self._lock = threading.Lock()
         self._active = set()
 
     def __repr__(self) -> str:
@@ -285,7 +283,7 @@ class Monitor:
 
 # -- calls outside any run -------------------------------------------------------------------------------
 _default_monitor: Monitor | None = None
-_default_lock = threading.Lock()
+_default_lock = fork_safe_lock()
 
 
 def default_monitor() -> Monitor:

@@ -30,13 +30,13 @@ from __future__ import annotations
 
 import contextvars
 import logging
-import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
+from ._safety import fork_safe_lock
 from .exceptions import RunKilled
 
 log = logging.getLogger("agentvigil")
@@ -94,7 +94,7 @@ class RollbackRegistry:
     def __init__(self, approve: Callable[[Action], bool] | None = None):
         self.approve = approve
         self._types: dict[str, ActionType] = {}
-        self._lock = threading.Lock()
+        self._lock = fork_safe_lock()
         self._global = Journal()
         self._current: contextvars.ContextVar[Journal | None] = contextvars.ContextVar(
             f"agentvigil_rollback_{id(self)}", default=None)

@@ -12,14 +12,13 @@ not retry Redis for ``retry_interval`` seconds, so a dead Redis costs one short 
 from __future__ import annotations
 
 import os
-import threading
 import time
 import uuid
 from collections import deque
 from dataclasses import dataclass
 from typing import Any
 
-from .._safety import internal_error
+from .._safety import fork_safe_lock, internal_error
 from . import FAIL_CLOSED, FAIL_OPEN, POLICIES
 
 PREFIX = "agentvigil:"
@@ -130,7 +129,7 @@ class _Store:
         self._client: Any = None
         self._scripts: dict[str, Any] = {}
         self._down_until = 0.0
-        self._lock = threading.Lock()
+        self._lock = fork_safe_lock()
 
     def run(self, script: str, keys: list[str], args: list[Any]) -> list[Any]:
         if time.monotonic() < self._down_until:

@@ -17,9 +17,9 @@ import importlib
 import importlib.util
 import logging
 import sys
-import threading
 from typing import Any
 
+from agentvigil._safety import fork_safe_lock
 from agentvigil.instrumentation import _env
 
 log = logging.getLogger("agentvigil")
@@ -61,7 +61,7 @@ def _installed(module: str) -> bool:
 #: integration name -> instrument() kwargs, for SDKs not imported yet (patched by their post-import hook)
 _pending: dict[str, dict[str, Any]] = {}
 _hooked: set[str] = set()
-_lock = threading.Lock()
+_lock = fork_safe_lock()
 
 
 def _instrument_now(name: str, target: str, kwargs: dict[str, Any]) -> bool:

@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import logging
 import sys
-import threading
 from typing import Any, Callable
+
+from agentvigil._safety import fork_safe_lock
 
 Hook = Callable[[Any], None]
 
 _hooks: dict[str, list[Hook]] = {}
-_lock = threading.RLock()
+_lock = fork_safe_lock(reentrant=True)
 
 
 class _Loader:

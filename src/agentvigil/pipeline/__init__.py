@@ -13,11 +13,10 @@ The in-process Monitor, ``replay``, ``watch`` and ``supervise`` build their pipe
 
 from __future__ import annotations
 
-import threading
 from typing import Callable, Iterable, Protocol, runtime_checkable
 
 from .. import events as ev
-from .._safety import internal_error
+from .._safety import fork_safe_lock, internal_error
 from ..events import Event
 from ..verdicts import ACTIVITY, Detector, detection
 
@@ -52,7 +51,7 @@ class Pipeline:
         self.detectors: list[Detector] = list(detectors)
         self.sinks: list[Sink] = list(sinks)
         self._error = on_error or internal_error
-        self._lock = threading.Lock()
+        self._lock = fork_safe_lock()
         self._route()
 
     def _route(self) -> None:

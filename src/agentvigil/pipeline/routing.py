@@ -4,10 +4,10 @@ the guard pipeline of its registry (metrics and global subscribers only)."""
 
 from __future__ import annotations
 
-import threading
 from typing import TYPE_CHECKING, Any
 
 from .._context import current_run
+from .._safety import fork_safe_lock
 from ..events import Event
 from ..metrics import metrics_for
 from ..sinks.prometheus import PrometheusSink
@@ -18,7 +18,7 @@ if TYPE_CHECKING:
     from prometheus_client import CollectorRegistry
 
 _guard_pipelines: dict[int, tuple[Any, Pipeline]] = {}
-_lock = threading.Lock()
+_lock = fork_safe_lock()
 
 
 def guard_pipeline(registry: CollectorRegistry | None = None) -> Pipeline:

@@ -12,13 +12,12 @@ import json
 import logging
 import math
 import numbers
-import threading
 from collections import OrderedDict, deque
 from dataclasses import dataclass, fields
 from statistics import median
 from typing import TYPE_CHECKING, Any
 
-from .._safety import internal_error
+from .._safety import fork_safe_lock, internal_error
 
 if TYPE_CHECKING:
     from .price_data import ModelEntry
@@ -71,7 +70,7 @@ class PriceBook:
         self.cache_size = cache_size
         self.cache_evictions = 0
         self._unknown: OrderedDict[tuple[str, str], None] = OrderedDict()
-        self._lock = threading.Lock()
+        self._lock = fork_safe_lock()
         self._models: OrderedDict[tuple[str, str], ModelEntry] = OrderedDict()
 
     @classmethod

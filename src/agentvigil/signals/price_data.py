@@ -20,11 +20,12 @@ from __future__ import annotations
 
 import json
 import re
-import threading
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any, Callable
+
+from .._safety import fork_safe_lock
 
 SNAPSHOT = Path(__file__).resolve().parent.parent / "data" / "prices.json"
 
@@ -225,7 +226,7 @@ class PriceData:
 
 
 _loaded: PriceData | None = None
-_load_lock = threading.Lock()
+_load_lock = fork_safe_lock()
 
 
 def price_data() -> PriceData:

@@ -13,7 +13,7 @@ import os
 import threading
 from typing import TYPE_CHECKING, Any
 
-from .._safety import internal_error
+from .._safety import fork_safe_lock, internal_error
 
 if TYPE_CHECKING:
     from opentelemetry.sdk.trace import TracerProvider
@@ -52,7 +52,7 @@ COST_USD = "agentvigil.cost_usd"
 RUN_STATUS = "agentvigil.run.status"
 
 _own_provider = None
-_own_lock = threading.Lock()
+_own_lock = fork_safe_lock()
 
 
 class _CountingExporter:

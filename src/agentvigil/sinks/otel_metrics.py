@@ -14,7 +14,7 @@ import os
 import threading
 from typing import Any
 
-from .._safety import internal_error
+from .._safety import fork_safe_lock, internal_error
 
 TOKEN_USAGE = "gen_ai.client.token.usage"
 OPERATION_DURATION = "gen_ai.client.operation.duration"
@@ -23,7 +23,7 @@ TOKEN_BUCKETS = (1, 4, 16, 64, 256, 1024, 4096, 16384, 65536, 262144, 1048576, 4
 DURATION_BUCKETS = (0.01, 0.02, 0.04, 0.08, 0.16, 0.32, 0.64, 1.28, 2.56, 5.12, 10.24, 20.48, 40.96, 81.92)
 
 _own: Any = None
-_own_lock = threading.Lock()
+_own_lock = fork_safe_lock()
 
 
 def _env_true(name: str) -> bool:

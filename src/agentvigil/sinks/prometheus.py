@@ -8,13 +8,13 @@ caches them per agent/tool/model), one lock for the little state derived here (o
 
 from __future__ import annotations
 
-import threading
 import time
 from bisect import bisect_left
 from collections import deque
 from typing import Any, Callable, TypeGuard
 
 from .. import events as ev
+from .._safety import fork_safe_lock
 from ..errors import ERROR_KINDS, TOOL_ERROR, UNKNOWN
 from ..events import Event
 from ..metrics import CACHE_RATIO_WINDOW, AgentMetrics, ModelSeries
@@ -125,7 +125,7 @@ class PrometheusSink:
     def __init__(self, metrics: AgentMetrics, baseline: Callable[[str | None], float | None] | None = None):
         self.metrics = metrics
         self.baseline = baseline
-        self._lock = threading.Lock()
+        self._lock = fork_safe_lock()
         self._open: dict[tuple, list] = {}          # (session, run) -> [agent, cost, custom label values]
         self._labelled = bool(metrics.extra_labels)  # custom labels declared: look up each event's values
         self._agent_extra: dict[str, tuple[str, ...]] = {}   # agent -> its Monitor's label values

@@ -14,9 +14,9 @@
 
 from __future__ import annotations
 
-import threading
 from typing import Any
 
+from agentvigil._safety import fork_safe_lock
 from agentvigil.exceptions import GuardError
 from agentvigil.instrumentation._common import internal_error
 
@@ -40,7 +40,7 @@ class EventBridge:
         # CrewAI before 1.10 has no ``crewai_event_bus.off``: after uninstrument() the handlers stay registered,
         # so they check this flag and do nothing.
         self.active = True
-        self._lock = threading.Lock()
+        self._lock = fork_safe_lock()
         self._open: dict[str, Any] = {}        # start event id -> Step / ToolCall
         self._early: dict[str, tuple] = {}     # start event id -> (result, error) for finishes seen first
         self._fifo: dict[tuple, list[str]] = {}  # (kind, run id, name) -> start ids, when no started_event_id

@@ -22,7 +22,6 @@ the next step or tool boundary, which is how a kill switch stops a LangChain age
 
 from __future__ import annotations
 
-import threading
 from contextvars import ContextVar
 from typing import Any
 from uuid import UUID
@@ -30,6 +29,7 @@ from uuid import UUID
 from langchain_core.callbacks import BaseCallbackHandler
 
 from agentvigil._context import current_run_var
+from agentvigil._safety import fork_safe_lock
 from agentvigil.errors import PARSE_ERROR, UNKNOWN_TOOL
 from agentvigil.exceptions import GuardError
 from agentvigil.instrumentation._common import internal_error
@@ -180,7 +180,7 @@ class AgentVigilCallbackHandler(BaseCallbackHandler):
         self.monitor = monitor
         self.record_llm_calls = record_llm_calls
         self._nodes: dict[UUID, _Node] = {}
-        self._lock = threading.Lock()
+        self._lock = fork_safe_lock()
 
     # -- bookkeeping ---------------------------------------------------------------------------------------
     def _get(self, run_id: UUID | None) -> _Node | None:

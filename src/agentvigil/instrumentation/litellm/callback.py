@@ -26,6 +26,7 @@ from typing import Any
 
 from litellm.integrations.custom_logger import CustomLogger
 
+from agentvigil._safety import fork_safe_lock
 from agentvigil.exceptions import GuardError
 from agentvigil.instrumentation._common import _IN_CALL, Invocation, Options, internal_error
 from agentvigil.instrumentation.litellm import mapping as m
@@ -58,7 +59,7 @@ class AgentVigilLogger(CustomLogger):  # type: ignore[misc]
         self._unguarded = dataclasses.replace(opts, breaker=None, budget=None)
         self.max_pending = max_pending
         self._pending: OrderedDict[str, _Pending] = OrderedDict()
-        self._lock = threading.Lock()
+        self._lock = fork_safe_lock()
         self._idle = threading.Condition(self._lock)
         self._finishing = 0     # claimed from _pending, being finished: flush waits for these too
 

@@ -21,13 +21,13 @@ from __future__ import annotations
 import json
 import re
 import sys
-import threading
 from datetime import datetime
 from typing import Any
 
 from agents.tracing import TracingProcessor
 
 from agentvigil._context import current_run_var
+from agentvigil._safety import fork_safe_lock
 from agentvigil.codec import digest
 from agentvigil.errors import PARSE_ERROR, TOOL_ERROR, classify_exception
 from agentvigil.exceptions import GuardError
@@ -147,7 +147,7 @@ class _Trace:
         self.agents: list[str] = []     # the SDK agents active in this trace (agents as tools nest)
         self.step: Any = None           # the open step: the current model turn
         self.error: AgentsSpanError | None = None
-        self.lock = threading.Lock()
+        self.lock = fork_safe_lock()
 
     def end_step(self) -> None:
         step, self.step = self.step, None
@@ -166,7 +166,7 @@ class AgentsProcessor(TracingProcessor):  # type: ignore[misc]
         self.monitor = monitor
         self.limits = {k: v for k, v in (limits or {}).items() if v is not None}
         self.active = True      # False once uninstrumented: a processor the SDK still holds does nothing
-        self._lock = threading.Lock()
+        self._lock = fork_safe_lock()
         self._traces: dict[str, _Trace] = {}
         # span id -> (trace id, ToolCall or the (claim list, contextvar token) of a model span)
         self._spans: dict[str, tuple[str, Any]] = {}
