@@ -7,5 +7,8 @@ current_run_var: ContextVar = ContextVar("agentvigil_current_run", default=None)
 
 
 def current_run():
-    """The Run active in this context (thread or asyncio task), or None."""
-    return current_run_var.get()
+    """The Run active in this context (thread or asyncio task), or None. A run that has ended is never current:
+    runs ended out of order (an outer one before an inner one, as callback frameworks do) leave it behind in
+    the context."""
+    run = current_run_var.get()
+    return None if run is None or run._ended else run

@@ -62,6 +62,21 @@ if hasattr(os, "register_at_fork"):
     os.register_at_fork(after_in_child=_unlock_in_child)
 
 
+NAME_LIMIT = 256   # characters of a name kept (labels show 128): every cache keyed by names stays small
+
+
+def safe_str(value: Any, component: str, metrics: Any = None, default: str = "unknown") -> str:
+    """A name the user gave (tool, model, agent, reason) as text of at most ``NAME_LIMIT`` characters; an object
+    whose ``__str__`` raises is counted and named ``default``, never raised into the agent."""
+    if value.__class__ is not str:
+        try:
+            value = str(value)
+        except Exception as exc:
+            internal_error(component, exc, metrics)
+            return default
+    return value if len(value) <= NAME_LIMIT else value[:NAME_LIMIT]  # type: ignore[no-any-return]
+
+
 def error_counter(metrics: Any) -> Any:
     """``internal_error`` bound to ``metrics``: what a Monitor hands to its pipeline as ``on_error``."""
 

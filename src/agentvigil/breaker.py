@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import functools
 import inspect
+import math
 import time
 from typing import Any, Callable
 
@@ -41,8 +42,12 @@ class CircuitBreaker:
                  half_open_max_calls: int = 1, success_threshold: int = 1,
                  failure_kinds: frozenset[str] = PROVIDER_KINDS, clock: Callable[[], float] = time.monotonic,
                  monitor: Any = None, registry: Any = None, backend: Any = None):
-        if failure_threshold < 1 or recovery_timeout < 0 or half_open_max_calls < 1 or success_threshold < 1:
-            raise ValueError("failure_threshold, half_open_max_calls, success_threshold >= 1; recovery_timeout >= 0")
+        # written as "not ok" so NaN (which fails every comparison) is refused, not a breaker that never opens
+        if not (failure_threshold >= 1 and half_open_max_calls >= 1 and success_threshold >= 1
+                and 0 <= recovery_timeout < math.inf):
+            raise ValueError("failure_threshold, half_open_max_calls, success_threshold >= 1; recovery_timeout a "
+                             f"finite number >= 0; got {failure_threshold!r}, {half_open_max_calls!r}, "
+                             f"{success_threshold!r}, {recovery_timeout!r}")
         self.name = name
         self.failure_threshold = failure_threshold
         self.recovery_timeout = recovery_timeout

@@ -216,10 +216,10 @@ class CostBudget(TokenBudget):
 
     @staticmethod
     def _units(value: Any, name: str) -> int:
-        real = isinstance(value, numbers.Real) and not isinstance(value, bool)
-        if not real or not math.isfinite(float(value)) or value < 0:
-            raise ValueError(f"{name} must be a finite amount of USD >= 0, got {value!r}")
-        return int(round(float(value) * MICRO))
+        micro = float(value) * MICRO if _finite_amount(value) else math.inf   # 1e303 USD is finite, its µUSD not
+        if not math.isfinite(micro):
+            raise ValueError(f"{name} must be a finite amount of USD >= 0 (at most 1.7e302), got {value!r}"[:200])
+        return int(round(micro))
 
     @property
     def limit_usd(self) -> float:
@@ -246,7 +246,17 @@ class CostBudget(TokenBudget):
 
 def _whole_tokens(value: Any, name: str) -> int:
     """``value`` as a whole number of tokens; ValueError naming ``name`` unless it is a finite number >= 0."""
-    real = isinstance(value, numbers.Real) and not isinstance(value, bool)
-    if not real or not math.isfinite(float(value)) or value < 0:
-        raise ValueError(f"{name} must be a finite number of tokens >= 0, got {value!r}")
+    if not _finite_amount(value):
+        raise ValueError(f"{name} must be a finite number of tokens >= 0, got {value!r}"[:200])
     return int(value)
+
+
+def _finite_amount(value: Any) -> bool:
+    """A real number >= 0 that a float can hold (an int past 1.8e308 cannot: float() of it overflows)."""
+    if not isinstance(value, numbers.Real) or isinstance(value, bool):
+        return False
+    try:
+        number = float(value)
+        return math.isfinite(number) and number >= 0
+    except (OverflowError, ValueError, TypeError):
+        return False

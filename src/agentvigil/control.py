@@ -42,7 +42,7 @@ class Monitor(Protocol):
 
     agent: str
     _lock: threading.Lock
-    _active: set[Any]
+    _active: dict[Any, None]
 
     @property
     def active_runs(self) -> int: ...

@@ -5,6 +5,7 @@ scopes (``scopes.py``: Run, Step, ToolCall, LLMCall) produce the rest. Every eve
 
 from __future__ import annotations
 
+import math
 import os
 import threading
 import time
@@ -14,7 +15,7 @@ from typing import TYPE_CHECKING, Any, Callable
 from . import control
 from . import events as ev
 from ._context import current_run
-from ._safety import error_counter, fork_safe_lock, internal_error
+from ._safety import error_counter, fork_safe_lock, internal_error, safe_str
 from .events import Event
 from .exceptions import RunKilled
 from .metrics import metrics_for
@@ -53,6 +54,9 @@ class _RecorderSink:
     def __init__(self, recorder: Any):
         self.handle = recorder.write
         self.recorder = recorder
+
+
+MAX_OPEN_RUNS = 100_000   # as the Prometheus sink's table of open runs
 
 
 # -- heartbeats ------------------------------------------------------------------------------------------
@@ -116,7 +120,7 @@ class Monitor:
     def __init__(self, agent: str, *, registry: CollectorRegistry | None = None, tracer_provider: Any = None,
                  prices: PriceBook | None = None, session_id: str | None = None, heartbeat: bool = True,
                  labels: dict[str, str] | None = None, **options: Any):
-        self.agent = str(agent)
+        self.agent = safe_str(agent, "monitor")
         self.settings = s = Settings.from_env(**options)
         self.metrics = metrics_for(registry)
         self.labels = _custom_labels(labels, self.metrics.extra_labels, {})
@@ -136,7 +140,7 @@ class Monitor:
                 internal_error("recorder", exc, self.metrics)
         self._session_id = session_id
         self._lock = fork_safe_lock()   # bookkeeping only; never held across user code
-        self._active: set[Run] = set()
+        self._active: dict[Run, None] = {}   # in start order (a dict: the oldest is forgotten first)
         self._handlers: list[Handler] = []
         self._closed = False
         self.policy = load_policy(s)
@@ -246,11 +250,20 @@ class Monitor:
 
     def _started(self, run: Run) -> None:
         with self._lock:
-            self._active.add(run)
+            active = self._active
+            active[run] = None
+            if len(active) > MAX_OPEN_RUNS:   # runs started and never ended: bounded memory, oldest out
+                del active[next(iter(active))]
+                forgot = True
+            else:
+                forgot = False
+        if forgot:
+            internal_error("monitor", ValueError(f"more than {MAX_OPEN_RUNS} runs never ended: the oldest is "
+                                                 "forgotten (kill_all no longer reaches it)"), self.metrics)
 
     def _ended(self, run: Run) -> None:
         with self._lock:
-            self._active.discard(run)
+            self._active.pop(run, None)
 
     def _price(self, provider: str, model: str, response_model: str | None, inp: int, out: int, read: int,
                write: int) -> float | None:
@@ -275,7 +288,7 @@ class Monitor:
 
     def _after_fork(self) -> None:
         """In a forked child: the recorder reopened as a new session; runs in flight belong to the parent."""
-        self._active = set()
+        self._active = {}
 
     def __repr__(self) -> str:
         return f"Monitor({self.agent!r}, active_runs={len(self._active)})"
@@ -342,8 +355,17 @@ def _limits(max_cost_usd: float | None, max_steps: int | None, max_seconds: floa
     into the agent)."""
     limits = {k: v for k, v in (("max_cost_usd", max_cost_usd), ("max_steps", max_steps),
                                 ("max_seconds", max_seconds), ("context_window", context_window))
-              if isinstance(v, (int, float)) and not isinstance(v, bool) and 0 < v < float("inf")}
+              if _is_limit(v)}
     return limits or None
+
+
+def _is_limit(value: object) -> bool:
+    if not isinstance(value, (int, float)) or isinstance(value, bool):
+        return False
+    try:
+        return 0 < float(value) < math.inf   # an int past 1.8e308 is no limit (float() of it overflows)
+    except OverflowError:
+        return False
 
 
 def _custom_labels(given: dict[str, str] | None, declared: tuple[str, ...], base: dict[str, str]) -> dict[str, str]:

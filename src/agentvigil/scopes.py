@@ -7,21 +7,24 @@ exceptions pass through unchanged. The only exceptions raised here are the guard
 
 from __future__ import annotations
 
+import itertools
 import math
+import os
 import time
 import uuid
 from time import perf_counter
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, Iterable, Protocol
 
 from . import control
 from . import events as ev
 from ._context import current_run_var
-from ._safety import internal_error
+from ._safety import internal_error, safe_str
 from .codec import digest
 from .errors import TOOL_ERROR, classify_exception
 from .events import Event
 from .exceptions import GuardError, LoopDetected, RunKilled
 from .fingerprint import result_fingerprint, text_fingerprint
+from .settings import MAX_SECONDS
 
 if TYPE_CHECKING:
     from types import TracebackType
@@ -149,6 +152,9 @@ class Run:
     # -- lifecycle ---------------------------------------------------------------------------------------
     def _begin(self) -> None:
         m = self.monitor
+        if self._ended or self._start:   # entered again: a run starts once (and its end is final)
+            internal_error("run", ValueError("a Run was entered again; it is not restarted"), m)
+            return
         self._start = perf_counter()
         limits = self.limits
         if limits and "max_seconds" in limits:
@@ -239,7 +245,7 @@ class Run:
         """Stop this run at its next step, tool-call or LLM-call boundary with RunKilled."""
         if self._kill_reason is not None or self._ended:
             return
-        self._kill_reason = str(reason)
+        self._kill_reason = safe_str(reason, "kill", self.monitor, "kill_switch")
         try:
             self.monitor._emit(self._event(ev.KILL, reason=self._kill_reason))
         except Exception as exc:
@@ -307,8 +313,8 @@ class Run:
         call = LLMCall(self.monitor, self, provider, model, operation)
         try:
             back = float(duration_s or 0.0)
-            back = back if math.isfinite(back) and back > 0 else 0.0
-        except (TypeError, ValueError):
+            back = back if 0 < back <= MAX_SECONDS else 0.0   # NaN and 1e308 too: a sum that +Inf never leaves
+        except Exception:   # not a number (or an int too large for a float): no duration
             back = 0.0
         call._started_at = perf_counter() - back
         call._wall_start = _time() - back
@@ -377,12 +383,21 @@ class Step(_Scope):
             internal_error("step", exc, self.run.monitor)
 
 
-def _path_detail(paths: list[str] | str | None, access: str | None) -> dict | None:
-    if not paths:
+def _path_detail(paths: Iterable[str | os.PathLike] | str | os.PathLike | None, access: str | None) -> dict | None:
+    """The first 64 paths (one path, or any iterable of them: a generator is not read past 64), as text."""
+    if paths is None:
         return None
-    if isinstance(paths, str):
-        paths = [paths]
-    return {"paths": [str(p) for p in paths][:64], "access": "write" if access == "write" else "read"}
+    try:
+        if isinstance(paths, (str, bytes, os.PathLike)):
+            paths = [paths]   # type: ignore[list-item]
+        listed = [os.fsdecode(p) if isinstance(p, (bytes, os.PathLike)) else str(p)
+                  for p in itertools.islice(paths, 64)]   # type: ignore[arg-type]
+    except Exception as exc:   # not paths (an int, an object that cannot be iterated or named)
+        internal_error("tool_call", exc)
+        return None
+    if not listed:
+        return None
+    return {"paths": listed, "access": "write" if access == "write" else "read"}
 
 
 class ToolCall(_Scope):
@@ -396,7 +411,7 @@ class ToolCall(_Scope):
     def __init__(self, run: Run, name: str, args: Any, call_id: str | None, detail: dict | None = None):
         self.detail = detail
         self.run = run
-        self.name = str(name)
+        self.name = safe_str(name, "tool_call", run.monitor)
         self.call_id = call_id
         self._args = args
         self.args_hash: str | None = None
@@ -518,8 +533,8 @@ class LLMCall(_Scope):
     def __init__(self, monitor: Monitor, run: Run | None, provider: str, model: str, operation: str = "chat"):
         self.monitor = monitor
         self.run = run
-        self.provider = str(provider)
-        self.model = str(model)
+        self.provider = safe_str(provider, "llm_call", monitor)
+        self.model = safe_str(model, "llm_call", monitor)
         self.operation = operation
         self.response_model: str | None = None
         self.input_tokens = self.output_tokens = self.cache_read_tokens = self.cache_write_tokens = 0
@@ -557,7 +572,7 @@ class LLMCall(_Scope):
         try:
             inp, out = _tokens(input_tokens), _tokens(output_tokens)
             read, write = _tokens(cache_read_tokens), _tokens(cache_write_tokens)
-        except (TypeError, ValueError, OverflowError) as exc:
+        except Exception as exc:   # not a number, or one whose __int__/__float__ raises
             internal_error("usage", exc, self.monitor)   # counted, and left out of the metrics
             return
         # Inclusive input can never be smaller than its cached part: numbers like that are exclusive.
@@ -568,7 +583,7 @@ class LLMCall(_Scope):
 
     def set_response_model(self, model: str | None) -> None:
         if model:
-            self.response_model = str(model)
+            self.response_model = safe_str(model, "llm_call", self.monitor)
 
     @property
     def span(self) -> Any:

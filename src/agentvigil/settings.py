@@ -74,11 +74,22 @@ class Settings:
 
     def _checked(self, defaults: "Settings") -> "Settings":
         """Keyword arguments get the same checks as the environment: a bad one is logged and replaced."""
-        bad = {}
+        bad: dict[str, Any] = {}
         for f in fields(self):
             value, default = getattr(self, f.name), getattr(defaults, f.name)
-            if isinstance(default, bool) or value is None or f.name in ("loop_action", "record_dir", "agent",
-                                                                          "config_file"):
+            if isinstance(default, bool):
+                # capture_content="false" must not be truthy: a switch given as text is read as the
+                # environment reads it, anything else that is not a bool is refused (the default: off)
+                if not isinstance(value, bool):
+                    try:
+                        parsed: bool | None = parse_bool(value) if isinstance(value, str) else None
+                    except ValueError:
+                        parsed = None
+                    if parsed is None:
+                        _invalid(f.name, value, "expected true or false", default)
+                    bad[f.name] = default if parsed is None else parsed
+                continue
+            if value is None or f.name in ("loop_action", "record_dir", "agent", "config_file"):
                 continue
             ok = (isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
                   and 0 < value <= MAX_SECONDS and (not isinstance(default, int) or float(value).is_integer()))

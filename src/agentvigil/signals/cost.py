@@ -18,6 +18,7 @@ from statistics import median
 from typing import TYPE_CHECKING, Any
 
 from .._safety import fork_safe_lock, internal_error
+from ..codec import read_small_file
 
 if TYPE_CHECKING:
     from .price_data import ModelEntry
@@ -176,8 +177,7 @@ def _load_prices(path: str) -> dict[str, ModelPrice]:
     problems: list[str] = []
     prices: dict[str, ModelPrice] = {}
     try:
-        with open(path, encoding="utf-8") as fh:
-            raw = json.load(fh)
+        raw = json.loads(read_small_file(path))   # not /dev/zero or a FIFO: it is read whole, at start
         if not isinstance(raw, dict):
             raise ValueError(f"expected a JSON object of model prices, got {type(raw).__name__}")
     except Exception as exc:  # also RecursionError from absurdly nested JSON

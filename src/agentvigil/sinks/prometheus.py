@@ -186,9 +186,12 @@ class PrometheusSink:
         with self._lock:
             if key in self._open:
                 return
+            forgotten = None
             if len(self._open) >= 100_000:      # runs that never ended: forget the oldest
-                self._open.pop(next(iter(self._open)))
+                forgotten = self._open.pop(next(iter(self._open)))
             self._open[key] = [agent, 0.0, extra or self._agent_extra.get(agent, ())]
+        if forgotten is not None:   # no longer counted as in flight: its end, if it comes, finds nothing to take off
+            self.metrics.agent(forgotten[0]).active_runs.dec()
         series = self.metrics.agent(agent)
         series.active_runs.inc()
         if self.baseline is not None:   # a process's first run: the baseline its state file brought

@@ -71,6 +71,11 @@ def process_start_time(pid: int | None = None) -> float | None:
         return None
 
 
+def _one_directory_name(name: object) -> bool:
+    return (isinstance(name, str) and name not in ("", ".", "..") and "/" not in name and "\0" not in name
+            and (os.sep == "/" or os.sep not in name) and (os.altsep is None or os.altsep not in name))
+
+
 def new_session_id(agent: str) -> str:
     slug = re.sub(r"[^A-Za-z0-9_.-]+", "-", agent)[:40].strip("-") or "agent"
     return f"{time.strftime('%Y%m%dT%H%M%S', time.gmtime())}-{slug}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
@@ -124,6 +129,10 @@ class Recorder:
         self._dropped = default_metrics().events_dropped.labels("recorder")
         self._closed = False
         self._fd: int | None = None
+        if session_id is not None and not _one_directory_name(session_id):
+            # it names a directory under ``directory``: "../x" or "/etc/x" would write elsewhere
+            raise ValueError("session_id must be one directory name (no '/', not '.' or '..'), "
+                             f"got {session_id!r}"[:200])
         self._reset(session_id or new_session_id(agent))
         self._open()  # on the caller's thread, so a bad directory fails the constructor (the Monitor logs it)
         self._start_writer()
