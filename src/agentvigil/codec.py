@@ -9,8 +9,6 @@ surrogate escape written by another tool); nesting too deep for either is counte
 from __future__ import annotations
 
 import json
-import os
-import stat
 from hashlib import blake2b
 from typing import Any, Callable
 
@@ -174,26 +172,3 @@ def digest(value: Any) -> str | None:
         except Exception:
             return None
 
-
-MAX_SETTINGS_FILE = 16 * 1024 * 1024   # a prices or config file past this is refused (it is read whole)
-
-
-def read_small_file(path: str, limit: int = MAX_SETTINGS_FILE) -> bytes:
-    """The bytes of a regular file of at most ``limit`` bytes. A FIFO, a device (``/dev/zero``) or a larger file
-    raises ValueError naming the path, where reading it whole would hang or fill the memory."""
-    fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))   # a FIFO without a writer must not block
-    try:
-        if not stat.S_ISREG(os.fstat(fd).st_mode):
-            raise ValueError(f"{path}: not a regular file")
-        chunks, size = [], 0
-        while size <= limit:
-            chunk = os.read(fd, min(1 << 20, limit + 1 - size))
-            if not chunk:
-                break
-            chunks.append(chunk)
-            size += len(chunk)
-        if size > limit:
-            raise ValueError(f"{path}: larger than {limit} bytes")
-        return b"".join(chunks)
-    finally:
-        os.close(fd)

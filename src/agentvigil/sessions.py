@@ -1,5 +1,6 @@
 """The session layout, one for every writer and reader: ``<dir>/<session_id>/meta.json`` and
 ``<dir>/<session_id>/events.ndjson``. Reading meta.json never fails: a missing, broken or hostile file
+(larger than ``MAX_META_BYTES``; a FIFO, device or directory, which is never opened for a blocking read)
 reads as None, and every field is checked by type before use."""
 
 from __future__ import annotations
@@ -9,6 +10,8 @@ import math
 import os
 from typing import Any
 
+from .files import read_regular
+
 EVENTS_FILE = "events.ndjson"
 META_FILE = "meta.json"
 DEFAULT_DIR = ".agentvigil/sessions"
@@ -17,11 +20,8 @@ MAX_META_BYTES = 64 * 1024
 
 def read_meta(directory: str) -> dict | None:
     """meta.json of a session directory as a flat dict, or None."""
-    try:
-        with open(os.path.join(directory, META_FILE), "rb") as fh:
-            raw = fh.read(MAX_META_BYTES + 1)
-        if len(raw) > MAX_META_BYTES:
-            return None
+    try:   # a regular file of at most MAX_META_BYTES, else OSError (NotRegularFile, FileTooLarge)
+        raw = read_regular(os.path.join(directory, META_FILE), MAX_META_BYTES)
         meta = json.loads(raw.decode("utf-8", "replace"))
     except (OSError, ValueError, RecursionError):
         return None

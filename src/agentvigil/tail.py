@@ -3,7 +3,14 @@
 ``Tailer.read()`` returns the complete lines written since the last call, in order, each exactly once:
 
 * the file may not exist yet (read returns nothing until it does);
-* a line without its newline yet stays buffered until the rest arrives;
+* a line without its newline yet stays buffered until the rest arrives, up to ``MAX_LINE_BYTES`` (4 MiB):
+  a longer line is not kept. Its bytes are discarded up to its newline and it is counted once in
+  ``skipped["line_too_long"]`` (memory per file stays bounded, and the copying stays linear);
+* only a regular file is read: the path is opened without blocking and checked with fstat, and a FIFO,
+  device, directory or socket there is refused (``read`` raises ``NotRegularFile``, an ``OSError`` with a
+  one-line message, and goes on raising it) instead of blocking in open or reading without end;
+* ``Tailer(path, max_read=N)`` reads at most about N bytes per file per ``read`` (``more`` then says data is
+  left), so one busy file cannot hold up the caller's other files; without it ``read`` drains to the end;
 * truncation in place restarts at 0 and drops the partial buffer. It is seen by size (below our offset) and
   by the file's first bytes (kept from the first read): a file truncated and refilled past our offset while
   we were not looking has the same inode and a larger size, but not the same beginning;
@@ -27,26 +34,51 @@ import errno
 import os
 import select
 import time
+from collections import Counter
 from typing import cast
+
+from .files import NotRegularFile, open_regular
 
 ROTATION_GRACE = 2.0
 HEAD_BYTES = 64          # how much of the file's beginning identifies it across a truncate-and-refill
-_CHUNK = 1 << 20
+MAX_LINE_BYTES = 4 << 20  # longest line kept (twice the recorder's largest batch); longer: line_too_long
+_CHUNK = 1 << 20          # at most MAX_LINE_BYTES: a line inside one chunk is never too long
+LINE_TOO_LONG = "line_too_long"
+
+
+
+class _Partial:
+    """A file's line in progress: its bytes so far, or ``dropping`` its rest (it passed MAX_LINE_BYTES)."""
+
+    __slots__ = ("buf", "dropping")
+
+    def __init__(self) -> None:
+        self.buf = bytearray()
+        self.dropping = False
+
+    def take(self) -> bytes:
+        out, self.buf = bytes(self.buf), bytearray()
+        return out
 
 
 class Tailer:
-    __slots__ = ("_buf", "_fd", "_head", "_id", "_old", "_pos", "path", "rotations", "truncations")
+    __slots__ = ("_error", "_fd", "_head", "_id", "_max_read", "_old", "_part", "_pos", "more", "path",
+                 "rotations", "skipped", "truncations")
 
-    def __init__(self, path: str):
+    def __init__(self, path: str, max_read: int | None = None):
         self.path = path
         self._fd: int | None = None
         self._id: tuple[int, int] | None = None
         self._pos = 0
-        self._buf = b""
+        self._part = _Partial()
         self._head = b""
-        self._old: list[tuple[int, bytes, float]] = []   # (fd, partial buffer, deadline) of rotated files
+        self._old: list[tuple[int, _Partial, float]] = []   # (fd, partial line, deadline) of rotated files
+        self._max_read = max_read if max_read is None else max(int(max_read), 1)
+        self._error: str | None = None   # the path was refused (not a regular file): read raises this
+        self.more = False                # the last read stopped at max_read with data left
         self.rotations = 0
         self.truncations = 0
+        self.skipped: Counter = Counter()   # lines dropped here, by reason (line_too_long)
 
     @property
     def exists(self) -> bool:
@@ -56,39 +88,53 @@ class Tailer:
     def offset(self) -> int:
         return self._pos
 
+    @property
+    def refused(self) -> str | None:
+        """Why the path is not read (it is not a regular file), or None."""
+        return self._error
+
     def read(self) -> list[bytes]:
+        """The complete lines since the last call. Raises NotRegularFile once the path names something that
+        is not a regular file (after handing over, first, the lines read before it was seen), and the
+        OSError of a failed read."""
         lines: list[bytes] = []
+        self.more = False
         if self._old:
-            self._drain_old(lines)
-        if self._fd is None and not self._open():
-            return lines
+            self._drain_old(lines)   # a rotated-away file is still drained, even once the path is refused
+        if self._error is not None or self._fd is None and not self._open():
+            return self._handed(lines)
         fd = cast(int, self._fd)  # open at this point
         if self._pos and self._rewritten(fd):
             self._restart(fd)
-        self._buf = self._drain(fd, self._buf, lines)
+        if self._drain(fd, self._part, lines):
+            return lines  # stopped at max_read: the rest (and any rotation) next time
         try:
             st = os.stat(self.path)
         except OSError:
             return lines  # moved away and not recreated yet: keep reading what we have open
         if (st.st_dev, st.st_ino) != self._id:
             self.rotations += 1
-            self._old.append((fd, self._buf, time.monotonic() + ROTATION_GRACE))
-            self._fd, self._buf, self._pos, self._head = None, b"", 0, b""
+            self._old.append((fd, self._part, time.monotonic() + ROTATION_GRACE))
+            self._fd, self._part, self._pos, self._head = None, _Partial(), 0, b""
             if self._open():
-                self._buf = self._drain(cast(int, self._fd), b"", lines)
+                self._drain(cast(int, self._fd), self._part, lines)
         elif st.st_size < self._pos:
             self._restart(fd)
-            self._buf = self._drain(fd, b"", lines)
+            self._drain(fd, self._part, lines)
+        return self._handed(lines)
+
+    def _handed(self, lines: list[bytes]) -> list[bytes]:
+        if self._error is not None and not lines:
+            raise NotRegularFile(self._error)
         return lines
 
     def rest(self) -> list[bytes]:
         """The buffered unterminated lines (of the current file and of rotated-away ones), handed over once:
-        the caller is done reading and judges them (or counts them as truncated)."""
-        out = [buf for _, buf, _ in self._old if buf]
-        self._old = [(fd, b"", deadline) for fd, _, deadline in self._old]
-        if self._buf:
-            out.append(self._buf)
-            self._buf = b""
+        the caller is done reading and judges them (or counts them as truncated). A line being dropped as too
+        long was counted already and is not handed over."""
+        out = [part.take() for _, part, _ in self._old if part.buf]
+        if self._part.buf:
+            out.append(self._part.take())
         return out
 
     def _rewritten(self, fd: int) -> bool:
@@ -103,7 +149,7 @@ class Tailer:
     def _restart(self, fd: int) -> None:
         self.truncations += 1
         os.lseek(fd, 0, os.SEEK_SET)
-        self._pos, self._buf, self._head = 0, b"", b""
+        self._pos, self._part, self._head = 0, _Partial(), b""
 
     def close(self) -> None:
         for fd, _, _ in self._old:
@@ -115,40 +161,75 @@ class Tailer:
 
     def _open(self) -> bool:
         try:
-            fd = os.open(self.path, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
+            fd = open_regular(self.path)
+        except NotRegularFile as exc:
+            self._error = f"{exc}; not followed"   # refused for good: read raises it from now on
+            return False
         except OSError:
             return False
         st = os.fstat(fd)
         self._fd, self._id, self._pos, self._head = fd, (st.st_dev, st.st_ino), 0, b""
         return True
 
-    def _drain(self, fd: int, buf: bytes, lines: list[bytes], count: bool = True) -> bytes:
+    def _drain(self, fd: int, part: _Partial, lines: list[bytes], count: bool = True) -> bool:
+        """Read to the end of the file, or about ``max_read`` bytes (True: stopped there, data is left)."""
+        budget = self._max_read
+        taken = 0
         while True:
+            if budget is not None and taken >= budget:
+                self.more = True
+                return True
             chunk = os.read(fd, _CHUNK)
             if not chunk:
-                return buf
+                return False
+            taken += len(chunk)
             if count:
                 if self._pos < HEAD_BYTES:
                     self._head += chunk[:HEAD_BYTES - self._pos]
                 self._pos += len(chunk)
-            data = buf + chunk if buf else chunk
-            cut = data.rfind(b"\n")
-            if cut < 0:
-                buf = data
-                continue
-            lines.extend(data[:cut].split(b"\n"))
-            buf = data[cut + 1:]
+            self._split(chunk, part, lines)
+
+    def _split(self, chunk: bytes, part: _Partial, lines: list[bytes]) -> None:
+        """Add a chunk: complete lines go to ``lines``, the unterminated end to ``part`` (each byte is copied
+        a bounded number of times: no ``buf + chunk`` per chunk)."""
+        start = 0
+        if part.dropping:
+            start = chunk.find(b"\n") + 1
+            if not start:
+                return    # still inside the line that is too long
+            part.dropping = False
+        cut = chunk.rfind(b"\n", start)
+        if cut >= 0:
+            if part.buf:
+                first = chunk.find(b"\n", start)
+                if len(part.buf) + first - start > MAX_LINE_BYTES:
+                    self.skipped[LINE_TOO_LONG] += 1
+                    part.buf = bytearray()
+                else:
+                    part.buf += memoryview(chunk)[start:first]
+                    lines.append(part.take())
+                start = first + 1
+            if start <= cut:
+                lines.extend(chunk[start:cut].split(b"\n"))
+            start = cut + 1
+        if start < len(chunk):
+            if len(part.buf) + len(chunk) - start > MAX_LINE_BYTES:
+                self.skipped[LINE_TOO_LONG] += 1   # counted once; its bytes are dropped up to its newline
+                part.buf = bytearray()
+                part.dropping = True
+            else:
+                part.buf += memoryview(chunk)[start:]
 
     def _drain_old(self, lines: list[bytes]) -> None:
         keep = []
         now = time.monotonic()
-        for fd, buf, deadline in self._old:
-            buf = self._drain(fd, buf, lines, count=False)
-            if now < deadline:
-                keep.append((fd, buf, deadline))
+        for fd, part, deadline in self._old:
+            left = self._drain(fd, part, lines, count=False)
+            if now < deadline or left:   # past its grace, a file is read to its end before it is closed
+                keep.append((fd, part, deadline))
                 continue
-            if buf:
-                lines.append(buf)
+            if part.buf:
+                lines.append(part.take())
             os.close(fd)
         self._old = keep
 

@@ -54,6 +54,7 @@ except ImportError:   # not on Windows: writes there are not locked (last writer
 from .. import events as ev
 from .._safety import internal_error
 from ..events import Event
+from ..files import FileTooLarge, NotRegularFile, read_regular
 from ..verdicts import detection
 from ._state import PerRun
 
@@ -545,6 +546,7 @@ class RunawayDetector:
 SAVE_INTERVAL = 1.0
 CLOSE_WAIT = 1.0       # seconds close() waits for a write in progress and for the lock (a run end never waits)
 MAX_PENDING = 10_000   # ended runs waiting for a write (bounded while the file cannot be written)
+MAX_STATE_BYTES = 64 << 20   # a state file larger than this is not read (nor replaced); 1000 agents take ~30 MB
 _HISTORIES: weakref.WeakSet[RunawayHistory] = weakref.WeakSet()
 
 
@@ -714,7 +716,7 @@ class RunawayHistory:
                 if data is not None:   # nobody wrote since we read or wrote it: the file plus our runs is what we hold
                     _write(path, data)
                 else:   # the file as it is now (none yet, or broken: counted, and replaced), plus our runs
-                    baselines, priced = self._read(path) or ({}, {})
+                    baselines, priced = self._read(path, keep=True) or ({}, {})   # refused: OSError
                     ours = dict(self.priced)
                     self._price_as(baselines, priced, ours)
                     for learned in batch:
@@ -751,14 +753,22 @@ class RunawayHistory:
             if agent in baselines:
                 baselines[agent].forget_spend(self.policy)
 
-    def _read(self, path: str) -> tuple[dict[str | None, _Baseline], dict[str | None, bool]] | None:
-        """The file's baselines, or None (missing; unreadable or invalid: counted)."""
+    def _read(self, path: str, keep: bool = False
+              ) -> tuple[dict[str | None, _Baseline], dict[str | None, bool]] | None:
+        """The file's baselines, or None (missing; unreadable or invalid: counted). Only a regular file of at
+        most ``MAX_STATE_BYTES`` is read (opened without blocking: a FIFO or device is never read from); a larger
+        one, or a FIFO, device or directory, is refused and counted like an unreadable file. ``keep`` (a write
+        about to merge into it): a refused file raises its OSError instead, so it is not replaced by a write."""
         try:
-            with open(path, encoding="utf-8") as fh:
-                data = json.load(fh)
+            data = json.loads(read_regular(path, MAX_STATE_BYTES).decode("utf-8"))
         except FileNotFoundError:
             return None
-        except (OSError, ValueError) as exc:
+        except (NotRegularFile, FileTooLarge) as exc:
+            if keep:
+                raise
+            internal_error("runaway_state", exc)
+            return None
+        except (OSError, ValueError, RecursionError) as exc:
             internal_error("runaway_state", exc)
             return None
         baselines: dict[str | None, _Baseline] = {}

@@ -18,7 +18,7 @@ from statistics import median
 from typing import TYPE_CHECKING, Any
 
 from .._safety import fork_safe_lock, internal_error
-from ..codec import read_small_file
+from ..files import read_regular
 
 if TYPE_CHECKING:
     from .price_data import ModelEntry
@@ -172,12 +172,15 @@ def _token_counts(*counts: Any) -> tuple[int, int, int, int]:
 _PRICE_FIELDS = frozenset(f.name for f in fields(ModelPrice))
 
 
+MAX_PRICES_FILE = 16 * 1024 * 1024   # a prices file past this is ignored (it is read whole, at start)
+
+
 def _load_prices(path: str) -> dict[str, ModelPrice]:
     """Parse a prices file, keeping the valid entries. Problems are counted, and logged once per file."""
     problems: list[str] = []
     prices: dict[str, ModelPrice] = {}
     try:
-        raw = json.loads(read_small_file(path))   # not /dev/zero or a FIFO: it is read whole, at start
+        raw = json.loads(read_regular(path, MAX_PRICES_FILE))   # not /dev/zero or a FIFO: read whole, at start
         if not isinstance(raw, dict):
             raise ValueError(f"expected a JSON object of model prices, got {type(raw).__name__}")
     except Exception as exc:  # also RecursionError from absurdly nested JSON

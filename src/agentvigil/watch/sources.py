@@ -13,6 +13,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 
+from ..files import read_regular
 from ..sessions import (
     DEFAULT_DIR,
     EVENTS_FILE,
@@ -25,6 +26,7 @@ from .actions import ProcessRef
 from .strace import is_strace_meta
 
 STRACE_ACTIVE = ".active-session"
+MAX_ACTIVE_BYTES = 4096   # .active-session holds one session directory's name; larger (or not a file): ignored
 
 
 @dataclass
@@ -122,9 +124,8 @@ def newest_session(root: str) -> SessionSource | None:
 
 def _active_session(root: str) -> SessionSource | None:
     active = os.path.join(root, STRACE_ACTIVE)
-    try:
-        with open(active, encoding="utf-8") as fh:
-            name = fh.read().strip()
+    try:   # a regular file of at most MAX_ACTIVE_BYTES (a FIFO or device is refused, never read)
+        name = read_regular(active, MAX_ACTIVE_BYTES).decode("utf-8", "replace").strip()
         if name and is_session_dir(os.path.join(root, name)):
             source = _session(os.path.join(root, name))
             source.load_meta()
