@@ -22,21 +22,27 @@ class ScopePolicy:
     """
 
     def __init__(self, rules: dict, root: str = "."):
+        """Raises ValueError naming the key (``deny: expected a list of strings, got "secrets/*"``) when a
+        value has the wrong type: a string where a list belongs would otherwise be matched character by
+        character (its ``*`` denying every path). A missing or null key is an empty list / section."""
+        if not isinstance(rules, dict):
+            raise ValueError(f"the policy must be a JSON object, got {_shown(rules)}")
         self.root = os.path.abspath(root)
-        files = rules.get("files") or {}
-        self.allow = {"any": list(rules.get("allow") or [])}
-        self.deny = {"any": list(rules.get("deny") or [])}
+        files = _section(rules, "files", "files")
+        self.allow = {"any": _patterns(rules, "allow", "allow")}
+        self.deny = {"any": _patterns(rules, "deny", "deny")}
         for access in ("read", "write"):
-            section = files.get(access) or {}
-            self.allow[access] = list(section.get("allow") or [])
-            self.deny[access] = list(section.get("deny") or [])
+            section = _section(files, access, f"files.{access}")
+            self.allow[access] = _patterns(section, "allow", f"files.{access}.allow")
+            self.deny[access] = _patterns(section, "deny", f"files.{access}.deny")
 
     @classmethod
     def load(cls, path: str) -> ScopePolicy:
         with open(path, encoding="utf-8") as fh:
-            rules = json.load(fh)
-        if not isinstance(rules, dict):
-            raise ValueError("the policy must be a JSON object")
+            try:
+                rules = json.load(fh)
+            except RecursionError:
+                raise ValueError("the policy is nested too deeply") from None
         return cls(rules, os.path.dirname(os.path.abspath(path)))
 
     def relative(self, path: str) -> str:
@@ -60,6 +66,33 @@ class ScopePolicy:
             if self.allow[scope] and not matches(self.allow[scope]):
                 return f"not in {'allow' if scope == 'any' else f'files.{scope}.allow'}"
         return None
+
+
+def _shown(value: object, limit: int = 60) -> str:
+    """A wrong value as JSON (control characters escaped), cut to ``limit`` characters."""
+    try:
+        text = json.dumps(value, ensure_ascii=True)
+    except (TypeError, ValueError, RecursionError):
+        text = type(value).__name__
+    return text if len(text) <= limit else text[:limit - 3] + "..."
+
+
+def _section(rules: dict, key: str, name: str) -> dict:
+    value = rules.get(key)
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise ValueError(f"{name}: expected an object, got {_shown(value)}")
+    return value
+
+
+def _patterns(rules: dict, key: str, name: str) -> list[str]:
+    value = rules.get(key)
+    if value is None:
+        return []
+    if not isinstance(value, list) or not all(isinstance(p, str) for p in value):
+        raise ValueError(f"{name}: expected a list of strings, got {_shown(value)}")
+    return list(value)
 
 
 def event_paths(event: Event) -> list[tuple[str, str]]:

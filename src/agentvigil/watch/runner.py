@@ -8,6 +8,7 @@ is sent or the webhook POST queued on this thread, before the next line is looke
 from __future__ import annotations
 
 import os
+import socket
 import sys
 import time
 from collections import Counter
@@ -16,14 +17,17 @@ from typing import TYPE_CHECKING, TextIO
 
 from .. import events as ev
 from ..actions import FileLog, Killer, ProcessRef, Terminal, WebhookSender
+from ..actions.kill import START_TIME_TOLERANCE
 from ..codec import loads as _loads
 from ..detectors.scope import ScopePolicy
 from ..events import Event, InvalidEvent, event_from_dict
 from ..metrics import AgentMetrics
 from ..policy import WatchConfig
+from ..sessions import EVENTS_FILE
 from ..settings import Settings
+from ..sinks.recorder import process_start_time
 from .core import Breach, SessionJudge
-from .sources import SessionSource, Target, list_sessions
+from .sources import SessionSource, Target, _session, _start_key, is_session_dir
 from .strace import StraceMapper, is_strace_record
 from .tail import Tailer, Waker
 
@@ -41,6 +45,37 @@ LIVENESS_EVERY = 0.1   # seconds between /proc checks per session
 RESCAN_EVERY = 0.25    # seconds between scans of a sessions directory
 
 
+def process_liveness(proc: ProcessRef) -> bool | None:
+    """Whether the session's process still runs: True, False (gone, a zombie, or its PID now belongs to a
+    process started at another time), or None when that cannot be observed from here (recorded on another
+    host). This is not the kill check (``ProcessRef.verify``): a process that exists but cannot be proven to
+    be the agent (no host recorded, another user's without ``--allow-other-users``) is alive, only not
+    killable, and its session is followed on."""
+    pid = proc.pid
+    if pid <= 0 or (proc.host and proc.host != socket.gethostname()):
+        return None
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        pass                      # it exists (another user's)
+    except (OSError, OverflowError, ValueError):
+        return None
+    try:
+        with open(f"/proc/{pid}/stat", encoding="ascii") as fh:
+            stat = fh.read()
+        if stat[stat.rindex(")") + 2] in ("Z", "X"):
+            return False
+    except (OSError, ValueError, IndexError):
+        pass                      # no /proc, or it exited just now: the next check sees it
+    if proc.start_time is not None:
+        actual = process_start_time(pid)
+        if actual is not None and abs(actual - proc.start_time) > START_TIME_TOLERANCE:
+            return False          # the recorded process is gone; another one has its PID
+    return True
+
+
 @dataclass
 class _Watched:
     source: SessionSource
@@ -48,7 +83,8 @@ class _Watched:
     judge: SessionJudge
     mapper: StraceMapper | None = None
     proc: ProcessRef | None = None
-    live: bool = True
+    live: bool = True        # not known to have exited (it may be unverifiable: then it lives, unkillable)
+    running: bool = False    # seen running on this host (the clock of duration / silence runs)
     ended: bool = False
     checked_at: float = 0.0
     skipped: Counter = field(default_factory=Counter)
@@ -82,6 +118,11 @@ class Watch:
         self.reporter = Reporter(out or (sys.stdout if json_out else sys.stderr), json_out, self.started, quiet)
         self.waker = Waker(use_inotify)
         self.sessions: dict[str, _Watched] = {}
+        # --all: ended sessions are released (tailer closed, pipeline dropped); their events paths are kept
+        # while their directories exist, so they are not discovered again as new
+        self._many = target.kind == "root" and all_sessions
+        self._released: set[str] = set()
+        self._ended_pending = False
         self.file_log = FileLog(config.alerts_log) if config.uses("file") else None
         self.webhook = (WebhookSender(config.webhook_url, slack=config.webhook_slack, timeout=config.webhook_timeout,
                                       retries=config.webhook_retries) if config.webhook_url else None)
@@ -114,6 +155,8 @@ class Watch:
             for watched in list(self.sessions.values()):
                 if not watched.ended:
                     self._pump(watched, now)
+            if self._many and self._ended_pending:
+                self._release_ended()
             now = time.time()
             if now >= self._next_status:
                 self._status(now)
@@ -131,19 +174,64 @@ class Watch:
         return bool(self.sessions) and all(w.ended for w in self.sessions.values())
 
     def _discover(self, now: float, force: bool = False) -> None:
-        if not force and (now - self._last_rescan < RESCAN_EVERY or
-                          (self.sessions and not (self.target.kind == "root" and self.all_sessions))):
+        if not force and (now - self._last_rescan < RESCAN_EVERY or (self.sessions and not self._many)):
             return
         self._last_rescan = now
         if self.target.kind == "root":
             self.waker.watch(self.target.path)
-            candidates = (list_sessions(self.target.path) if self.all_sessions and self.sessions
-                          else self.target.initial(self.all_sessions))
+            candidates = self._scan_new() if self._many else self.target.initial(False)
         else:
             candidates = self.target.initial(False)
         for source in candidates:
-            if source.events_path not in self.sessions:
+            if source.events_path not in self.sessions and source.events_path not in self._released:
                 self._add(source, now)
+
+    def _scan_new(self) -> list[SessionSource]:
+        """--all: the session directories under the root not seen before, oldest first. Known ones (live or
+        released) are not looked into again: no meta.json is re-read for them."""
+        root = os.path.abspath(self.target.path)
+        try:
+            entries = list(os.scandir(root))
+        except OSError:
+            return []
+        present: set[str] = set()
+        found = []
+        for entry in entries:
+            if entry.name.startswith("."):
+                continue
+            directory = os.path.join(root, entry.name)
+            events_path = os.path.join(directory, EVENTS_FILE)
+            present.add(events_path)
+            if events_path in self.sessions or events_path in self._released:
+                continue
+            try:
+                if not entry.is_dir() or not is_session_dir(directory):
+                    continue
+            except OSError:
+                continue
+            source = _session(directory)
+            source.load_meta()
+            found.append(source)
+        self._released &= present   # a removed directory is forgotten (memory stays bounded)
+        return sorted(found, key=_start_key)
+
+    def _release_ended(self) -> None:
+        self._ended_pending = False
+        for path in [path for path, w in self.sessions.items() if w.ended]:
+            self.sessions.pop(path).tailer.close()
+            self._released.add(path)
+
+    def _process_for(self, source: SessionSource) -> ProcessRef | None:
+        """The session's own recorded process; ``--pid`` only for a session that records none. With --all, a
+        session whose meta.json is not there yet gets no process until it is (it may record its own)."""
+        recorded = source.process(self.allow_other_users)
+        if recorded is not None or self.pid_override is None:
+            return recorded
+        if source.meta is not None and source.meta.get("pid") is not None:
+            return None   # it records a PID that cannot be used: --pid is not for it
+        if source.meta is None and source.directory is not None and self._many:
+            return None
+        return self.pid_override
 
     def _add(self, source: SessionSource, now: float) -> None:
         source.load_meta()
@@ -152,7 +240,7 @@ class Watch:
         watched = _Watched(source, Tailer(source.events_path), judge)
         if source.is_strace:
             watched.mapper = StraceMapper(source.session_id, source.agent)
-        watched.proc = self.pid_override or source.process(self.allow_other_users)
+        watched.proc = self._process_for(source)
         self.sessions[source.events_path] = watched
         self.waker.watch(os.path.dirname(source.events_path))
 
@@ -171,47 +259,42 @@ class Watch:
             self.reporter.emit({"type": "error", "session_id": w.source.session_id, "error": str(exc)},
                                f"cannot read {w.source.events_path}: {exc}", now)
             w.ended = True
+            w.tailer.close()
+            self._ended_pending = True
             return
         if lines:
             self.waker.activity()
             self._handle_lines(w, lines, now)
+            if w.ended:   # an agent-strace session_end
+                return
         if w.source.meta is None:
             w.source.load_meta(now)
             if w.source.meta is not None:
-                if w.proc is None:
-                    w.proc = self.pid_override or w.source.process(self.allow_other_users)
+                # its own recorded process wins over a provisional --pid given before meta.json was there
+                w.proc = self._process_for(w.source) or w.proc
                 if w.mapper is None and w.source.is_strace:
                     w.mapper = StraceMapper(w.source.session_id, w.source.agent)
                 w.judge.agent_id = w.judge.agent_id or w.source.agent
         if now - w.checked_at >= LIVENESS_EVERY:
             w.checked_at = now
             was_live = w.live
-            w.live = self._alive(w.proc)
+            state = True if w.proc is None else process_liveness(w.proc)
+            w.live = state is not False   # unknown (no PID, another host) is not "exited"
+            w.running = state is True and w.proc is not None
             if was_live and not w.live and w.proc is not None:
                 self._handle_lines(w, w.tailer.read(), now)   # the last lines written before it died
                 self._handle_lines(w, w.tailer.rest(), now, final=True)
                 self._end(w, now, f"process {w.proc.pid} exited")
                 return
         if not w.ended:
-            for breach in w.judge.tick(now, w.live and w.proc is not None):
+            for breach in w.judge.tick(now, w.running):
                 self._act(w, breach, now)
-
-    @staticmethod
-    def _alive(proc: ProcessRef | None) -> bool:
-        if proc is None:
-            return True   # unknown: assume it lives (agent-strace sessions end with session_end)
-        if proc.start_time is None:
-            try:
-                os.kill(proc.pid, 0)
-                return True
-            except ProcessLookupError:
-                return False
-            except PermissionError:
-                return True
-        return proc.alive()
 
     def _handle_lines(self, w: _Watched, lines: list[bytes], now: float, final: bool = False) -> None:
         """``final``: unterminated lines handed over at the end; one that does not parse is ``truncated``."""
+        if w.tailer.skipped:   # lines the tailer dropped unread (line_too_long): the session's skips too
+            w.skipped.update(w.tailer.skipped)
+            w.tailer.skipped.clear()
         judge = w.judge
         for raw in lines:
             if raw.startswith(b"\xef\xbb\xbf"):   # as replay: a BOM is not data
@@ -310,6 +393,8 @@ class Watch:
         if w.ended:
             return
         w.ended = True
+        w.tailer.close()   # its file is done with: no descriptor is held for an ended session
+        self._ended_pending = True
         j = w.judge
         skipped = sum(w.skipped.values())
         self.reporter.emit({"type": "end", "session_id": w.source.session_id, "reason": why, "events": j.events,
