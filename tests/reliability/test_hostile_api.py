@@ -93,7 +93,7 @@ def test_very_long_names_are_cut_so_every_cache_keyed_by_them_stays_small(tmp_pa
 
 
 def test_paths_may_be_one_path_any_iterable_or_junk():
-    from prometheus_client import REGISTRY   # no Monitor at hand where paths are read: the default registry
+    from prometheus_client import REGISTRY  # no Monitor at hand where paths are read: the default registry
 
     before = _errors(REGISTRY, "tool_call")
     mon, registry = _monitor()

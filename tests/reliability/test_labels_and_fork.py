@@ -105,70 +105,80 @@ def test_monitor_created_before_fork_records_each_child_in_its_own_session(tmp_p
     _parent_monitor.close()
 
 
+_FORK_WHILE_HELD = r"""
+import os, signal, sys, threading
+from prometheus_client import CollectorRegistry, generate_latest
+import agentvigil
+from agentvigil import _safety
+
+registry = CollectorRegistry()
+mon = agentvigil.Monitor("forked-busy", registry=registry, record_dir=sys.argv[1], heartbeat=True,
+                         heartbeat_interval=0.2)
+breaker = agentvigil.CircuitBreaker("provider", registry=registry)
+budget = agentvigil.TokenBudget("tokens", 1000, registry=registry)
+with mon.run() as run:   # the parent's series exist: the child's new names must take the locks
+    with run.tool_call("warm"):
+        pass
+locks = list(_safety._FORK_LOCKS)
+assert mon.metrics._lock in locks and mon.pipeline._lock in locks and breaker._lock in locks
+held, release = threading.Event(), threading.Event()
+
+def hold():
+    taken = [lock for lock in locks if lock.acquire(timeout=5)]
+    held.set()
+    release.wait(60)
+    for lock in taken:
+        lock.release()
+
+holder = threading.Thread(target=hold)
+holder.start()
+assert held.wait(30)
+pid = os.fork()
+if pid == 0:   # the child: exit 0 only if everything below completes; the alarm ends a hang
+    code = 1
+    try:
+        signal.alarm(30)
+        # the child's own new threads (heartbeat, recorder writer) may hold one for a moment: wait, briefly
+        still_locked = [lock for lock in locks if not lock.acquire(timeout=5)]
+        for lock in locks:
+            if lock not in still_locked:
+                lock.release()
+        with mon.run(task_id="child") as run:
+            with run.step():
+                with run.tool_call("never-seen-tool", {"q": 1}) as call:
+                    call.set_result("ok")
+                breaker.allow()
+                run.llm_usage("openai", "never-seen-model", 10, 5)
+                breaker.record_success()
+                with budget.reserve(10) as reservation:
+                    reservation.commit(5)
+        mon.close()
+        text = generate_latest(registry).decode()
+        code = 0 if not still_locked and 'tool="never-seen-tool"' in text else 2
+        if code:
+            print("still locked:", still_locked, file=sys.stderr)
+    except BaseException as exc:
+        print("child:", repr(exc), file=sys.stderr)
+    finally:
+        sys.stderr.flush()
+        os._exit(code)
+_, status = os.waitpid(pid, 0)
+release.set()
+holder.join(60)
+mon.close()
+sys.exit(0 if os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0 else 3)
+"""
+
+
 def test_a_fork_while_other_threads_hold_our_locks_leaves_the_child_working(tmp_path):
     """gunicorn --preload / Celery prefork fork while the agent's other threads are busy: a lock one of them
     holds at that moment would stay locked forever in the child (that thread does not exist there). Every lock of
     ours is held by another thread across the fork here; the child must get them unlocked and record a run with
-    names it has never seen (new series: the metrics' and label caps' locks), a breaker and a budget."""
-    import threading
+    names it has never seen (new series: the metrics' and label caps' locks), a breaker and a budget. In a
+    process of its own, so no other test's threads hold anything at the fork."""
+    import subprocess
+    import sys
 
-    from agentvigil import _safety
-
-    registry = CollectorRegistry()
-    mon = agentvigil.Monitor("forked-busy", registry=registry, record_dir=str(tmp_path / "rec"),
-                             heartbeat=True, heartbeat_interval=0.2)
-    breaker = agentvigil.CircuitBreaker("provider", registry=registry)
-    budget = agentvigil.TokenBudget("tokens", 1000, registry=registry)
-    with mon.run() as run:   # the parent's series exist: the child's new names must take the locks
-        with run.tool_call("warm"):
-            pass
-    locks = list(_safety._FORK_LOCKS)
-    assert mon.metrics._lock in locks and mon.pipeline._lock in locks and breaker._lock in locks
-    held, release = threading.Event(), threading.Event()
-
-    def hold() -> None:
-        taken = [lock for lock in locks if lock.acquire(timeout=5)]
-        assert len(taken) == len(locks)
-        held.set()
-        release.wait(30)
-        for lock in taken:
-            lock.release()
-
-    holder = threading.Thread(target=hold)
-    holder.start()
-    assert held.wait(10)
-    try:
-        pid = os.fork()
-        if pid == 0:   # the child: exit 0 only if everything below completes; the alarm ends a hang
-            code = 1
-            try:
-                import signal
-
-                signal.alarm(20)
-                still_locked = [lock for lock in locks if not lock.acquire(blocking=False)]
-                for lock in locks:
-                    if lock not in still_locked:
-                        lock.release()
-                with mon.run(task_id="child") as run:
-                    with run.step():
-                        with run.tool_call("never-seen-tool", {"q": 1}) as call:
-                            call.set_result("ok")
-                        breaker.allow()
-                        run.llm_usage("openai", "never-seen-model", 10, 5)
-                        breaker.record_success()
-                        with budget.reserve(10) as reservation:
-                            reservation.commit(5)
-                mon.close()
-                text = generate_latest(registry).decode()
-                code = 0 if not still_locked and 'tool="never-seen-tool"' in text else 2
-            except BaseException as exc:   # seen by the parent as the exit status; the message for the log
-                (tmp_path / "child-error").write_text(repr(exc))
-            finally:
-                os._exit(code)
-        _, status = os.waitpid(pid, 0)
-    finally:
-        release.set()
-        holder.join(30)
-    error = (tmp_path / "child-error").read_text() if (tmp_path / "child-error").exists() else ""
-    assert os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0, (status, error)
-    mon.close()
+    done = subprocess.run([sys.executable, "-c", _FORK_WHILE_HELD, str(tmp_path / "rec")], capture_output=True,
+                          text=True, timeout=120)
+    assert done.returncode == 0, (done.returncode, done.stderr[-2000:])
