@@ -12,6 +12,7 @@ import shutil
 import socket
 import subprocess
 import tempfile
+import threading
 import time
 import urllib.request
 from pathlib import Path
@@ -129,13 +130,64 @@ def firing_alerts(prometheus_url: str, timeout: float = 2.0) -> list[dict]:
     return fetch_firing(prometheus_url, timeout) or []
 
 
-def fetch_firing(prometheus_url: str, timeout: float = 2.0) -> list[dict] | None:
-    """Firing alerts from Prometheus's API; None when it does not answer or answers nonsense."""
+API_MAX_BYTES = 4 * 1024 * 1024   # an /api/v1/alerts or /api/v1/query answer: at most this many bytes
+API_DEADLINE = 5.0                # seconds for a whole /api/v1/alerts fetch (connect, headers, body)
+_CHUNK = 65536
+
+
+def _read_capped(url: str, timeout: float, max_bytes: int, end: float) -> bytes:
+    with urllib.request.urlopen(url, timeout=timeout) as response:
+        read = getattr(response, "read1", response.read)   # read1: one socket read, so the deadline is seen
+        chunks: list[bytes] = []
+        size = 0
+        while True:
+            if time.monotonic() > end:
+                raise TimeoutError("no complete answer in time")
+            chunk = read(_CHUNK)
+            if not chunk:
+                return b"".join(chunks)
+            size += len(chunk)
+            if size > max_bytes:
+                raise ValueError(f"answer larger than {max_bytes} bytes")
+            chunks.append(chunk)
+
+
+def bounded_get(url: str, timeout: float, max_bytes: int, deadline: float) -> bytes:
+    """GET ``url``: at most ``max_bytes`` of body (more is a ValueError) within ``deadline`` seconds in all
+    (a TimeoutError past it, whatever the server drips); ``timeout`` bounds each socket operation. The fetch
+    runs in a daemon thread, so even a server dripping its headers cannot hold the caller past ``deadline``;
+    that thread stops at its next read after the deadline."""
+    end = time.monotonic() + deadline
+    result: dict[str, object] = {}
+
+    def work() -> None:
+        try:
+            result["body"] = _read_capped(url, min(timeout, deadline), max_bytes, end)
+        except Exception as exc:  # noqa: BLE001 - handed to the caller
+            result["error"] = exc
+
+    worker = threading.Thread(target=work, name="agentvigil-fetch", daemon=True)
+    worker.start()
+    worker.join(deadline + 0.5)
+    if worker.is_alive():
+        raise TimeoutError(f"no complete answer within {deadline:g} s")
+    error = result.get("error")
+    if isinstance(error, (OSError, ValueError)):
+        raise error
+    if error is not None:   # http.client's own errors (a bad status line, too many headers): not OSError
+        raise ValueError(f"bad answer: {type(error).__name__}: {error}")
+    body = result.get("body")
+    return body if isinstance(body, bytes) else b""
+
+
+def fetch_firing(prometheus_url: str, timeout: float = 2.0, deadline: float = API_DEADLINE) -> list[dict] | None:
+    """Firing alerts from Prometheus's API; None when it does not answer or answers nonsense (not JSON,
+    nested too deeply, over API_MAX_BYTES, not complete within ``deadline`` seconds)."""
     try:
-        with urllib.request.urlopen(prometheus_url.rstrip("/") + "/api/v1/alerts", timeout=timeout) as response:
-            body = json.loads(response.read())
+        body = json.loads(bounded_get(prometheus_url.rstrip("/") + "/api/v1/alerts", timeout, API_MAX_BYTES,
+                                      deadline))
         alerts = body["data"]["alerts"]
-    except (OSError, ValueError, KeyError, TypeError):
+    except (OSError, ValueError, KeyError, TypeError, IndexError, RecursionError):
         return None
     if not isinstance(alerts, list):
         return None

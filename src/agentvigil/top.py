@@ -2,6 +2,9 @@
 
 Refreshes in place with curses on a terminal (``q`` quits); prints plain blocks of lines otherwise (a pipe,
 a log file, ``--once``). Reads only: a scrape of ``--metrics`` and Prometheus's ``/api/v1/alerts``.
+Each fetch is bounded: at most METRICS_MAX_BYTES of /metrics and API_MAX_BYTES of alerts, each within its
+own total deadline (METRICS_DEADLINE, demostack.API_DEADLINE), whatever the server drips or streams. What the
+labels hold is escaped before it reaches the terminal (no control character, no NUL).
 Breakers and budgets carry no agent label: a budget is the agent's when named after it, a breaker when named
 after a provider the agent calls (the conventions the shipped rules use).
 """
@@ -9,15 +12,19 @@ after a provider the agent calls (the conventions the shipped rules use).
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 import time
-import urllib.request
 from dataclasses import dataclass, field
 from typing import Any, Callable, TextIO
 
 from prometheus_client.parser import text_string_to_metric_families
 
-from .demostack import fetch_firing
+from .actions.terminal import escape_controls
+from .demostack import bounded_get, fetch_firing
+
+METRICS_MAX_BYTES = 16 * 1024 * 1024   # a /metrics answer: at most this many bytes
+METRICS_DEADLINE = 10.0                # seconds for a whole /metrics scrape (connect, headers, body)
 
 BREAKER_STATES = {0.0: "closed", 0.5: "half-open", 1.0: "open"}
 HEADER = (f"{'AGENT':<16} {'HEALTH':<8} {'RUNS':>5} {'COST/RUN':>9} {'BASELINE':>9} {'x':>5} {'CACHE':>5} "
@@ -43,13 +50,22 @@ class Row:
         return "ALERT" if self.alerts else "ok"
 
     def render(self, now: float) -> str:
+        agent, breaker = escape_controls(self.agent), escape_controls(self.breaker)
+        alerts = ", ".join(escape_controls(a) for a in sorted(set(self.alerts)))
         ratio = f"{self.last_cost / self.baseline:4.1f}x" if self.baseline else "    -"
         cache = f"{self.cache:5.0%}" if self.cache is not None else "    -"
         budget = f"{self.budget:6.0%}" if self.budget is not None else "     -"
         progress = f"{max(now - self.progress, 0.0):7.0f}s" if self.progress else "        -"
-        return (f"{self.agent[:16]:<16} {self.health:<8} {int(self.runs):>5} {f'${self.last_cost:.4f}':>9} "
-                f"{f'${self.baseline:.4f}':>9} {ratio:>5} {cache:>5} {self.breaker[:10]:<10} {budget:>6} "
-                f"{int(self.loops):>5} {progress} ago  {', '.join(sorted(set(self.alerts)))}")
+        return (f"{agent[:16]:<16} {self.health:<8} {_count(self.runs):>5} {f'${self.last_cost:.4f}':>9} "
+                f"{f'${self.baseline:.4f}':>9} {ratio:>5} {cache:>5} {breaker[:10]:<10} {budget:>6} "
+                f"{_count(self.loops):>5} {progress} ago  {alerts}")
+
+
+def _count(value: float) -> str:
+    """A counter for its column: NaN and ±Inf as such (a sample may carry them), huge values shortened."""
+    if not math.isfinite(value):
+        return str(value)
+    return str(int(value)) if abs(value) < 1e6 else f"{value:.3g}"
 
 
 def parse_metrics(text: str) -> dict[str, Row]:
@@ -104,22 +120,28 @@ def attach_alerts(rows: dict[str, Row], alerts: list[dict]) -> list[str]:
     """Put each firing alert on its agent's row; returns the alerts that belong to no row (fleet, exporter)."""
     others = []
     for alert in alerts:
-        labels = alert.get("labels", {})
-        name = labels.get("alertname", "?")
+        raw = alert.get("labels") if isinstance(alert, dict) else None
+        # label values are strings in Prometheus's API; anything else is ignored (as if absent)
+        labels = {k: v for k, v in raw.items() if isinstance(k, str) and isinstance(v, str)} \
+            if isinstance(raw, dict) else {}
+        name = labels.get("alertname") or "?"
         agent = labels.get("agent") or labels.get("budget")
+        breaker = labels.get("breaker")
         targets = [rows[agent]] if agent in rows else []
-        if not targets and labels.get("breaker"):
-            targets = [r for r in rows.values() if labels["breaker"] in r.providers]
+        if not targets and breaker:
+            targets = [r for r in rows.values() if breaker in r.providers]
         for r in targets:
             r.alerts.append(name)
         if not targets:
-            others.append(name + (f"{{{labels['breaker']}}}" if labels.get("breaker") else ""))
+            others.append(name + (f"{{{breaker}}}" if breaker else ""))
     return sorted(set(others))
 
 
-def fetch(url: str, timeout: float = 3.0) -> str:
-    with urllib.request.urlopen(url, timeout=timeout) as response:
-        return str(response.read().decode("utf-8", "replace"))
+def fetch(url: str, timeout: float = 3.0, max_bytes: int = METRICS_MAX_BYTES,
+          deadline: float = METRICS_DEADLINE) -> str:
+    """The body of ``url``: at most ``max_bytes`` (more is a ValueError), within ``deadline`` seconds in all
+    (a TimeoutError past it)."""
+    return bounded_get(url, timeout, max_bytes, deadline).decode("utf-8", "replace")
 
 
 def snapshot(metrics_url: str, prometheus_url: str | None, now: float | None = None) -> list[str]:
@@ -128,8 +150,8 @@ def snapshot(metrics_url: str, prometheus_url: str | None, now: float | None = N
     stamp = time.strftime("%H:%M:%S", time.localtime(now))
     try:
         rows = parse_metrics(fetch(metrics_url))
-    except (OSError, ValueError) as exc:
-        return [f"agentvigil top {stamp}  {metrics_url}: no answer ({exc})"]
+    except (OSError, ValueError, TypeError, KeyError, IndexError, RecursionError) as exc:
+        return [escape_controls(f"agentvigil top {stamp}  {metrics_url}: no answer ({str(exc)[:300]})")]
     fetched = fetch_firing(prometheus_url) if prometheus_url else None
     alerts = fetched or []
     others = attach_alerts(rows, alerts)
@@ -143,7 +165,7 @@ def snapshot(metrics_url: str, prometheus_url: str | None, now: float | None = N
     lines += [rows[name].render(now) for name in sorted(rows)]
     if others:
         lines.append("fleet/exporter alerts: " + ", ".join(others))
-    return lines
+    return [escape_controls(line) for line in lines]   # nothing from a label reaches the terminal raw
 
 
 def plain(get_lines: Callable[[], list[str]], interval: float, iterations: int | None, out: TextIO,
@@ -175,6 +197,7 @@ def live(get_lines: Callable[[], list[str]], interval: float, stop: Callable[[],
                 height, width = screen.getmaxyx()
                 screen.erase()
                 for y, line in enumerate(lines[: max(height - 1, 0)]):
+                    line = escape_controls(line)   # a NUL would make addnstr raise, an ESC move the cursor
                     attr = curses.A_BOLD if y == 1 or " ALERT " in line else curses.A_NORMAL
                     screen.addnstr(y, 0, line, max(width - 1, 1), attr)
                 if height > 1:
@@ -199,8 +222,8 @@ def show(metrics_url: str, prometheus_url: str | None, interval: float = 2.0, on
 
 
 def _cmd_top(args: argparse.Namespace) -> int:
-    if args.interval <= 0:
-        print("agentvigil top: --interval must be positive", file=sys.stderr)
+    if not math.isfinite(args.interval) or args.interval <= 0:
+        print("agentvigil top: --interval must be a finite number of seconds > 0", file=sys.stderr)
         return 2
     try:
         show(args.metrics, args.prometheus or None, args.interval, args.once)

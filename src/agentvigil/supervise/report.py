@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import glob
 import json
+import math
 import os
 import statistics
 import time
@@ -20,7 +21,10 @@ from collections import Counter, defaultdict
 from collections.abc import Mapping
 from typing import Any
 
+from ..actions.terminal import escape_controls
+from ..demostack import API_MAX_BYTES, bounded_get
 from ..events import Event
+from ..policy import ConfigError, check_url
 from ..replay import ReplayStats, find_event_files, read_events
 from .health import ZOMBIE, ChildHealth
 from .notify import post_json
@@ -80,6 +84,9 @@ class _Agent:
 
 
 ZOMBIE_AFTER = 120.0  # busy this long without a completed step: a zombie stall (the demo's hangs for ~140 s)
+MAX_JOURNAL_LINE = 1024 * 1024   # a supervisor journal line longer than this is skipped (and counted)
+MAX_UNREADABLE_SHOWN = 20        # unreadable files named in the report (all are counted)
+PROMETHEUS_DEADLINE = 20.0       # seconds for all the Prometheus queries together (connect, headers, bodies)
 
 
 def build_report(directory: str, since: float = 86400.0, baseline: float = 7 * 86400.0,
@@ -91,27 +98,45 @@ def build_report(directory: str, since: float = 86400.0, baseline: float = 7 * 8
     start, base_start = now - since, now - since - baseline
     by_agent: dict[str, _Agent] = defaultdict(_Agent)
     stats = ReplayStats()
+    unreadable: list[str] = []        # "path: why", a file or directory that could not be read
     try:
         files = find_event_files(directory)
     except FileNotFoundError:
         files = []
+    except OSError as exc:
+        files = []
+        unreadable.append(_why(directory, exc))
     for path in files:
         try:
             if os.path.getmtime(path) < base_start:
                 continue                  # nothing written in either window
         except OSError:
             continue
-        _read_session(path, by_agent, stats, start, base_start, now, zombie_after, agents)
-    for path in sorted(glob.glob(os.path.join(directory, f"{JOURNAL_PREFIX}*.ndjson"))):
-        _read_journal(path, by_agent, start, now, agents)
+        try:
+            _read_session(path, by_agent, stats, start, base_start, now, zombie_after, agents)
+        except OSError as exc:            # unreadable (EACCES, EIO): counted, the rest is reported
+            unreadable.append(_why(path, exc))
+    journal_skipped = 0
+    for path in sorted(glob.glob(os.path.join(glob.escape(directory), f"{JOURNAL_PREFIX}*.ndjson"))):
+        try:
+            journal_skipped += _read_journal(path, by_agent, start, now, agents)
+        except OSError as exc:
+            unreadable.append(_why(path, exc))
     return {
         "generated_at": round(now, 3),
         "window": {"start": round(start, 3), "end": round(now, 3), "seconds": since},
         "baseline_window": {"start": round(base_start, 3), "end": round(start, 3)},
         "directory": directory,
         "skipped_lines": sum(stats.skipped.values()),
+        "skipped_journal_lines": journal_skipped,
+        "unreadable_files": len(unreadable),
+        "unreadable": unreadable[:MAX_UNREADABLE_SHOWN],
         "agents": {name: agent.to_dict() for name, agent in sorted(by_agent.items())},
     }
+
+
+def _why(path: str, exc: OSError) -> str:
+    return f"{path}: {exc.strerror or exc}"
 
 
 def _as_dict(event: Event | dict) -> dict:
@@ -177,29 +202,48 @@ def _read_session(path: str, by_agent: dict[str, _Agent], stats: ReplayStats, st
 
 
 def _read_journal(path: str, by_agent: dict[str, _Agent], start: float, now: float,
-                  agents: list[str] | None) -> None:
-    try:
-        with open(path, encoding="utf-8", errors="replace") as fh:
-            lines = fh.readlines()
-    except OSError:
-        return
-    for line in lines:
-        try:
-            record = json.loads(line)
-        except ValueError:
-            continue
-        if not isinstance(record, dict) or not isinstance(record.get("ts"), (int, float)):
-            continue
-        name = record.get("agent") or "unknown"
-        if not start <= record["ts"] <= now or (agents and name not in agents):
-            continue
-        kind = record.get("type")
-        if kind == "restart":
-            by_agent[name].restarts[record.get("reason") or "unknown"] += 1
-        elif kind == "incident":
-            by_agent[name].incidents[record.get("kind") or "unknown"] += 1
-        elif kind == "gave_up":
-            by_agent[name].gave_up += 1
+                  agents: list[str] | None) -> int:
+    """Count the journal's restarts, incidents and give-ups in the window; returns the lines skipped (not
+    JSON, nested too deeply, over MAX_JOURNAL_LINE, or a field of the wrong type). Raises OSError when the
+    file cannot be read."""
+    skipped = 0
+    with open(path, "rb") as fh:
+        while True:
+            raw = fh.readline(MAX_JOURNAL_LINE + 1)
+            if not raw:
+                return skipped
+            if len(raw) > MAX_JOURNAL_LINE and not raw.endswith(b"\n"):
+                skipped += 1
+                while raw and not raw.endswith(b"\n"):   # the rest of the over-long line, a chunk at a time
+                    raw = fh.readline(MAX_JOURNAL_LINE + 1)
+                continue
+            if not raw.strip():
+                continue
+            try:
+                record = json.loads(raw.decode("utf-8", "replace"))
+            except (ValueError, RecursionError):
+                skipped += 1
+                continue
+            ts = record.get("ts") if isinstance(record, dict) else None
+            if not isinstance(ts, (int, float)) or isinstance(ts, bool):
+                skipped += 1
+                continue
+            name = record.get("agent") or "unknown"
+            kind = record.get("type")
+            field = "reason" if kind == "restart" else "kind" if kind == "incident" else None
+            detail = record.get(field) if field else None
+            if not isinstance(name, str) or not isinstance(kind, (str, type(None))) \
+                    or not isinstance(detail, (str, type(None))):
+                skipped += 1
+                continue
+            if not start <= ts <= now or (agents and name not in agents):
+                continue
+            if kind == "restart":
+                by_agent[name].restarts[detail or "unknown"] += 1
+            elif kind == "incident":
+                by_agent[name].incidents[detail or "unknown"] += 1
+            elif kind == "gave_up":
+                by_agent[name].gave_up += 1
 
 
 # -- Prometheus --------------------------------------------------------------------------------------------
@@ -212,21 +256,42 @@ PROMETHEUS_QUERIES = {
 }
 
 
-def query_prometheus(url: str, since: float, timeout: float = 10.0) -> dict:
-    """Instant queries over the window; each result is a list of {labels, value} or {"error": ...}."""
+def query_prometheus(url: str, since: float, timeout: float = 10.0, deadline: float = PROMETHEUS_DEADLINE) -> dict:
+    """Instant queries over the window; each result is a list of {labels, value} or {"error": ...}. Each
+    answer is read up to API_MAX_BYTES, all of them within ``deadline`` seconds (a query left without time
+    is an error); an answer that is not what the API returns (not JSON, nested too deeply, a metric that is
+    not an object of strings) is an error. A value that is not a finite number (NaN, ±Inf) is kept as null."""
     window = f"{max(int(since), 1)}s"
     results: dict[str, list[dict[str, Any]] | dict[str, str]] = {}
+    end = time.monotonic() + deadline
     for name, template in PROMETHEUS_QUERIES.items():
         query = template.format(w=window)
         target = url.rstrip("/") + "/api/v1/query?" + urllib.parse.urlencode({"query": query})
+        remaining = end - time.monotonic()
+        if remaining <= 0:
+            results[name] = {"error": f"not queried: the {deadline:g} s for all queries are spent"}
+            continue
         try:
-            with urllib.request.urlopen(target, timeout=timeout) as response:
-                body = json.load(response)
-            results[name] = [{"labels": item["metric"], "value": float(item["value"][1])}
-                             for item in body["data"]["result"]]
-        except (OSError, ValueError, KeyError, TypeError) as exc:
-            results[name] = {"error": str(exc)}
+            body = json.loads(bounded_get(target, timeout, API_MAX_BYTES, remaining))
+            results[name] = [_prom_item(item) for item in body["data"]["result"]]
+        except RecursionError:
+            results[name] = {"error": "answer nested too deeply"}
+        except (OSError, ValueError, KeyError, TypeError, IndexError) as exc:
+            results[name] = {"error": escape_controls(str(exc)[:300]) or type(exc).__name__}
     return results
+
+
+def _prom_item(item: object) -> dict[str, Any]:
+    """One {metric, value} of an instant query's vector; TypeError when it is not one."""
+    if not isinstance(item, dict):
+        raise TypeError("malformed answer: a result is not an object")
+    metric, value = item.get("metric"), item.get("value")
+    if not isinstance(metric, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in metric.items()):
+        raise TypeError("malformed answer: a result's metric is not an object of strings")
+    if not isinstance(value, list) or len(value) != 2 or not isinstance(value[1], str):
+        raise TypeError("malformed answer: a result's value is not [time, \"number\"]")
+    number = float(value[1])   # ValueError on a non-number
+    return {"labels": metric, "value": number if math.isfinite(number) else None}
 
 
 # -- rendering ---------------------------------------------------------------------------------------------
@@ -289,9 +354,28 @@ def _attention(agent: dict) -> list[str]:
     return notes
 
 
+def _finite(value: Any) -> Any:
+    """``value`` with every NaN and ±Inf as None: the JSON stays JSON."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite(v) for v in value]
+    return value
+
+
+def _cell(text: str) -> str:
+    """A Markdown table cell: control characters escaped, no ``|`` to split it."""
+    return escape_controls(text).replace("|", "/")
+
+
 def render(data: dict, fmt: str = "text") -> str:
+    """Text and Markdown escape the control characters that names (agents, breakers, budgets, error kinds)
+    carry from events and journals; JSON escapes them by its own rules."""
     if fmt == "json":
-        return json.dumps(data, indent=2, sort_keys=True) + "\n"
+        return json.dumps(_finite(data), indent=2, sort_keys=True, allow_nan=False) + "\n"
+    e = escape_controls
     window = data["window"]
     title = f"agentvigil report {_fmt_time(window['start'])} → {_fmt_time(window['end'])}"
     out = []
@@ -301,14 +385,15 @@ def render(data: dict, fmt: str = "text") -> str:
             out.append("No recorded activity in the window.\n")
         for name, agent in data["agents"].items():
             notes = _attention(agent)
-            out.append(f"## {name}" + (" ⚠ " + "; ".join(notes) if notes else " ✓") + "\n")
+            out.append(f"## {e(name)}" + (" ⚠ " + e("; ".join(notes)) if notes else " ✓") + "\n")
             out.append("| signal | value |\n|---|---|")
-            out.extend(f"| {key} | {value.replace('|', '/')} |" for key, value in _rows(agent))
+            out.extend(f"| {key} | {_cell(value)} |" for key, value in _rows(agent))
             out.append("")
         if "prometheus" in data:
             out.append("## Prometheus\n")
-            out.extend(f"- **{name}**: {_prom_line(result)}" for name, result in data["prometheus"].items())
+            out.extend(f"- **{name}**: {e(_prom_line(result))}" for name, result in data["prometheus"].items())
             out.append("")
+        out.extend(_skip_notes(data))
         return "\n".join(out) + "\n"
     out.append(title)
     if not data["agents"]:
@@ -316,15 +401,31 @@ def render(data: dict, fmt: str = "text") -> str:
     for name, agent in data["agents"].items():
         notes = _attention(agent)
         out.append("")
-        out.append(f"{name}: " + ("ATTENTION: " + "; ".join(notes) if notes else "ok"))
-        out.extend(f"  {key:<16} {value}" for key, value in _rows(agent))
+        out.append(e(f"{name}: " + ("ATTENTION: " + "; ".join(notes) if notes else "ok")))
+        out.extend(f"  {key:<16} {e(value)}" for key, value in _rows(agent))
     if "prometheus" in data:
         out.append("")
         out.append("prometheus:")
-        out.extend(f"  {name:<24} {_prom_line(result)}" for name, result in data["prometheus"].items())
-    if data.get("skipped_lines"):
-        out.append(f"\n({data['skipped_lines']} unreadable lines skipped)")
+        out.extend(f"  {name:<24} {e(_prom_line(result))}" for name, result in data["prometheus"].items())
+    notes = _skip_notes(data)
+    if notes:
+        out.append("")
+        out.extend(notes)
     return "\n".join(out) + "\n"
+
+
+def _skip_notes(data: dict) -> list[str]:
+    """What could not be read, in the text and Markdown forms (escaped: a path is not trusted)."""
+    notes = []
+    if data.get("skipped_lines"):
+        notes.append(f"({data['skipped_lines']} unreadable lines skipped)")
+    if data.get("skipped_journal_lines"):
+        notes.append(f"({data['skipped_journal_lines']} unreadable supervisor journal lines skipped)")
+    if data.get("unreadable_files"):
+        notes.append(f"({data['unreadable_files']} unreadable files skipped: "
+                     + escape_controls("; ".join(data.get("unreadable") or []))
+                     + (", ..." if data["unreadable_files"] > len(data.get("unreadable") or []) else "") + ")")
+    return notes
 
 
 def render_page(data: dict, directory: str, agents: list[str] | None = None) -> str:
@@ -341,7 +442,7 @@ def _prom_line(result: list[dict[str, Any]] | dict[str, str]) -> str:
     if not result:
         return "-"
     return ", ".join(f"{','.join(f'{k}={v}' for k, v in sorted(item['labels'].items())) or 'total'}: "
-                     f"{item['value']:.4g}" for item in result)
+                     + ("NaN" if item["value"] is None else f"{item['value']:.4g}") for item in result)
 
 
 def post_report(url: str, data: dict) -> str:
@@ -352,9 +453,15 @@ def post_report(url: str, data: dict) -> str:
         lines.append(f"• *{name}*: {agent['runs']} runs, {_pct(agent['success_rate'])} ok, "
                      f"{_usd(agent['cost_usd'])}, {agent['restarts']} restarts"
                      + (f" — {'; '.join(notes)}" if notes else ""))
+    try:
+        check_url("--webhook-url", url)   # http(s) with a host; anything else is refused before any request
+    except ConfigError as exc:
+        return escape_controls(str(exc))
     payload = {"text": "\n".join(lines), "attachments": [{"fallback": "report", "text": render(data, "text")}]}
     try:
         status = post_json(url, payload)
-    except OSError as exc:
-        return str(exc)
+    except (OSError, ValueError) as exc:
+        return escape_controls(str(exc)[:300]) or type(exc).__name__
+    if not isinstance(status, int):
+        return "no HTTP status in the answer"
     return "" if 200 <= status < 300 else f"HTTP {status}"

@@ -10,6 +10,7 @@ baseline never feed it), so a runaway stays visible against it.
 from __future__ import annotations
 
 import html
+import math
 import os
 import time
 from collections import Counter, defaultdict
@@ -30,9 +31,29 @@ class Timeline:
     loops: list[tuple[float, str]] = field(default_factory=list)
     breakers: dict[str, list[tuple[float, float]]] = field(default_factory=lambda: defaultdict(list))
     budgets: dict[str, list[tuple[float, float]]] = field(default_factory=lambda: defaultdict(list))
+    unusable: int = 0   # guard_state events whose numbers cannot be charted (not numbers, not finite, limit <= 0)
 
 
 BREAKER_LEVEL = {"closed": 0.0, "half_open": 0.5, "half-open": 0.5, "open": 1.0}
+
+
+def _number(value: object, default: float | None = None) -> float | None:
+    """A finite float from a JSON number; ``default`` when absent (None, 0), None when unusable (a string,
+    a list, NaN, ±Inf, an integer too large for a float)."""
+    if value is None:
+        return default
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None
+    try:
+        number = float(value)
+    except OverflowError:
+        return None
+    return number if math.isfinite(number) else None
+
+
+def _state(event: dict) -> str | None:
+    state = event.get("state")
+    return state if isinstance(state, str) and state in BREAKER_LEVEL else None
 
 
 def build_timelines(directory: str, start: float, end: float, agents: list[str] | None = None,
@@ -51,7 +72,10 @@ def build_timelines(directory: str, start: float, end: float, agents: list[str] 
                 continue
         except OSError:
             continue
-        events.extend(e.to_dict() for e in read_events(path, stats))
+        try:
+            events.extend(e.to_dict() for e in read_events(path, stats))
+        except OSError:
+            continue   # unreadable: build_report counts it and the page says so
     events.sort(key=lambda e: e.get("ts") or 0.0)
     for event in events:
         ts = float(event.get("ts") or 0.0)
@@ -69,15 +93,23 @@ def build_timelines(directory: str, start: float, end: float, agents: list[str] 
             line.errors[event.get("error_kind") or "unknown"] += 1
         elif kind == "detection" and event.get("detector") in LOOP_DETECTORS:
             line.loops.append((ts, str(event["detector"])))
-        elif kind == "breaker_transition" and event.get("state") in BREAKER_LEVEL:
-            line.breakers[event.get("name") or "breaker"].append((ts, BREAKER_LEVEL[event["state"]]))
+        elif kind == "breaker_transition" and _state(event):
+            line.breakers[str(event.get("name") or "breaker")].append((ts, BREAKER_LEVEL[str(event["state"])]))
         elif kind == "guard_state":
-            detail = event.get("detail") or {}
+            detail = event.get("detail")
+            detail = detail if isinstance(detail, dict) else {}
             if detail.get("guard") == "budget" and detail.get("limit"):
-                used = float(detail.get("committed") or 0) + float(detail.get("reserved") or 0)
-                line.budgets[event.get("name") or "budget"].append((ts, used / float(detail["limit"])))
-            elif detail.get("guard") == "breaker" and event.get("state") in BREAKER_LEVEL:
-                line.breakers[event.get("name") or "breaker"].append((ts, BREAKER_LEVEL[event["state"]]))
+                limit = _number(detail["limit"])
+                committed, reserved = _number(detail.get("committed"), 0.0), _number(detail.get("reserved"), 0.0)
+                ratio = None
+                if limit is not None and limit > 0 and committed is not None and reserved is not None:
+                    ratio = (committed + reserved) / limit
+                if ratio is None or not math.isfinite(ratio):
+                    line.unusable += 1     # counted and said on the page, not charted
+                    continue
+                line.budgets[str(event.get("name") or "budget")].append((ts, ratio))
+            elif detail.get("guard") == "breaker" and _state(event):
+                line.breakers[str(event.get("name") or "breaker")].append((ts, BREAKER_LEVEL[str(event["state"])]))
     return dict(out)
 
 
@@ -237,9 +269,19 @@ def render_html(data: dict, timelines: dict[str, Timeline], rows: object, attent
                                  [(b, COLORS[(i + 3) % len(COLORS)], pts, True) for i, (b, pts) in
                                   enumerate(sorted(line.budgets.items()))], lo, hi, "%",
                                  max([1.0] + [y for pts in line.budgets.values() for _x, y in pts])))
-        out.append('<div class="charts">' + "".join(charts) + "</div></section>")
+        out.append('<div class="charts">' + "".join(charts) + "</div>")
+        if line.unusable:
+            out.append(f"<p>{line.unusable} guard_state events with an unusable budget limit or usage "
+                       "(not a finite number, limit not above 0) not charted.</p>")
+        out.append("</section>")
     if data.get("skipped_lines"):
         out.append(f"<p>{data['skipped_lines']} unreadable lines skipped.</p>")
+    if data.get("skipped_journal_lines"):
+        out.append(f"<p>{data['skipped_journal_lines']} unreadable supervisor journal lines skipped.</p>")
+    if data.get("unreadable_files"):
+        shown = data.get("unreadable") or []
+        out.append(f"<p>{data['unreadable_files']} unreadable files skipped: "
+                   f"{html.escape('; '.join(shown))}{', ...' if data['unreadable_files'] > len(shown) else ''}.</p>")
     out.append("</body></html>")
     return "\n".join(out) + "\n"
 
