@@ -51,13 +51,19 @@ WATCHER_PARAMS: dict[str, dict[str, tuple[type, object]]] = {
 DEFAULT_ACTIONS: dict[str, tuple[str, ...]] = {}   # every watcher alerts on the terminal; kill only when asked
 WEBHOOK_PARAMS = {"url": str, "events": list, "slack": bool, "timeout_seconds": float, "retries": int}
 TOP_LEVEL = ("watchers", "webhook", "alerts_log", "kill")
+MAX_KILL_GRACE = 3600.0        # kill.grace_seconds / --kill-grace: at most an hour between SIGTERM and SIGKILL
+MAX_WEBHOOK_TIMEOUT = 300.0    # webhook.timeout_seconds: per request, and what closing the sender may wait
+MAX_PID = 2**31 - 1            # --pid: what a pid_t holds
+MAX_COUNT = 10**12             # any integer threshold (counts, tokens, windows): what the detectors can size
+MAX_SEQUENCE_LENGTH = 1000     # loop.sequence_length: the loop watcher keeps 2 × this many counters per run
+_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\u061c\u200e\u200f\u2028-\u202e\u2066-\u2069]")
 
 
 class ConfigError(ValueError):
     """Bad configuration; ``key`` is the dotted path of the offending key."""
 
     def __init__(self, key: str, message: str):
-        super().__init__(f"{key}: {message}")
+        super().__init__(_printable(f"{key}: {message}"))   # one line, whatever the key or value holds
         self.key = key
 
 
@@ -104,7 +110,7 @@ class WatchConfig:
         if "webhook" in data:
             config._apply_webhook(data["webhook"])
         if "alerts_log" in data:
-            config.alerts_log = _typed("alerts_log", data["alerts_log"], str)
+            config.alerts_log = check_path("alerts_log", _typed("alerts_log", data["alerts_log"], str))
         if "kill" in data:
             kill = data["kill"]
             if not isinstance(kill, dict):
@@ -112,16 +118,21 @@ class WatchConfig:
             for key, value in kill.items():
                 if key != "grace_seconds":
                     raise ConfigError(f"kill.{key}", "unknown key; valid: grace_seconds")
-                config.kill_grace = _positive(f"kill.{key}", _typed(f"kill.{key}", value, float))
+                config.kill_grace = check_kill_grace(f"kill.{key}",
+                                                     _positive(f"kill.{key}", _typed(f"kill.{key}", value, float)))
         return config
 
     @classmethod
     def load(cls, path: str) -> WatchConfig:
+        if "\0" in path:
+            raise ConfigError(path, "cannot read: the path contains a NUL byte")
         try:
             with open(path, encoding="utf-8") as fh:
                 data = json.load(fh)
         except OSError as exc:
             raise ConfigError(path, f"cannot read: {exc.strerror or exc}") from None
+        except RecursionError:
+            raise ConfigError(path, "not valid JSON: nested too deeply") from None
         except ValueError as exc:
             raise ConfigError(path, f"not valid JSON: {exc}") from None
         return cls.from_dict(data, os.path.dirname(os.path.abspath(path)))
@@ -146,8 +157,12 @@ class WatchConfig:
                 value = _typed(path, value, typ)
                 if typ in (int, float):
                     value = _positive(path, value)
+                if typ is int and value > MAX_COUNT:
+                    raise ConfigError(path, f"must be at most {MAX_COUNT:.0e}, got {_shown(value)}")
                 if name == "scope" and key == "policy" and not os.path.isabs(value):
                     value = os.path.join(base_dir, value)
+                if typ is str:   # scope.policy, runaway.state_file: files
+                    value = check_path(path, value)
                 spec.params[key] = value
             else:
                 valid = ", ".join([*params, "alert", "enabled"])
@@ -155,6 +170,8 @@ class WatchConfig:
         if name == "loop":
             if spec.params["sequence_length"] < 2:
                 raise ConfigError(f"{where}.sequence_length", "must be at least 2")
+            if spec.params["sequence_length"] > MAX_SEQUENCE_LENGTH:
+                raise ConfigError(f"{where}.sequence_length", f"must be at most {MAX_SEQUENCE_LENGTH}")
             if spec.params["max_repeats"] < 2:
                 raise ConfigError(f"{where}.max_repeats", "must be at least 2")
         for key in ("on_score", "off_score", "similar", "empty_weight", "quantile", "limit_fraction",
@@ -179,19 +196,21 @@ class WatchConfig:
                 raise ConfigError(path, f"unknown key; valid: {', '.join(WEBHOOK_PARAMS)}")
             value = _typed(path, value, WEBHOOK_PARAMS[key])
             if key == "url":
-                if not re.match(r"^https?://", value):
-                    raise ConfigError(path, f"expected an http:// or https:// URL, got {value!r}")
-                self.webhook_url = value
+                self.webhook_url = check_url(path, value)
             elif key == "events":
                 for i, name in enumerate(value):
-                    if name not in WATCHER_PARAMS:
-                        raise ConfigError(f"{path}[{i}]", f"unknown watcher {name!r}; valid: "
+                    if not isinstance(name, str) or name not in WATCHER_PARAMS:
+                        shown = repr(name[:80]) if isinstance(name, str) else _shown(name)
+                        raise ConfigError(f"{path}[{i}]", f"unknown watcher {shown}; valid: "
                                                           f"{', '.join(WATCHER_PARAMS)}")
                 self.webhook_events = frozenset(value)
             elif key == "slack":
                 self.webhook_slack = value
             elif key == "timeout_seconds":
-                self.webhook_timeout = _positive(path, value)
+                value = _positive(path, value)
+                if value > MAX_WEBHOOK_TIMEOUT:
+                    raise ConfigError(path, f"must be at most {MAX_WEBHOOK_TIMEOUT:g} seconds, got {value:g}")
+                self.webhook_timeout = value
             elif key == "retries":
                 if value < 0:
                     raise ConfigError(path, "must be >= 0")
@@ -252,18 +271,74 @@ def _kind(value: object) -> str:
 
 def _typed(key: str, value: object, typ: type) -> Any:
     if typ is float and isinstance(value, (int, float)) and not isinstance(value, bool):
-        return float(value)
+        try:
+            return float(value)
+        except OverflowError:   # an integer beyond float range (1e400 written out): no threshold
+            raise ConfigError(key, f"must be a finite number, got {_shown(value)}") from None
     if typ is int and isinstance(value, int) and not isinstance(value, bool):
         return value
     if typ in (str, bool, list, dict) and isinstance(value, typ):
         return value
     names = {int: "an integer", float: "a number", str: "a string", bool: "true or false", list: "a list"}
-    raise ConfigError(key, f"expected {names.get(typ, typ.__name__)}, got {json.dumps(value)}")
+    raise ConfigError(key, f"expected {names.get(typ, typ.__name__)}, got {_shown(value)}")
+
+
+def _shown(value: object, limit: int = 80) -> str:
+    """A value as JSON for an error message: one short line."""
+    try:
+        text = json.dumps(value)
+    except (ValueError, TypeError, RecursionError):
+        text = _kind(value)
+    return text if len(text) <= limit else text[:limit] + "..."
+
+
+def _printable(text: str) -> str:
+    """Control characters (C0, C1, DEL, bidi overrides, line separators) as escapes: nothing from a file or an
+    event moves the cursor, colours the terminal or starts a line of its own."""
+    return _CONTROL.sub(lambda m: m.group().encode("unicode_escape").decode("ascii"), text)
 
 
 def _positive(key: str, value: Any) -> Any:
     if not 0 < value < math.inf:   # NaN and Infinity (JSON accepts both) are not thresholds
         raise ConfigError(key, f"must be a finite number greater than 0, got {value}")
+    return value
+
+
+def check_positive(key: str, value: Any) -> Any:
+    """A threshold given by a flag: finite and greater than 0, as in the config file."""
+    return _positive(key, value)
+
+
+def check_kill_grace(key: str, value: float) -> float:
+    if value > MAX_KILL_GRACE:
+        raise ConfigError(key, f"must be at most {MAX_KILL_GRACE:g} seconds, got {value:g}")
+    return value
+
+
+def check_path(key: str, value: str) -> str:
+    """A file the watch writes or reads later: refused now rather than at its first use."""
+    if "\0" in value:
+        raise ConfigError(key, "the path contains a NUL byte")
+    if value and os.path.isdir(value):
+        raise ConfigError(key, f"{value!r} is a directory, expected a file")
+    return value
+
+
+def check_url(key: str, value: str) -> str:
+    """An http(s) URL the webhook can post to."""
+    from urllib.parse import urlsplit
+
+    if not re.match(r"^https?://", value):
+        raise ConfigError(key, f"expected an http:// or https:// URL, got {_shown(value)}")
+    if re.search(r"[\x00-\x20\x7f]", value):
+        raise ConfigError(key, f"the URL contains a space or a control character: {_shown(value)}")
+    try:
+        parts = urlsplit(value)
+        parts.port   # noqa: B018 - raises on a bad port
+    except ValueError as exc:
+        raise ConfigError(key, f"not a valid URL ({exc}): {_shown(value)}") from None
+    if not parts.hostname:
+        raise ConfigError(key, f"the URL has no host: {_shown(value)}")
     return value
 
 
@@ -276,6 +351,8 @@ def apply_setting(config: WatchConfig, text: str) -> None:
         raise ConfigError(text, "expected watcher.key=value, e.g. stuck.hold=4")
     try:
         value = json.loads(raw)
+    except RecursionError:
+        raise ConfigError(f"watchers.{name}.{key}", "the value is nested too deeply") from None
     except ValueError:
         value = raw   # a bare string (a path)
     config._apply_watcher(name, {key: value}, ".")

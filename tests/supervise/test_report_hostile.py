@@ -247,6 +247,21 @@ def test_report_refuses_a_malformed_webhook_url_before_building_the_report(tmp_p
     assert not out.exists()   # nothing written for a command line that cannot be carried out
 
 
+@pytest.mark.parametrize("fmt", ["text", "markdown", "json", "html"])
+def test_report_with_a_lone_surrogate_in_an_id(tmp_path, fmt):
+    import subprocess
+    import sys
+
+    session = tmp_path / "s1"
+    session.mkdir()
+    (session / "events.ndjson").write_text('{"event_type":"run_end","ts":%f,"agent_id":"bot\\ud800","session_id":"s1",'
+                                           '"status":"error"}\n' % (NOW - 60))
+    done = subprocess.run([sys.executable, "-m", "agentvigil", "report", "--dir", str(tmp_path), "--since", "1d",
+                           "--format", fmt], capture_output=True, timeout=60)
+    assert done.returncode == 0 and b"Traceback" not in done.stderr, done.stderr[-1000:]
+    assert b"bot" in done.stdout
+
+
 # -- 11. control characters in ids ----------------------------------------------------------------------------
 def test_control_characters_in_ids_are_escaped(tmp_path):
     evil = "\x1b[2J\x1b[31mEVIL\r\nfake|line"

@@ -175,6 +175,10 @@ class Killer:
         return any(what in ("term", "kill") for _, what in self.outcomes)
 
     def join(self, timeout: float | None = None) -> None:
+        """Wait for the grace threads, at most ``timeout`` seconds each (clamped to what a thread wait takes:
+        a huge or non-finite grace must not raise here, after the kill was sent)."""
+        if timeout is not None:
+            timeout = min(timeout, threading.TIMEOUT_MAX) if timeout >= 0 else 0.0   # negative or NaN: no wait
         with self._lock:
             threads = [t for t in self._started.values() if t is not None]
         for thread in threads:

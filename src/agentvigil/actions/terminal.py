@@ -3,7 +3,18 @@
 from __future__ import annotations
 
 import json
+import re
 from typing import TextIO
+
+# what must never reach a terminal raw from an event or a meta.json: C0 (ESC, CR, LF, BS, ...), DEL, C1 (CSI
+# 0x9b, ...), the bidi overrides and isolates, and the Unicode line/paragraph separators
+_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\u061c\u200e\u200f\u2028-\u202e\u2066-\u2069]")
+
+
+def escape_controls(text: str) -> str:
+    """``text`` with every control character written as its escape (``\\x1b``, ``\\n``, ``\\u202e``): a label
+    cannot move the cursor, colour the terminal or forge a line of its own."""
+    return _CONTROL.sub(lambda m: m.group().encode("unicode_escape").decode("ascii"), text)
 
 
 class Terminal:
@@ -24,5 +35,6 @@ class Terminal:
                 record = {"type": record.get("type"), "ts": now, **record}
             self.out.write(json.dumps(record, separators=(",", ":"), default=str) + "\n")
         elif not self.quiet or record.get("type") in ("breach", "action", "error"):
-            self.out.write(f"{self.prefix} {self._clock(now)}  {text}\n")
+            # one line per record: what the text carries from events (agent, tool, session names) is escaped
+            self.out.write(f"{self.prefix} {self._clock(now)}  {escape_controls(text)}\n")
         self.out.flush()

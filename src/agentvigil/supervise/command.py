@@ -9,6 +9,7 @@ import sys
 import threading
 from typing import Any
 
+from ..actions.terminal import escape_controls
 from .policy import OPTIONS, ConfigError, build_policy
 
 EXIT_OK, EXIT_ERROR, EXIT_USAGE = 0, 1, 2
@@ -62,7 +63,7 @@ def _cmd_supervise(args: argparse.Namespace) -> int:
     try:
         policy = build_policy(args.config, {option.name: getattr(args, option.name) for option in OPTIONS})
     except ConfigError as exc:
-        print(f"agentvigil supervise: {exc}", file=sys.stderr)
+        print(escape_controls(f"agentvigil supervise: {exc}"), file=sys.stderr)   # one line, whatever the file holds
         return EXIT_USAGE
     supervisors: list[Supervisor] = []
     try:
@@ -144,6 +145,14 @@ def _cmd_report(args: argparse.Namespace) -> int:
     except ValueError as exc:
         print(f"agentvigil report: {exc}", file=sys.stderr)
         return EXIT_USAGE
+    if args.webhook_url:   # refused before the report is built and written: a usage error, not a failed POST
+        from ..policy import check_url
+
+        try:
+            check_url("--webhook-url", args.webhook_url)
+        except ValueError as exc:   # policy.ConfigError (not supervise's, of the same name)
+            print(f"agentvigil report: {escape_controls(str(exc))}", file=sys.stderr)
+            return EXIT_USAGE
     try:
         data = report.build_report(args.dir, since=since, baseline=baseline, agents=args.agent,
                                    zombie_after=zombie_after)
@@ -153,6 +162,8 @@ def _cmd_report(args: argparse.Namespace) -> int:
     if args.prometheus_url:
         data["prometheus"] = report.query_prometheus(args.prometheus_url, since)
     text = report.render_page(data, args.dir, args.agent) if args.format == "html" else report.render(data, args.format)
+    # a lone surrogate in an id (a recording may carry "\ud800") is written as its escape, not an encode error
+    text = text.encode("utf-8", "backslashreplace").decode("utf-8")
     if args.out:
         try:
             with open(args.out, "w", encoding="utf-8") as fh:

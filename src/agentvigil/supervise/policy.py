@@ -8,6 +8,7 @@ file < flags. Unknown keys and bad values raise ``ConfigError`` naming the key.
 from __future__ import annotations
 
 import json
+import math
 import os
 from dataclasses import dataclass, fields, replace
 from typing import Any, Callable
@@ -45,8 +46,8 @@ def _non_negative_float(value: Any) -> float:
     if isinstance(value, bool):
         raise ValueError(f"expected a number, got {value!r}")
     number = float(value)
-    if number < 0:
-        raise ValueError("expected a number >= 0")
+    if not 0 <= number < math.inf:   # NaN and Infinity would turn the check off without a word
+        raise ValueError(f"expected a finite number >= 0, got {value!r}")
     return number
 
 
@@ -62,6 +63,8 @@ def _choice(*allowed: str) -> Callable[[Any], str]:
 def _text(value: Any) -> str:
     if not isinstance(value, str):
         raise ValueError(f"expected a string, got {type(value).__name__}")
+    if "\0" in value:   # names, paths, URLs: the child's environment and the OS refuse a NUL
+        raise ValueError("the value contains a NUL byte")
     return value
 
 
@@ -159,7 +162,9 @@ class RestartPolicy:
         start so far (the first is the initial start, the rest are restarts)."""
         if not starts:
             return now
-        recent_restarts = [t for t in starts[1:] if now - t < self.window]
+        # a window of 0 is refused by SupervisePolicy.validate; a direct caller passing one gets every restart
+        # counted (the give-up still happens), never none
+        recent_restarts = [t for t in starts[1:] if self.window <= 0 or now - t < self.window]
         if len(recent_restarts) >= self.max_restarts:
             return None
         return max(now, starts[-1] + self.cooldown)
@@ -234,7 +239,7 @@ class SupervisePolicy:
                 raise ConfigError(f"{source}: unknown key {key!r}; valid keys: {', '.join(sorted(OPTION_BY_NAME))}")
             try:
                 parsed[key] = option.parse(raw)
-            except (ValueError, TypeError) as exc:
+            except (ValueError, TypeError, OverflowError) as exc:
                 raise ConfigError(f"{source}: bad value for {key!r}: {exc}") from None
         policy = replace(self, **parsed)
         policy.validate(source)
@@ -250,6 +255,11 @@ class SupervisePolicy:
             raise ConfigError(f"{source}: 'poll_interval' must be > 0")
         if self.min_cycles < 1:
             raise ConfigError(f"{source}: 'min_cycles' must be >= 1")
+        if self.replicas < 1:
+            raise ConfigError(f"{source}: 'replicas' must be >= 1, got {self.replicas}")
+        if self.restart_window <= 0:
+            raise ConfigError(f"{source}: 'restart_window' must be > 0 (it is the window --max-restarts counts "
+                              "restarts in)")
         for key in ("webhook_url", "alertmanager_url"):
             url = getattr(self, key)
             if url and not url.startswith(("http://", "https://")):
@@ -268,6 +278,8 @@ def load_config(path: str) -> dict[str, Any]:
             raw = fh.read()
     except OSError as exc:
         raise ConfigError(f"{path}: cannot read config file: {exc.strerror or exc}") from None
+    except ValueError:   # a NUL in the path
+        raise ConfigError(f"{path!r}: cannot read config file: the path contains a NUL byte") from None
     if path.endswith(".toml"):
         try:
             import tomllib
@@ -277,9 +289,13 @@ def load_config(path: str) -> dict[str, Any]:
             data = tomllib.loads(raw.decode("utf-8"))
         except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
             raise ConfigError(f"{path}: not valid TOML: {exc}") from None
+        except RecursionError:
+            raise ConfigError(f"{path}: not valid TOML: nested too deeply") from None
     else:
         try:
             data = json.loads(raw)
+        except RecursionError:
+            raise ConfigError(f"{path}: not valid JSON: nested too deeply") from None
         except ValueError as exc:
             raise ConfigError(f"{path}: not valid JSON: {exc}") from None
     if not isinstance(data, dict):

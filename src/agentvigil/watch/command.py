@@ -3,10 +3,26 @@
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 from typing import Any
 
-from .config import ACTIONS, ConfigError, WatchConfig, apply_setting, parse_actions, parse_duration
+from ..actions.terminal import escape_controls
+from .config import (
+    ACTIONS,
+    MAX_COUNT,
+    MAX_PID,
+    MAX_SEQUENCE_LENGTH,
+    ConfigError,
+    WatchConfig,
+    apply_setting,
+    check_kill_grace,
+    check_path,
+    check_positive,
+    check_url,
+    parse_actions,
+    parse_duration,
+)
 from .runner import EXIT_USAGE, Watch
 
 
@@ -64,19 +80,18 @@ def build_config(args: argparse.Namespace) -> WatchConfig:
     for text in args.set:
         apply_setting(config, text)
     config.override("retry", "max", _positive_int(args.max_retries, "--max-retries"))
-    if args.max_cost is not None:
-        if args.max_cost <= 0:
-            raise ConfigError("--max-cost", "must be greater than 0")
-        config.override("cost", "max_dollars", args.max_cost)
+    if args.max_cost is not None:   # finite and > 0, as cost.max_dollars in the file or --set
+        config.override("cost", "max_dollars", check_positive("--max-cost", args.max_cost))
     if args.max_duration:
         config.override("duration", "max_seconds", parse_duration(args.max_duration, "--max-duration"))
-    config.override("loop", "sequence_length", _positive_int(args.loop_length, "--loop-length", 2))
+    config.override("loop", "sequence_length", _positive_int(args.loop_length, "--loop-length", 2,
+                                                             MAX_SEQUENCE_LENGTH))
     config.override("loop", "max_repeats", _positive_int(args.loop_repeats, "--loop-repeats", 2))
     if args.silence:
         config.override("silence", "max_seconds", parse_duration(args.silence, "--silence"))
     config.override("budget", "max_tokens", _positive_int(args.max_tokens, "--max-tokens"))
     if args.scope_policy:
-        config.override("scope", "policy", args.scope_policy)
+        config.override("scope", "policy", check_path("--scope-policy", args.scope_policy))
     if args.alert:
         config.set_actions(parse_actions(",".join(args.alert), "--alert"))
     if args.on_violation == "kill":
@@ -87,23 +102,29 @@ def build_config(args: argparse.Namespace) -> WatchConfig:
         config.override("correlated", "window_seconds", parse_duration(args.correlation_window,
                                                                         "--correlation-window"))
     if args.webhook_url:
-        if not args.webhook_url.startswith(("http://", "https://")):
-            raise ConfigError("--webhook-url", f"expected an http:// or https:// URL, got {args.webhook_url!r}")
-        config.webhook_url = args.webhook_url
+        config.webhook_url = check_url("--webhook-url", args.webhook_url)
     if args.slack:
         config.webhook_slack = True
     if args.alerts_log:
-        config.alerts_log = args.alerts_log
+        config.alerts_log = check_path("--alerts-log", args.alerts_log)
     if args.kill_grace:
-        config.kill_grace = parse_duration(args.kill_grace, "--kill-grace")
+        config.kill_grace = check_kill_grace("--kill-grace", parse_duration(args.kill_grace, "--kill-grace"))
+    if args.pid is not None and not 1 <= args.pid <= MAX_PID:
+        raise ConfigError("--pid", f"expected a process id between 1 and {MAX_PID}, got {args.pid}")
+    if args.metrics_port is not None and not 0 <= args.metrics_port <= 65535:
+        raise ConfigError("--metrics-port", f"expected a port number 0-65535, got {args.metrics_port}")
+    if not 0 <= args.status_every < math.inf:   # NaN too
+        raise ConfigError("--status-every", f"expected a number of seconds >= 0 (0 = off), got {args.status_every}")
     if config.uses("webhook") and not config.webhook_url:
         raise ConfigError("webhook.url", "the webhook action needs a URL (--webhook-url or webhook.url)")
     return config
 
 
-def _positive_int(value: int | None, flag: str, minimum: int = 1) -> int | None:
+def _positive_int(value: int | None, flag: str, minimum: int = 1, maximum: int = MAX_COUNT) -> int | None:
     if value is not None and value < minimum:
         raise ConfigError(flag, f"must be at least {minimum}, got {value}")
+    if value is not None and value > maximum:
+        raise ConfigError(flag, f"must be at most {maximum}, got {str(value)[:40]}")
     return value
 
 
@@ -122,7 +143,7 @@ def run_command(args: argparse.Namespace) -> int:
         return EXIT_USAGE
     target = resolve(args.path)
     if args.no_follow and target.kind == "root" and not _exists(target.path):
-        print(f"agentvigil watch: no such file or directory: {target.path}", file=sys.stderr)
+        print(escape_controls(f"agentvigil watch: no such file or directory: {target.path}"), file=sys.stderr)
         return EXIT_USAGE
     metrics = None
     if args.metrics_port is not None:
@@ -150,8 +171,8 @@ def run_command(args: argparse.Namespace) -> int:
 
         chosen, why = choose_session(target.path)
         if chosen is not None:
-            print(f"agentvigil watch: following {chosen.session_id} (agent {chosen.agent or '-'}; {why}; "
-                  "--all for every session)", file=sys.stderr)
+            print(escape_controls(f"agentvigil watch: following {chosen.session_id} (agent {chosen.agent or '-'}; "
+                                  f"{why}; --all for every session)"), file=sys.stderr)
     watch = Watch(target, config, all_sessions=args.all, follow=not args.no_follow, json_out=args.json,
                   status_every=args.status_every, timeout=timeout, pid=args.pid, scope_policy=scope,
                   settings=Settings.from_env(), metrics=metrics, prices=PriceBook.from_env(),

@@ -5,14 +5,25 @@ from ..policy import (
                       DEFAULT_ACTIONS,
                       DEFAULT_ALERTS_LOG,
                       DEFAULT_SCOPE_POLICY,
+                      MAX_COUNT,
+                      MAX_KILL_GRACE,
+                      MAX_PID,
+                      MAX_SEQUENCE_LENGTH,
+                      MAX_WEBHOOK_TIMEOUT,
                       WATCHER_PARAMS,
                       ConfigError,
                       WatchConfig,
                       WatcherSpec,
                       apply_setting,
+                      check_kill_grace,
+                      check_path,
+                      check_positive,
+                      check_url,
                       parse_actions,
                       parse_duration,
 )
 
-__all__ = ["ACTIONS", "DEFAULT_ACTIONS", "DEFAULT_ALERTS_LOG", "DEFAULT_SCOPE_POLICY", "WATCHER_PARAMS",
-           "ConfigError", "WatchConfig", "WatcherSpec", "apply_setting", "parse_actions", "parse_duration"]
+__all__ = ["ACTIONS", "DEFAULT_ACTIONS", "DEFAULT_ALERTS_LOG", "DEFAULT_SCOPE_POLICY", "MAX_COUNT", "MAX_KILL_GRACE",
+           "MAX_PID", "MAX_SEQUENCE_LENGTH", "MAX_WEBHOOK_TIMEOUT", "WATCHER_PARAMS", "ConfigError", "WatchConfig",
+           "WatcherSpec", "apply_setting", "check_kill_grace", "check_path", "check_positive", "check_url",
+           "parse_actions", "parse_duration"]
