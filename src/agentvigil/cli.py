@@ -5,13 +5,16 @@ from __future__ import annotations
 import argparse
 import importlib
 import json
+import math
+import re
 import sys
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from ._version import __version__
 
 if TYPE_CHECKING:
     from .policy import WatchConfig
+    from .replay import ReplayStats
     from .settings import Settings
 
 EXIT_OK = 0
@@ -33,10 +36,65 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _text(value: object) -> str:
+    """A value from a recording (an id, a path, a message) as one printable line: control characters (ESC, CR,
+    LF...) and lone surrogates (``\\ud800``, which no encoder writes) as their escapes, and whatever the
+    output's encoding cannot hold as backslash escapes, so nothing printed can raise UnicodeEncodeError."""
+    from .actions.terminal import escape_controls
+
+    text = _SURROGATE.sub(lambda m: f"\\u{ord(m.group()):04x}", escape_controls(str(value)))
+    encoding = getattr(sys.stdout, "encoding", None) or "utf-8"
+    if not text.isascii() and encoding.lower().replace("-", "") != "utf8":
+        try:
+            text.encode(encoding)
+        except (UnicodeEncodeError, LookupError):
+            text = text.encode("ascii", "backslashreplace").decode("ascii")
+    return text
+
+
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def _finite_json(value: Any) -> Any:
+    """``value`` with NaN and Infinity (a detector's arithmetic on extreme but valid input) as null: what
+    ``--json`` prints is standard JSON."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: _finite_json(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite_json(v) for v in value]
+    return value
+
+
+def _json_line(record: dict) -> str:
+    try:
+        return json.dumps(record, separators=(",", ":"), allow_nan=False) + "\n"
+    except ValueError:   # a non-finite number somewhere: rare, so checked only when it happens
+        return json.dumps(_finite_json(record), separators=(",", ":"), allow_nan=False) + "\n"
+
+
+def _check_replay_flags(args: argparse.Namespace) -> str | None:
+    """The message for an invalid --loop-max-repeats / --cost-spike-factor (refused, where the environment's
+    value is logged and replaced by the default), else None."""
+    from .settings import MAX_SECONDS
+
+    repeats, factor = args.loop_max_repeats, args.cost_spike_factor
+    if repeats is not None and not 2 <= repeats <= MAX_SECONDS:
+        return f"--loop-max-repeats must be a whole number from 2 to {MAX_SECONDS:.0f}, got {repeats}"
+    if factor is not None and not (math.isfinite(factor) and 0 < factor <= MAX_SECONDS):
+        return f"--cost-spike-factor must be a finite number greater than 0, got {factor}"
+    return None
+
+
 def _cmd_replay(args: argparse.Namespace) -> int:
     from .replay import ReplayStats, replay
     from .settings import Settings
 
+    bad = _check_replay_flags(args)
+    if bad:
+        print(f"agentvigil replay: {bad}", file=sys.stderr)
+        return EXIT_USAGE
     overrides = {"loop_max_repeats": args.loop_max_repeats, "cost_spike_factor": args.cost_spike_factor}
     settings = Settings.from_env(**overrides)
     policy = _replay_policy(args, settings)
@@ -48,35 +106,52 @@ def _cmd_replay(args: argparse.Namespace) -> int:
     agents: dict[str, str] = {}
     try:
         for record in replay(args.path, settings, stats, policy=policy):
-            agents.setdefault(record["session_id"] or "-", record["agent_id"] or "-")
+            agents.setdefault(_text(record["session_id"] or "-"), _text(record["agent_id"] or "-"))
             if args.json:
-                sys.stdout.write(json.dumps(record, separators=(",", ":")) + "\n")
+                sys.stdout.write(_json_line(record))
             elif args.verbose:
                 step = record["step_index"] if record["step_index"] is not None else "-"
-                where = f"task={record['task_id'] or '-'} step={step}"
-                sys.stdout.write(f"{record['agent_id'] or '-':<16} {where:<28} {record['detector']:<20} "
-                                 f"{json.dumps(record['detail'], separators=(',', ':'))}\n")
-    except FileNotFoundError as exc:
-        print(f"agentvigil replay: {exc}", file=sys.stderr)
+                where = f"task={_text(record['task_id'] or '-')} step={step}"
+                detail = json.dumps(_finite_json(record["detail"]), separators=(",", ":"), allow_nan=False)
+                sys.stdout.write(f"{_text(record['agent_id'] or '-'):<16} {where:<28} "
+                                 f"{_text(record['detector'] or '-'):<20} {detail}\n")
+    except FileNotFoundError as exc:   # PATH itself (each session file that vanishes is a counted skip)
+        print(f"agentvigil replay: {_text(exc)}", file=sys.stderr)
         return EXIT_USAGE
     except BrokenPipeError:
         raise
     except OSError as exc:
-        print(f"agentvigil replay: cannot read {args.path}: {exc}", file=sys.stderr)
+        print(f"agentvigil replay: cannot read {_text(args.path)}: {_text(exc)}", file=sys.stderr)
         return EXIT_ERROR
     if not args.json:
         sys.stdout.write(_detections_table(stats.by_detector, agents))
-    skipped = sum(stats.skipped.values())
-    reasons = ", ".join(f"{k}: {v}" for k, v in sorted(stats.skipped.items()))
     summary = (f"agentvigil replay: {stats.sessions} session(s), {stats.events} events, {stats.detections} "
-               f"detections, {skipped} skipped" + (f" ({reasons})" if reasons else ""))
+               f"detections, {_skipped(stats)}")
     print(summary, file=sys.stderr if args.json else sys.stdout)
-    for path, lineno, reason, message in stats.first_errors[:5]:
-        print(f"  skipped {path}:{lineno}: {reason}: {message}", file=sys.stderr)
+    _print_problems(stats)
     if stats.sessions == 0:
-        print(f"agentvigil replay: no events.ndjson under {args.path}", file=sys.stderr)
+        print(f"agentvigil replay: no events.ndjson under {_text(args.path)}", file=sys.stderr)
         return EXIT_ERROR
     return EXIT_OK
+
+
+def _skipped(stats: ReplayStats) -> str:
+    """``N skipped (reason: n, ...)``, then ``, N internal error(s) (component: n)`` when there were any."""
+    skipped = sum(stats.skipped.values())
+    reasons = ", ".join(f"{k}: {v}" for k, v in sorted(stats.skipped.items()))
+    text = f"{skipped} skipped" + (f" ({reasons})" if reasons else "")
+    errors = sum(stats.internal_errors.values())
+    if errors:
+        parts = ", ".join(f"{k}: {v}" for k, v in sorted(stats.internal_errors.items()))
+        text += f", {errors} internal error(s) ({parts}; their verdicts are missing)"
+    return text
+
+
+def _print_problems(stats: ReplayStats) -> None:
+    """The first offending lines (file:line) on stderr."""
+    for path, lineno, reason, message in stats.first_errors[:5]:
+        where = f"{path}:{lineno}" if lineno else path
+        print(f"  skipped {_text(where)}: {reason}: {_text(message)}", file=sys.stderr)
 
 
 def _replay_policy(args: argparse.Namespace, settings: Settings) -> WatchConfig | None:
@@ -102,18 +177,34 @@ def _cmd_score(args: argparse.Namespace, settings: Settings, policy: WatchConfig
     if not (args.score and args.labels):
         print("agentvigil replay: --score and --labels FILE go together", file=sys.stderr)
         return EXIT_USAGE
+    from .replay import ReplayStats
+
     try:
         labels = scoring.load_labels(args.labels)
-    except (OSError, ValueError) as exc:
-        print(f"agentvigil replay: cannot read labels: {exc}", file=sys.stderr)
+    except (OSError, ValueError, RecursionError) as exc:
+        print(f"agentvigil replay: cannot read labels: {_text(exc)}", file=sys.stderr)
         return EXIT_USAGE
-    traces = scoring.collect(args.path, labels, settings, policy)
-    if not traces:
-        print(f"agentvigil replay: no labelled runs under {args.path}", file=sys.stderr)
+    stats = ReplayStats()
+    try:
+        traces = scoring.collect(args.path, labels, settings, policy, stats)
+        out: dict = {"report": scoring.report(traces)} if traces else {}
+        if traces and args.sweep:
+            out["sweep"] = scoring.sweep(args.path, labels, settings, policy)
+    except FileNotFoundError as exc:   # PATH itself (a session file that vanishes is a counted skip)
+        print(f"agentvigil replay: {_text(exc)}", file=sys.stderr)
+        return EXIT_USAGE
+    except BrokenPipeError:
+        raise
+    except OSError as exc:
+        print(f"agentvigil replay: cannot read {_text(args.path)}: {_text(exc)}", file=sys.stderr)
         return EXIT_ERROR
-    out: dict = {"report": scoring.report(traces)}
-    if args.sweep:
-        out["sweep"] = scoring.sweep(args.path, labels, settings, policy)
+    if stats.skipped or stats.internal_errors:   # on stderr, and only then: the report itself is unchanged
+        print(f"agentvigil replay: {stats.sessions} session(s), {stats.events} events, {_skipped(stats)}",
+              file=sys.stderr)
+        _print_problems(stats)
+    if not traces:
+        print(f"agentvigil replay: no labelled runs under {_text(args.path)}", file=sys.stderr)
+        return EXIT_ERROR
     if args.json:
         sys.stdout.write(json.dumps(out, indent=1) + "\n")
     else:
@@ -127,6 +218,11 @@ def _detections_table(counts: dict[tuple[str, str], int], agents: dict[str, str]
     """Detections per detector (columns) per session (rows), sessions without any left out."""
     if not counts:
         return "no detections\n"
+    merged: dict[tuple[str, str], int] = {}
+    for (session, detector), n in counts.items():   # an event may lack session_id (an optional field)
+        key = (_text(session or "-"), _text(detector or "-"))
+        merged[key] = merged.get(key, 0) + n
+    counts = merged
     detectors = sorted({detector for _session, detector in counts})
     sessions = sorted({session for session, _detector in counts})
     width = max(len("session"), *(len(s) for s in sessions))

@@ -112,10 +112,13 @@ def event_from_dict(data: Any) -> Event:
         # the rest of the lookup. A shape's function checks the key set itself (see ``_maker``).
         makers = _SHAPES.get(kind) if kind.__class__ is str else None
         if makers is not None:
-            for make in makers:
-                event = make(data)
-                if event is not None:
-                    return event
+            try:   # free until raised (3.11+): no check per field for what only a hostile line holds
+                for make in makers:
+                    event = make(data)
+                    if event is not None:
+                        return event
+            except OverflowError:   # an integer beyond float range (10**400) in a number field:
+                pass                # the full check below names it
     event = _checked(data)
     _remember(data)
     return event
@@ -154,7 +157,9 @@ def _maker(keys: tuple[str, ...], classes: tuple[type, ...]) -> Callable[[dict],
         if _CHECKS[key] is int and cls is int:
             cond += f" and 0 <= v{i} <= _MAX_INT"
         elif _CHECKS[key] is float and cls is not NoneType:
-            cond += f" and _isfinite(v{i})"
+            cond += f" and _isfinite(v{i})"   # an int beyond float range raises OverflowError: event_from_dict
+        elif _CHECKS[key] is dict and cls is dict:
+            cond += f" and _finite_tree(v{i})"
         conds.append(f"({cond})")
     lines += ["    except KeyError:", "        return None"]
     index = {key: i for i, key in enumerate(keys)}
@@ -163,6 +168,7 @@ def _maker(keys: tuple[str, ...], classes: tuple[type, ...]) -> Callable[[dict],
     lines.append(f"        return Event({args})")
     lines.append("    return None")
     namespace: dict[str, Any] = {"Event": Event, "_MAX_INT": _MAX_INT, "_isfinite": _isfinite,
+                                 "_finite_tree": _finite_tree,
                                  "_str": str, "_int": int, "_float": float, "_dict": dict, "_none": NoneType}
     exec("\n".join(lines), namespace)   # source built from known field names and fixed class names only
     return namespace["make"]
@@ -175,8 +181,8 @@ def _checked(data: Any) -> Event:
     if kind.__class__ is not str or kind not in EVENT_TYPES:   # a list or an object is unhashable: no lookup
         raise InvalidEvent("unknown_event_type", f"unknown or missing event_type: {kind!r}"[:200])
     ts = data.get("ts")
-    if (ts.__class__ is not float and ts.__class__ is not int) or not _isfinite(ts):
-        raise InvalidEvent("bad_field", f"ts must be a finite number, got {ts!r}"[:200])
+    if (ts.__class__ is not float and ts.__class__ is not int) or not _finite(ts):
+        raise InvalidEvent("bad_field", f"ts must be a finite number, got {_short(ts)}")
     unknown = False
     for key, value in data.items():
         check = _CHECKS.get(key)
@@ -189,13 +195,59 @@ def _checked(data: Any) -> Event:
         if cls is check or (check is float and cls is int):
             if check is int and not 0 <= value <= _MAX_INT:
                 raise InvalidEvent("bad_field", f"{key} must be a non-negative integer, got {value!r}"[:200])
-            if check is float and not _isfinite(value):
-                raise InvalidEvent("bad_field", f"{key} must be a finite number, got {value!r}")
+            if check is float and not _finite(value):
+                raise InvalidEvent("bad_field", f"{key} must be a finite number, got {_short(value)}")
+            if check is dict and not _finite_tree(value):
+                raise InvalidEvent("bad_field", f"{key} must hold finite numbers only (no NaN or Infinity)")
             continue
         raise InvalidEvent("bad_field", f"{key} must be {_CHECK_NAMES[check]}, got {type(value).__name__}")
     if unknown:
         return Event(**{k: v for k, v in data.items() if k in _CHECKS})
     return Event(**data)
+
+
+def _finite(value: float) -> bool:
+    """``math.isfinite``, False for an int beyond float range (10**400) instead of OverflowError."""
+    try:
+        return _isfinite(value)
+    except OverflowError:
+        return False
+
+
+def _finite_tree(value: dict) -> bool:
+    """No NaN or Infinity anywhere in ``value`` (a ``detail``: the stdlib decoder accepts both, and JSON
+    written back out would not be standard). Integers of any size are numbers JSON can write: kept. A flat
+    detail (the usual one) takes one loop; nested values are walked by ``_finite_nested``."""
+    for item in value.values():
+        cls = item.__class__
+        if cls is float:
+            if not _isfinite(item):
+                return False
+        elif cls is dict or cls is list:
+            return _finite_nested(value)
+    return True
+
+
+def _finite_nested(value: dict) -> bool:
+    """``_finite_tree`` for any nesting: iterative, so whatever depth the decoder accepted is walked without
+    recursion."""
+    todo: list[Any] = [value]
+    pop, push = todo.pop, todo.append
+    while todo:
+        node = pop()
+        for item in (node.values() if node.__class__ is dict else node):
+            cls = item.__class__
+            if cls is float:
+                if not _isfinite(item):
+                    return False
+            elif cls is dict or cls is list:
+                push(item)
+    return True
+
+
+def _short(value: object) -> str:
+    text = repr(value)
+    return text if len(text) <= 80 else f"{text[:40]}...({len(text)} characters)"
 
 
 NoneType = type(None)

@@ -32,7 +32,10 @@ def meta_number(meta: dict | None, key: str) -> float | None:
     value = (meta or {}).get(key)
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         return None
-    value = float(value)
+    try:
+        value = float(value)
+    except OverflowError:   # an int past the largest float
+        return None
     return value if math.isfinite(value) else None
 
 

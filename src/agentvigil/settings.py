@@ -91,10 +91,15 @@ class Settings:
                 continue
             if value is None or f.name in ("loop_action", "record_dir", "agent", "config_file"):
                 continue
-            ok = (isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-                  and 0 < value <= MAX_SECONDS and (not isinstance(default, int) or float(value).is_integer()))
+            least = _AT_LEAST.get(f.name)
+            # the range first: it compares an int of any size exactly, where isfinite would overflow
+            ok = (isinstance(value, (int, float)) and not isinstance(value, bool) and 0 < value <= MAX_SECONDS
+                  and math.isfinite(value) and (not isinstance(default, int) or float(value).is_integer())
+                  and (least is None or value >= least))
             if not ok:
-                _invalid(f.name, value, "expected a positive finite number", default)
+                why = (f"expected a whole number from {least} to {MAX_SECONDS:.0f}" if least is not None
+                       else "expected a positive finite number")
+                _invalid(f.name, value, why, default)
                 bad[f.name] = default
             elif isinstance(default, int) and not isinstance(value, int):
                 bad[f.name] = int(value)
@@ -102,6 +107,8 @@ class Settings:
 
 
 _INVALID = object()
+# Lower bounds beyond "positive" (LoopPolicy's): a loop is a call seen twice at least, a sequence repeated twice.
+_AT_LEAST = {"loop_max_repeats": 2, "loop_sequence_repeats": 2}
 _warned: set[str] = set()
 MAX_SECONDS = 86_400.0 * 365   # a finite ceiling: threads wait with timeouts, inf would stop them for good
 

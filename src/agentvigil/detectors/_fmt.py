@@ -1,7 +1,11 @@
 from __future__ import annotations
 
+import math
+
 
 def seconds(value: float) -> str:
+    if not math.isfinite(value):   # a run from ts -1.79e308 to +1.79e308 lasts inf: int() would raise
+        return f"{value}s"
     value = int(value)
     return f"{value // 60}m{value % 60:02d}s" if value >= 60 else f"{value}s"
 

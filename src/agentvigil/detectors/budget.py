@@ -3,6 +3,7 @@ over ``max_tokens`` (for agents without an in-process budget)."""
 
 from __future__ import annotations
 
+import math
 from typing import TypeGuard
 
 from .. import events as ev
@@ -29,8 +30,9 @@ class BudgetDetector:
             detail = dict(event.detail or {})
             limit, committed, reserved = detail.get("limit"), detail.get("committed"), detail.get("reserved")
             if _number(limit) and limit > 0:
-                held = (committed if _number(committed) else 0) + (reserved if _number(reserved) else 0)
-                detail["utilization"] = round(held / limit, 4)
+                utilization = _utilization(committed, reserved, limit)
+                if utilization is not None:
+                    detail["utilization"] = utilization
             detail.update(budget=event.name, tokens=event.token_count, how=event.reason)
             return [detection(event, self.name, detail,
                               f"BudgetWatcher: budget {event.name!r} exceeded ({event.reason or '-'})")]
@@ -48,6 +50,17 @@ class BudgetDetector:
 
     def tick(self, now: float) -> None:
         return None
+
+
+def _utilization(committed: object, reserved: object, limit: float) -> float | None:
+    """(committed + reserved) / limit, rounded; None when it is no finite number (a recorded 10**400 or 1e308
+    over a tiny limit: the verdict stands, without a utilization JSON could not write)."""
+    try:
+        held = (committed if _number(committed) else 0) + (reserved if _number(reserved) else 0)
+        value = round(held / limit, 4)
+    except (OverflowError, ValueError):   # an int beyond float range, in the sum or the division
+        return None
+    return value if math.isfinite(value) else None
 
 
 def _number(value: object) -> TypeGuard[float]:

@@ -9,12 +9,15 @@ are not consumed: the limits never cost anything on the tool-call path.
 
 from __future__ import annotations
 
+import sys
+
 from .. import events as ev
 from ..events import Event
 from ..verdicts import detection
 from ._state import MAX_OPEN_RUNS, PerRun
 
 RUN_LIMIT = "run_limit"
+_MAX_FLOAT = sys.float_info.max
 LIMITS = ("max_steps", "max_seconds", "max_cost_usd")
 
 
@@ -100,6 +103,7 @@ def _limits(detail: dict | None) -> dict[str, float]:
     out = {}
     for key in LIMITS:
         value = detail.get(key)
-        if isinstance(value, (int, float)) and not isinstance(value, bool) and value > 0:
+        # at most the largest float: an int beyond it (10**400) would overflow float(); no limit, as for inf
+        if isinstance(value, (int, float)) and not isinstance(value, bool) and 0 < value <= _MAX_FLOAT:
             out[key] = float(value)
     return out

@@ -36,6 +36,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import sys
 import threading
 import time
 import weakref
@@ -888,6 +889,6 @@ if hasattr(os, "register_at_fork"):
 
 
 def _positive(value: object) -> float | None:
-    if isinstance(value, (int, float)) and not isinstance(value, bool) and value > 0:
-        return float(value)
+    if isinstance(value, (int, float)) and not isinstance(value, bool) and 0 < value <= sys.float_info.max:
+        return float(value)   # a limit past the largest float (10**400) is none, as an infinite one
     return None
