@@ -8,7 +8,7 @@ import json
 import math
 import re
 import sys
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from ._version import __version__
 
@@ -55,23 +55,13 @@ def _text(value: object) -> str:
 _SURROGATE = re.compile("[\ud800-\udfff]")
 
 
-def _finite_json(value: Any) -> Any:
-    """``value`` with NaN and Infinity (a detector's arithmetic on extreme but valid input) as null: what
-    ``--json`` prints is standard JSON."""
-    if isinstance(value, float):
-        return value if math.isfinite(value) else None
-    if isinstance(value, dict):
-        return {k: _finite_json(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_finite_json(v) for v in value]
-    return value
-
-
 def _json_line(record: dict) -> str:
     try:
         return json.dumps(record, separators=(",", ":"), allow_nan=False) + "\n"
     except ValueError:   # a non-finite number somewhere: rare, so checked only when it happens
-        return json.dumps(_finite_json(record), separators=(",", ":"), allow_nan=False) + "\n"
+        from .codec import finite_json
+
+        return json.dumps(finite_json(record), separators=(",", ":"), allow_nan=False) + "\n"
 
 
 def _check_replay_flags(args: argparse.Namespace) -> str | None:
@@ -88,6 +78,7 @@ def _check_replay_flags(args: argparse.Namespace) -> str | None:
 
 
 def _cmd_replay(args: argparse.Namespace) -> int:
+    from .codec import finite_json
     from .replay import ReplayStats, replay
     from .settings import Settings
 
@@ -112,7 +103,7 @@ def _cmd_replay(args: argparse.Namespace) -> int:
             elif args.verbose:
                 step = record["step_index"] if record["step_index"] is not None else "-"
                 where = f"task={_text(record['task_id'] or '-')} step={step}"
-                detail = json.dumps(_finite_json(record["detail"]), separators=(",", ":"), allow_nan=False)
+                detail = json.dumps(finite_json(record["detail"]), separators=(",", ":"), allow_nan=False)
                 sys.stdout.write(f"{_text(record['agent_id'] or '-'):<16} {where:<28} "
                                  f"{_text(record['detector'] or '-'):<20} {detail}\n")
     except FileNotFoundError as exc:   # PATH itself (each session file that vanishes is a counted skip)

@@ -9,6 +9,7 @@ surrogate escape written by another tool); nesting too deep for either is counte
 from __future__ import annotations
 
 import json
+import math
 from hashlib import blake2b
 from typing import Any, Callable
 
@@ -172,3 +173,14 @@ def digest(value: Any) -> str | None:
         except Exception:
             return None
 
+
+def finite_json(value: Any) -> Any:
+    """``value`` with every NaN and ±Inf as None (a detector's or a query's arithmetic on extreme but valid
+    input): what ``--json`` output prints stays standard JSON."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: finite_json(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [finite_json(v) for v in value]
+    return value

@@ -22,6 +22,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from ..actions.terminal import escape_controls
+from ..codec import finite_json
 from ..demostack import API_MAX_BYTES, bounded_get
 from ..events import Event
 from ..policy import ConfigError, check_url
@@ -354,17 +355,6 @@ def _attention(agent: dict) -> list[str]:
     return notes
 
 
-def _finite(value: Any) -> Any:
-    """``value`` with every NaN and ±Inf as None: the JSON stays JSON."""
-    if isinstance(value, float):
-        return value if math.isfinite(value) else None
-    if isinstance(value, dict):
-        return {k: _finite(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_finite(v) for v in value]
-    return value
-
-
 def _cell(text: str) -> str:
     """A Markdown table cell: control characters escaped, no ``|`` to split it."""
     return escape_controls(text).replace("|", "/")
@@ -374,7 +364,7 @@ def render(data: dict, fmt: str = "text") -> str:
     """Text and Markdown escape the control characters that names (agents, breakers, budgets, error kinds)
     carry from events and journals; JSON escapes them by its own rules."""
     if fmt == "json":
-        return json.dumps(_finite(data), indent=2, sort_keys=True, allow_nan=False) + "\n"
+        return json.dumps(finite_json(data), indent=2, sort_keys=True, allow_nan=False) + "\n"
     e = escape_controls
     window = data["window"]
     title = f"agentvigil report {_fmt_time(window['start'])} → {_fmt_time(window['end'])}"
