@@ -77,6 +77,18 @@ def _check_replay_flags(args: argparse.Namespace) -> str | None:
     return None
 
 
+def _path_error(exc: OSError, path: str) -> int:
+    """PATH of replay / replay --score could not be read: missing is a usage error; a session file that vanishes
+    mid-replay is a counted skip and never gets here. A closed stdout (``| head``) is not a read error."""
+    if isinstance(exc, BrokenPipeError):
+        raise exc
+    if isinstance(exc, FileNotFoundError):
+        print(f"agentvigil replay: {_text(exc)}", file=sys.stderr)
+        return EXIT_USAGE
+    print(f"agentvigil replay: cannot read {_text(path)}: {_text(exc)}", file=sys.stderr)
+    return EXIT_ERROR
+
+
 def _cmd_replay(args: argparse.Namespace) -> int:
     from .codec import finite_json
     from .replay import ReplayStats, replay
@@ -106,14 +118,8 @@ def _cmd_replay(args: argparse.Namespace) -> int:
                 detail = json.dumps(finite_json(record["detail"]), separators=(",", ":"), allow_nan=False)
                 sys.stdout.write(f"{_text(record['agent_id'] or '-'):<16} {where:<28} "
                                  f"{_text(record['detector'] or '-'):<20} {detail}\n")
-    except FileNotFoundError as exc:   # PATH itself (each session file that vanishes is a counted skip)
-        print(f"agentvigil replay: {_text(exc)}", file=sys.stderr)
-        return EXIT_USAGE
-    except BrokenPipeError:
-        raise
     except OSError as exc:
-        print(f"agentvigil replay: cannot read {_text(args.path)}: {_text(exc)}", file=sys.stderr)
-        return EXIT_ERROR
+        return _path_error(exc, args.path)
     if not args.json:
         sys.stdout.write(_detections_table(stats.by_detector, agents))
     summary = (f"agentvigil replay: {stats.sessions} session(s), {stats.events} events, {stats.detections} "
@@ -181,14 +187,8 @@ def _cmd_score(args: argparse.Namespace, settings: Settings, policy: WatchConfig
         out: dict = {"report": scoring.report(traces)} if traces else {}
         if traces and args.sweep:
             out["sweep"] = scoring.sweep(args.path, labels, settings, policy)
-    except FileNotFoundError as exc:   # PATH itself (a session file that vanishes is a counted skip)
-        print(f"agentvigil replay: {_text(exc)}", file=sys.stderr)
-        return EXIT_USAGE
-    except BrokenPipeError:
-        raise
     except OSError as exc:
-        print(f"agentvigil replay: cannot read {_text(args.path)}: {_text(exc)}", file=sys.stderr)
-        return EXIT_ERROR
+        return _path_error(exc, args.path)
     if stats.skipped or stats.internal_errors:   # on stderr, and only then: the report itself is unchanged
         print(f"agentvigil replay: {stats.sessions} session(s), {stats.events} events, {_skipped(stats)}",
               file=sys.stderr)
