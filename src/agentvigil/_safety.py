@@ -50,12 +50,30 @@ def fork_safe_lock(reentrant: bool = False) -> Any:
     return lock
 
 
+# Objects whose locks are not ours to create (prometheus_client's, in AgentMetrics): each one's
+# ``_unlock_in_child()`` resets them in the child, right after our own locks.
+_FORK_OWNERS: weakref.WeakSet[Any] = weakref.WeakSet()
+
+
+def fork_safe(owner: Any) -> None:
+    """Have ``owner._unlock_in_child()`` called in every forked child; a failure is counted in ``owner``."""
+    _FORK_OWNERS.add(owner)
+
+
 def _unlock_in_child() -> None:
     for lock in list(_FORK_LOCKS):
         try:
             lock._at_fork_reinit()   # CPython's own (logging and threading use it): the same lock, unlocked
         except Exception:  # pragma: no cover - a fork hook must never raise
             pass
+    failed = []
+    for owner in list(_FORK_OWNERS):
+        try:
+            owner._unlock_in_child()
+        except Exception as exc:
+            failed.append((owner, exc))
+    for owner, error in failed:   # counted once every lock is reset: counting takes some of them
+        internal_error("fork", error, owner)
 
 
 if hasattr(os, "register_at_fork"):

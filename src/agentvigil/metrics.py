@@ -20,8 +20,9 @@ import re
 from typing import Any
 
 from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.metrics import MetricWrapperBase
 
-from ._safety import fork_safe_lock
+from ._safety import fork_safe, fork_safe_lock
 from ._version import __version__
 
 OVERFLOW = "__overflow__"
@@ -258,6 +259,38 @@ class AgentMetrics:
         self._agents: dict[Any, AgentSeries] = {}
         self._tools: dict[tuple, ToolSeries] = {}
         self._models: dict[tuple, ModelSeries] = {}
+        fork_safe(self)
+
+    def _unlock_in_child(self) -> None:
+        """prometheus_client never resets its locks at fork, so one a thread of the parent held (in an update, a
+        ``.labels()``, a scrape) would stay locked in the child. Resets those of our families, of each of their
+        values and of our registry; a user's metrics are left alone. One pass over our series, which the label
+        caps bound. Raises the first failure once the rest are reset."""
+        failure: Exception | None = None
+
+        def reset(owner: Any) -> None:
+            nonlocal failure
+            lock = getattr(owner, "_lock", None)   # none on multiprocess values: they share one of their own
+            if lock is not None:
+                try:
+                    lock._at_fork_reinit()
+                except Exception as exc:
+                    failure = failure or exc
+
+        reset(self.registry)
+        for family in list(vars(self).values()):
+            if not isinstance(family, MetricWrapperBase):
+                continue
+            reset(family)
+            children = getattr(family, "_metrics", None)   # a labelled family; else the family is its value
+            for child in (list(children.values()) if children is not None else [family]):
+                reset(getattr(child, "_value", None))
+                reset(getattr(child, "_sum", None))
+                reset(getattr(child, "_count", None))
+                for bucket in getattr(child, "_buckets", ()):
+                    reset(bucket)
+        if failure is not None:
+            raise failure
 
     def extra_values(self, values: dict | None) -> tuple[str, ...]:
         """The custom label values of ``values`` in declared order, each capped like every label ("" when
