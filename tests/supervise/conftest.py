@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 from prometheus_client import CollectorRegistry
 
-from agentvigil.supervise import Supervisor, SupervisePolicy
+from agentvigil.supervise import SupervisePolicy, Supervisor
 
 HERE = Path(__file__).parent
 CHILD = HERE / "child_agent.py"

@@ -5,12 +5,19 @@ import os
 import socket
 import subprocess
 import sys
-import time
 
 import pytest
 
-from agentvigil.supervise import (ChildHealth, ConfigError, CycleBaseline, HealthPolicy, RestartPolicy,
-                                  SupervisePolicy, build_policy, classify_exit)
+from agentvigil.supervise import (
+    ChildHealth,
+    ConfigError,
+    CycleBaseline,
+    HealthPolicy,
+    RestartPolicy,
+    SupervisePolicy,
+    build_policy,
+    classify_exit,
+)
 from agentvigil.supervise.notify import Notice, alertmanager_payload, slack_payload
 from agentvigil.supervise.policy import parse_duration
 from agentvigil.supervise.sdnotify import SdNotify
@@ -193,8 +200,9 @@ def test_cli_exit_codes(tmp_path):
 
 
 def test_registered_in_the_agentvigil_cli():
-    from agentvigil.supervise.command import register
     import argparse
+
+    from agentvigil.supervise.command import register
 
     parser = argparse.ArgumentParser()
     register(parser.add_subparsers(dest="command"))
@@ -280,7 +288,7 @@ def test_cost_spike_verdict_from_events():
 def test_supervisor_judges_cycle_costs_against_the_baseline_it_reports(tmp_path):
     from prometheus_client import CollectorRegistry
 
-    from agentvigil.supervise import Supervisor, SupervisePolicy
+    from agentvigil.supervise import Supervisor
 
     policy = SupervisePolicy().with_values({"record_dir": str(tmp_path), "agent": "a", "cost_spike_factor": 10.0})
     sup = Supervisor([sys.executable, "-c", "pass"], policy, registry=CollectorRegistry(), serve=False)

@@ -5,9 +5,9 @@ import os
 import signal
 import time
 
-from .conftest import http_get, wait_until
-
 from agentvigil.supervise.supervisor import EXIT_GAVE_UP, EXIT_OK
+
+from .conftest import http_get, wait_until
 
 
 def kinds(journal, record_type):

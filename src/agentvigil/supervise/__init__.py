@@ -2,8 +2,9 @@
 
 Decision core: ``policy`` (plain policy values and the option table), the child-health detectors
 (``agentvigil.detectors.liveness``, ``.cycle_cost``) and ``health`` (exit classification; ``ChildHealth`` for
-reading sessions). I/O: ``supervisor`` (the state machine and loop), ``tail``, ``notify`` (on
-``agentvigil.actions``), ``server``, ``sdnotify``, ``metrics``; ``report``. Docs: docs/supervise.md, docs/report.md.
+reading sessions). I/O: ``supervisor`` (the state machine and loop), ``descendants`` (the child's helpers
+outside its process group), ``tail``, ``notify`` (on ``agentvigil.actions``), ``server``, ``sdnotify``,
+``metrics``; ``report``. Docs: docs/supervise.md, docs/report.md.
 """
 
 from .health import ChildHealth, CycleBaseline, Finding, classify_exit

@@ -50,6 +50,7 @@ def register(subparsers: Any) -> None:
 
 
 def _cmd_supervise(args: argparse.Namespace) -> int:
+    from . import descendants
     from .supervisor import StartError, Supervisor
 
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(message)s")
@@ -66,12 +67,15 @@ def _cmd_supervise(args: argparse.Namespace) -> int:
         print(escape_controls(f"agentvigil supervise: {exc}"), file=sys.stderr)   # one line, whatever the file holds
         return EXIT_USAGE
     supervisors: list[Supervisor] = []
+    if policy.replicas > 1:
+        # Orphans re-parent to us and are reaped, but cannot be told apart by replica: stopped at the end.
+        descendants.become_subreaper()
     try:
         for index in range(policy.replicas):
             replica = None if policy.replicas == 1 else index
             own = policy if replica is None else policy.with_values(
                 {"port": policy.port + index if policy.port else 0})
-            supervisors.append(Supervisor(argv, own, replica=replica))
+            supervisors.append(Supervisor(argv, own, replica=replica, adopt_orphans=policy.replicas == 1))
     except OSError as exc:
         print(f"agentvigil supervise: cannot serve on {policy.addr}: {exc}", file=sys.stderr)
         _close(supervisors)
@@ -99,7 +103,25 @@ def _cmd_supervise(args: argparse.Namespace) -> int:
         print(f"agentvigil supervise: {exc}", file=sys.stderr)
         return EXIT_USAGE
     finally:
+        if policy.replicas > 1:
+            _stop_orphans(policy.stop_grace)
         _close(supervisors)
+
+
+def _stop_orphans(grace: float) -> None:
+    """``--replicas``: every supervisor is done; what is still re-parented to us descends from one of the
+    children (a single supervisor claims and stops those itself)."""
+    from .._safety import internal_error
+    from . import descendants
+
+    try:
+        drain = descendants.stop_orphans(grace)
+    except Exception as exc:   # the exit code stands whatever happens here
+        internal_error(descendants.COMPONENT, exc)
+        return
+    if drain is not None:
+        print(f"agentvigil supervise: stopped {drain.tree.stopped} orphaned descendant(s) of the agents"
+              + (f"; not stopped: {drain.unstopped}" if drain.unstopped else ""), file=sys.stderr)
 
 
 def _run_replicas(supervisors: list[Any]) -> int:

@@ -4,7 +4,7 @@ The state machine (one supervisor, one child at a time)::
 
     starting ──first heartbeat──▶ running
     starting|running ──finding with action "restart"──▶ stopping      (SIGTERM; SIGKILL after stop_grace)
-    starting|running|stopping ──child exit──▶ backoff | gave_up | done
+    starting|running|stopping ──child exit──▶ backoff | gave_up | done   (its descendants drained first)
     backoff ──cooldown over──▶ starting
     any ──SIGTERM/SIGINT to the supervisor──▶ stopping ──exit──▶ done
 
@@ -27,11 +27,13 @@ import signal
 import subprocess
 import threading
 import time
+from collections.abc import Callable
 from typing import Any, cast
 
 from prometheus_client import CollectorRegistry
 
 from .. import events as ev
+from .._safety import internal_error
 from ..detectors.cycle_cost import COST_SPIKE, CycleCostDetector
 from ..detectors.liveness import LIVENESS_LOST, ZOMBIE, Liveness, LivenessDetector
 from ..events import Event
@@ -40,7 +42,9 @@ from ..pipeline.build import build_pipeline
 from ..replay import detection_record
 from ..settings import Settings
 from ..verdicts import detection
+from . import descendants as desc
 from . import health as h
+from .descendants import Descendants, Drain
 from .health import EXIT_VERDICTS, Finding, classify_exit
 from .metrics import SupervisorMetrics
 from .notify import Notice, Notifier
@@ -78,23 +82,41 @@ class StartError(OSError):
 
 
 class Child:
-    """One spawned process in its own process group (signals reach its helpers too)."""
+    """One spawned process in its own session and process group (signals reach its helpers too), and in
+    ``tree`` its descendants that left the group, as far as they are proven its own (``descendants``)."""
 
-    def __init__(self, argv: list[str], env: dict[str, str]):
+    def __init__(self, argv: list[str], env: dict[str, str], adopt_orphans: bool = False,
+                 on_error: Callable[[str, BaseException | None], None] | None = None):
         self.spawned_at = time.time()
         try:
-            self.proc = subprocess.Popen(argv, env=env, start_new_session=True)
+            self.proc = desc.spawn(lambda: subprocess.Popen(argv, env=env, start_new_session=True))
         except OSError as exc:
             raise StartError(f"cannot start {shlex.join(argv)}: {exc.strerror or exc}") from exc
         self.pid = self.proc.pid
         self.returncode: int | None = None
+        self.tree = Descendants(self.pid, adopt_orphans, on_error)
 
     def poll(self) -> int | None:
         if self.returncode is None:
+            exited = self._exited()
+            if exited:
+                self._signal_group(signal.SIGKILL)   # before reaping: until then the group id cannot be reused
             self.returncode = self.proc.poll()
             if self.returncode is not None:
-                self._signal_group(signal.SIGKILL)   # stray helpers of the child do not outlive it
+                desc.forget(self.pid)
+                if not exited:
+                    self._signal_group(signal.SIGKILL)   # stray helpers of the child do not outlive it
         return self.returncode
+
+    def _exited(self) -> bool:
+        """Whether the child has exited, leaving it unreaped (its Popen collects the status)."""
+        waitid = getattr(os, "waitid", None)
+        if waitid is None:
+            return False
+        try:
+            return waitid(os.P_PID, self.pid, os.WEXITED | os.WNOHANG | os.WNOWAIT) is not None
+        except OSError:
+            return False
 
     def signal(self, signum: int) -> None:
         if self.poll() is None:
@@ -128,7 +150,11 @@ class Journal:
 
 class Supervisor:
     def __init__(self, argv: list[str], policy: SupervisePolicy, registry: CollectorRegistry | None = None,
-                 environ: dict[str, str] | None = None, serve: bool = True, replica: int | None = None):
+                 environ: dict[str, str] | None = None, serve: bool = True, replica: int | None = None,
+                 adopt_orphans: bool = False):
+        """``adopt_orphans``: make this process a subreaper (Linux) and stop every orphan re-parented to it
+        with the child. Only for a process that spawns nothing but this one supervisor's children (the CLI
+        with one replica): such orphans are then provably the child's descendants."""
         if not argv:
             raise ValueError("no command to supervise")
         self.argv = list(argv)
@@ -141,7 +167,9 @@ class Supervisor:
         # One pipeline for the child's whole life (restarts included): the same detectors and metric writer
         # as in-process, so /metrics here shows what the agent's own /metrics would; plus the child-health
         # detectors, judged on our monotonic clock at receipt (cost_spike keeps its baseline across restarts).
-        self.pipeline, _ = build_pipeline(Settings.from_env(), metrics=metrics_for(self.registry),
+        self._agent_metrics = metrics_for(self.registry)
+        self._agent_metrics.internal_errors.labels(desc.COMPONENT)   # at 0 from the start, for increase()
+        self.pipeline, _ = build_pipeline(Settings.from_env(), metrics=self._agent_metrics,
                                           health=policy.health, clock=time.monotonic)
         # Always built when health thresholds are given.
         self._liveness = cast(LivenessDetector, self.pipeline.detector(LIVENESS_LOST))
@@ -169,6 +197,9 @@ class Supervisor:
         self.last_incident: str | None = None
         self.firing: set[str] = set()          # incident kinds notified and not yet resolved
         self.exit_code = EXIT_OK
+        self.adopt_orphans = adopt_orphans and desc.become_subreaper()
+        self._drain: Drain | None = None       # descendants of the last child still being stopped
+        self._next_scan = 0.0
         self._shutdown = threading.Event()
         self._force = False
         self._wake = threading.Event()
@@ -199,7 +230,7 @@ class Supervisor:
         self.journal.write("supervise", argv=self.argv, pid=os.getpid(), policy=_policy_summary(self.policy))
         try:
             self._start(time.monotonic())
-            while self.state not in (GAVE_UP, DONE):
+            while self.state not in (GAVE_UP, DONE) or self._drain is not None:
                 self._tick(time.monotonic())
                 self._wake.wait(self.policy.poll_interval)
                 self._wake.clear()
@@ -212,8 +243,15 @@ class Supervisor:
             self._on_shutdown_request(now)
         if self.state in (STARTING, RUNNING, STOPPING):
             self._watch_child(now)
-        if self.state == BACKOFF and now >= self.next_start:
+        if self._drain is not None:
+            self._drain_step(now)
+        if self.state == BACKOFF and now >= self.next_start and self._drain is None:   # never two copies
             self._restart(now)
+        if now >= self._next_scan:
+            self._next_scan = now + desc.SCAN_INTERVAL
+            if self.child is not None and self.state in (STARTING, RUNNING, STOPPING):
+                self._safely(self.child.tree.scan)   # keeps descendants proven after their parent dies
+            self._safely(desc.reap_orphans)
         self._publish(now)
 
     @property
@@ -227,14 +265,16 @@ class Supervisor:
         returncode = child.poll()
         if returncode is not None:
             self._read_events(now, final=True)      # whatever it flushed on the way out
+            stopping = self.state == STOPPING
             self._on_exit(now, returncode)
+            self._begin_drain(now, stopping)
             return
         if self.state == STOPPING:
             if not self.sigkilled and now >= self.kill_at:
                 log.warning("agentvigil supervise: %s did not stop within %gs; SIGKILL", self.agent,
                             self.policy.stop_grace)
                 self.sigkilled = True
-                child.signal(signal.SIGKILL)
+                self._signal_child(signal.SIGKILL)
             return
         if self.state == STARTING and health.last_heartbeat is not None:
             self._set_state(RUNNING)
@@ -283,7 +323,7 @@ class Supervisor:
             env["AGENTVIGIL_REPLICA"] = str(self.replica)
         if self.policy.agent:
             env["AGENTVIGIL_AGENT"] = self.policy.agent
-        self.child = Child(self.argv, env)       # StartError propagates on the first start
+        self.child = Child(self.argv, env, self.adopt_orphans, self._count_error)   # StartError: first start
         self.starts.append(now)
         self._liveness.reset(now)
         if self._cycle is not None:
@@ -328,7 +368,7 @@ class Supervisor:
         if self._cycle is not None:
             self._cycle.cycle.quiet = True   # the shutdown burst is not a cost spike
         self.kill_at = now + self.policy.stop_grace
-        child.signal(signal.SIGTERM)
+        self._signal_child(signal.SIGTERM)
         self.journal.write("stop", reason=reason, pid=child.pid, grace=self.policy.stop_grace)
         self._set_state(STOPPING)
 
@@ -392,7 +432,57 @@ class Supervisor:
             self._set_state(DONE)
         if self._force and self.state == STOPPING and not self.sigkilled:
             self.sigkilled = True
-            cast(Child, self.child).signal(signal.SIGKILL)  # STOPPING: a child is running
+            self._signal_child(signal.SIGKILL)  # STOPPING: a child is running
+        if self._force and self._drain is not None:
+            self._safely(self._drain.kill_now, now)
+
+    # -- the child's descendants outside its process group ------------------------------------------------
+    def _count_error(self, component: str, exc: BaseException | None = None) -> None:
+        internal_error(component, exc, self._agent_metrics)
+
+    def _safely(self, fn: Callable[..., Any], *args: Any, default: Any = None) -> Any:
+        """Process bookkeeping never takes supervision down: a failure is counted and logged once."""
+        try:
+            return fn(*args)
+        except Exception as exc:
+            self._count_error(desc.COMPONENT, exc)
+            return default
+
+    def _signal_child(self, signum: int) -> None:
+        """The child's process group, then its proven descendants outside it (re-read first)."""
+        child = cast(Child, self.child)
+        self._safely(child.tree.scan)
+        child.signal(signum)
+        self._safely(child.tree.signal_all, signum)
+
+    def _begin_drain(self, now: float, stopping: bool) -> None:
+        """The child is gone: stop what is left of its descendants (SIGTERM unless sent, SIGKILL at the same
+        deadline as the child's), before a new copy is started or supervision ends."""
+        child = cast(Child, self.child)
+        self._safely(child.tree.scan)        # orphans it left are ours now (subreaper)
+        if not self._safely(child.tree.alive, default=[]):
+            self._descendants_done(child.tree, child.tree.refused)
+            return
+        kill_at = self.kill_at if stopping else now + self.policy.stop_grace
+        self._drain = self._safely(Drain, child.tree, now, kill_at, self.sigkilled or self._force)
+        if self._drain is not None:
+            log.info("agentvigil supervise: %s exited; stopping its descendants %s", self.agent,
+                     child.tree.alive())
+
+    def _drain_step(self, now: float) -> None:
+        drain = cast(Drain, self._drain)
+        if self._safely(drain.step, now, default=True):
+            self._drain = None
+            self._descendants_done(drain.tree, drain.unstopped)
+
+    def _descendants_done(self, tree: Descendants, left: list[int]) -> None:
+        if not tree.stopped and not left:
+            return
+        self.journal.write("descendants", pid=tree.root, stopped=tree.stopped, sigkilled=tree.sigkilled,
+                           left=left[:20])
+        if left:
+            log.warning("agentvigil supervise: %s: descendants not stopped (still running %gs after SIGKILL, "
+                        "or another user's): %s", self.agent, desc.KILL_WAIT, left[:20])
 
     def _set_state(self, state: str) -> None:
         if state == self.state and state != STARTING:
@@ -418,11 +508,13 @@ class Supervisor:
 
     def _finish(self) -> None:
         if self.child is not None and self.child.poll() is None:    # an exception got us here: do not orphan
-            self.child.signal(signal.SIGKILL)
-            try:
-                self.child.proc.wait(5)
-            except subprocess.TimeoutExpired:
-                pass
+            self._signal_child(signal.SIGKILL)
+            deadline = time.monotonic() + 5
+            while self.child.poll() is None and time.monotonic() < deadline:   # poll: the group is hit unreaped
+                time.sleep(0.02)
+        if self._drain is not None:       # likewise its descendants: no grace left
+            self._safely(self._drain.kill_now, time.monotonic())
+        self._safely(desc.reap_orphans)
         self.sd.stopping()
         self.journal.write("end", state=self.state, exit_code=self.exit_code, restarts=self.restarts)
         self.notifier.close()
