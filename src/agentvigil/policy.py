@@ -10,6 +10,7 @@ import json
 import math
 import os
 import re
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -50,12 +51,18 @@ WATCHER_PARAMS: dict[str, dict[str, tuple[type, object]]] = {
 }
 DEFAULT_ACTIONS: dict[str, tuple[str, ...]] = {}   # every watcher alerts on the terminal; kill only when asked
 WEBHOOK_PARAMS = {"url": str, "events": list, "slack": bool, "timeout_seconds": float, "retries": int}
-TOP_LEVEL = ("watchers", "webhook", "alerts_log", "kill")
+KILL_PARAMS = {"grace_seconds": float}
+SESSION_PARAMS = {"idle_seconds": float}
+TOP_LEVEL = ("watchers", "webhook", "alerts_log", "kill", "sessions")
 MAX_KILL_GRACE = 3600.0        # kill.grace_seconds / --kill-grace: at most an hour between SIGTERM and SIGKILL
 MAX_WEBHOOK_TIMEOUT = 300.0    # webhook.timeout_seconds: per request, and what closing the sender may wait
 MAX_PID = 2**31 - 1            # --pid: what a pid_t holds
 MAX_COUNT = 10**12             # any integer threshold (counts, tokens, windows): what the detectors can size
 MAX_SEQUENCE_LENGTH = 1000     # loop.sequence_length: the loop watcher keeps 2 × this many counters per run
+# sessions.idle_seconds: watch --all releases a session with no process to watch after this long without a
+# byte written (20 × the silence watcher's 30 s); at least a second, as each resume reads the file again
+DEFAULT_SESSION_IDLE = 600.0
+MIN_SESSION_IDLE = 1.0
 _CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\u061c\u200e\u200f\u2028-\u202e\u2066-\u2069]")
 
 
@@ -85,6 +92,7 @@ class WatchConfig:
     webhook_retries: int = 3
     alerts_log: str = DEFAULT_ALERTS_LOG
     kill_grace: float = 5.0
+    session_idle: float = DEFAULT_SESSION_IDLE
 
     @classmethod
     def defaults(cls) -> WatchConfig:
@@ -111,15 +119,10 @@ class WatchConfig:
             config._apply_webhook(data["webhook"])
         if "alerts_log" in data:
             config.alerts_log = check_path("alerts_log", _typed("alerts_log", data["alerts_log"], str))
-        if "kill" in data:
-            kill = data["kill"]
-            if not isinstance(kill, dict):
-                raise ConfigError("kill", f"expected an object, got {_kind(kill)}")
-            for key, value in kill.items():
-                if key != "grace_seconds":
-                    raise ConfigError(f"kill.{key}", "unknown key; valid: grace_seconds")
-                config.kill_grace = check_kill_grace(f"kill.{key}",
-                                                     _positive(f"kill.{key}", _typed(f"kill.{key}", value, float)))
+        for _, path, value in _section("kill", data.get("kill", {}), KILL_PARAMS):
+            config.kill_grace = check_kill_grace(path, _positive(path, value))
+        if "sessions" in data:
+            config._apply_sessions(data["sessions"])
         return config
 
     @classmethod
@@ -187,14 +190,12 @@ class WatchConfig:
         if name == "correlated" and spec.params["min_watchers"] < 2:
             raise ConfigError(f"{where}.min_watchers", "must be at least 2")
 
+    def _apply_sessions(self, body: object) -> None:
+        for _, path, value in _section("sessions", body, SESSION_PARAMS):
+            self.session_idle = check_session_idle(path, _positive(path, value))
+
     def _apply_webhook(self, body: object) -> None:
-        if not isinstance(body, dict):
-            raise ConfigError("webhook", f"expected an object, got {_kind(body)}")
-        for key, value in body.items():
-            path = f"webhook.{key}"
-            if key not in WEBHOOK_PARAMS:
-                raise ConfigError(path, f"unknown key; valid: {', '.join(WEBHOOK_PARAMS)}")
-            value = _typed(path, value, WEBHOOK_PARAMS[key])
+        for key, path, value in _section("webhook", body, WEBHOOK_PARAMS):
             if key == "url":
                 self.webhook_url = check_url(path, value)
             elif key == "events":
@@ -269,6 +270,17 @@ def _kind(value: object) -> str:
             float: "a number", type(None): "null"}.get(type(value), type(value).__name__)
 
 
+def _section(name: str, body: object, params: Mapping[str, type]) -> Iterator[tuple[str, str, Any]]:
+    """A config section's keys, checked against ``params`` and typed: (key, its path for errors, value)."""
+    if not isinstance(body, dict):
+        raise ConfigError(name, f"expected an object, got {_kind(body)}")
+    for key, value in body.items():
+        path = f"{name}.{key}"
+        if key not in params:
+            raise ConfigError(path, f"unknown key; valid: {', '.join(params)}")
+        yield key, path, _typed(path, value, params[key])
+
+
 def _typed(key: str, value: object, typ: type) -> Any:
     if typ is float and isinstance(value, (int, float)) and not isinstance(value, bool):
         try:
@@ -315,6 +327,12 @@ def check_kill_grace(key: str, value: float) -> float:
     return value
 
 
+def check_session_idle(key: str, value: float) -> float:
+    if value < MIN_SESSION_IDLE:
+        raise ConfigError(key, f"must be at least {MIN_SESSION_IDLE:g} second, got {value:g}")
+    return value
+
+
 def check_path(key: str, value: str) -> str:
     """A file the watch writes or reads later: refused now rather than at its first use."""
     if "\0" in value:
@@ -343,16 +361,20 @@ def check_url(key: str, value: str) -> str:
 
 
 def apply_setting(config: WatchConfig, text: str) -> None:
-    """``watcher.key=value`` (a CLI ``--set``): any threshold of ``WATCHER_PARAMS``, typed and checked like
-    the config file."""
+    """``watcher.key=value`` (a CLI ``--set``): any threshold of ``WATCHER_PARAMS``, or ``sessions.key=value``
+    (``SESSION_PARAMS``), typed and checked like the config file."""
     name_key, sep, raw = text.partition("=")
     name, dot, key = name_key.strip().partition(".")
     if not sep or not dot:
         raise ConfigError(text, "expected watcher.key=value, e.g. stuck.hold=4")
+    where = f"sessions.{key}" if name == "sessions" else f"watchers.{name}.{key}"
     try:
         value = json.loads(raw)
     except RecursionError:
-        raise ConfigError(f"watchers.{name}.{key}", "the value is nested too deeply") from None
+        raise ConfigError(where, "the value is nested too deeply") from None
     except ValueError:
         value = raw   # a bare string (a path)
-    config._apply_watcher(name, {key: value}, ".")
+    if name == "sessions":
+        config._apply_sessions({key: value})
+    else:
+        config._apply_watcher(name, {key: value}, ".")

@@ -18,12 +18,17 @@
   ``ROTATION_GRACE`` seconds (a writer may still hold it open), then follows the new file from 0. A final
   unterminated line of a rotated-away file is passed on as is: the decoder counts it as ``truncated``.
 
+``Tailer.read(upto=N)`` stops at byte N of the file (a reader resuming where an earlier one stopped reads up
+to there first); ``identity`` and ``head`` say which file that was.
+
 ``Tailer.rest()`` hands over what is still buffered (a final line without its newline) when the caller stops
 reading for good (``watch --no-follow``), so it is judged or counted, never silently dropped.
 
 ``Waker.wait(timeout)`` blocks until something changes in a watched directory: Linux inotify through ctypes
 (no dependency; wake-up in well under a millisecond), else an adaptive poll (1 ms after activity, backing off
-to 50 ms when idle).
+to 50 ms when idle). ``unwatch`` gives a directory's watch back (inotify watches are a per-user kernel
+limit, ``fs.inotify.max_user_watches``); one the kernel dropped itself (the directory was removed:
+``IN_IGNORED``) is forgotten when ``wait`` reads that, so the name can be watched again.
 """
 
 from __future__ import annotations
@@ -33,6 +38,7 @@ import ctypes.util
 import errno
 import os
 import select
+import struct
 import time
 from collections import Counter
 from typing import cast
@@ -89,14 +95,30 @@ class Tailer:
         return self._pos
 
     @property
+    def identity(self) -> tuple[int, int] | None:
+        """(st_dev, st_ino) of the file being read, once it was opened."""
+        return self._id
+
+    @property
+    def head(self) -> bytes:
+        """The first bytes read from it (up to ``HEAD_BYTES``): a file truncated and refilled starts otherwise."""
+        return self._head
+
+    @property
+    def rotating(self) -> bool:
+        """A rotated-away file is still being drained."""
+        return bool(self._old)
+
+    @property
     def refused(self) -> str | None:
         """Why the path is not read (it is not a regular file), or None."""
         return self._error
 
-    def read(self) -> list[bytes]:
+    def read(self, upto: int | None = None) -> list[bytes]:
         """The complete lines since the last call. Raises NotRegularFile once the path names something that
         is not a regular file (after handing over, first, the lines read before it was seen), and the
-        OSError of a failed read."""
+        OSError of a failed read. ``upto``: read the current file no further than that byte offset (the
+        rest, and any rotation, next time)."""
         lines: list[bytes] = []
         self.more = False
         if self._old:
@@ -106,8 +128,8 @@ class Tailer:
         fd = cast(int, self._fd)  # open at this point
         if self._pos and self._rewritten(fd):
             self._restart(fd)
-        if self._drain(fd, self._part, lines):
-            return lines  # stopped at max_read: the rest (and any rotation) next time
+        if self._drain(fd, self._part, lines, upto=upto):
+            return lines  # stopped at max_read or upto: the rest (and any rotation) next time
         try:
             st = os.stat(self.path)
         except OSError:
@@ -171,15 +193,22 @@ class Tailer:
         self._fd, self._id, self._pos, self._head = fd, (st.st_dev, st.st_ino), 0, b""
         return True
 
-    def _drain(self, fd: int, part: _Partial, lines: list[bytes], count: bool = True) -> bool:
-        """Read to the end of the file, or about ``max_read`` bytes (True: stopped there, data is left)."""
+    def _drain(self, fd: int, part: _Partial, lines: list[bytes], count: bool = True,
+               upto: int | None = None) -> bool:
+        """Read to the end of the file, or about ``max_read`` bytes (True: stopped there, data is left), or to
+        byte ``upto`` (True: stopped there)."""
         budget = self._max_read
         taken = 0
         while True:
             if budget is not None and taken >= budget:
                 self.more = True
                 return True
-            chunk = os.read(fd, _CHUNK)
+            size = _CHUNK
+            if upto is not None:
+                size = min(size, upto - self._pos)
+                if size <= 0:
+                    return True
+            chunk = os.read(fd, size)
             if not chunk:
                 return False
             taken += len(chunk)
@@ -238,7 +267,9 @@ class Tailer:
 _IN_MODIFY, _IN_ATTRIB, _IN_CLOSE_WRITE = 0x002, 0x004, 0x008
 _IN_MOVED_FROM, _IN_MOVED_TO, _IN_CREATE, _IN_DELETE = 0x040, 0x080, 0x100, 0x200
 _MASK = _IN_MODIFY | _IN_ATTRIB | _IN_CLOSE_WRITE | _IN_MOVED_FROM | _IN_MOVED_TO | _IN_CREATE | _IN_DELETE
+_IN_IGNORED = 0x8000      # the watch is gone: removed by us, or by the kernel (directory deleted, unmounted)
 _IN_NONBLOCK, _IN_CLOEXEC = 0o4000, 0o2000000
+_EVENT = struct.Struct("iIII")   # struct inotify_event: wd, mask, cookie, len (then len bytes of name)
 
 
 def _libc() -> ctypes.CDLL | None:
@@ -246,6 +277,7 @@ def _libc() -> ctypes.CDLL | None:
         libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
         libc.inotify_init1.argtypes = [ctypes.c_int]
         libc.inotify_add_watch.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_uint32]
+        libc.inotify_rm_watch.argtypes = [ctypes.c_int, ctypes.c_int]
         return libc
     except (OSError, AttributeError):
         return None
@@ -264,30 +296,71 @@ class Waker:
             fd = self._libc.inotify_init1(_IN_NONBLOCK | _IN_CLOEXEC)
             if fd >= 0:
                 self._fd = fd
-        self._watched: set[str] = set()
+        self._wds: dict[str, int] = {}          # directory -> its watch descriptor (-1 when polling)
+        self._paths: dict[int, set[str]] = {}   # watch descriptor -> the names it was added under
         self._poll = self.MIN_POLL
 
     @property
     def inotify(self) -> bool:
         return self._fd >= 0
 
+    @property
+    def watching(self) -> int:
+        """How many directories are watched."""
+        return len(self._wds)
+
     def watch(self, directory: str) -> bool:
         """Watch a directory (files inside it included). False if it does not exist (yet)."""
         directory = os.path.abspath(directory)
-        if directory in self._watched:
+        if directory in self._wds:
             return True
         if not os.path.isdir(directory):
             return False
+        wd = -1
         if self._fd >= 0 and self._libc is not None:
             wd = self._libc.inotify_add_watch(self._fd, os.fsencode(directory), _MASK)
             if wd < 0:
                 err = ctypes.get_errno()
                 if err not in (errno.ENOENT, errno.ENOTDIR):
-                    os.close(self._fd)   # e.g. out of watches: fall back to polling for good
-                    self._fd = -1
+                    self._fall_back()   # e.g. out of watches: fall back to polling for good
                 return False
-        self._watched.add(directory)
+            self._paths.setdefault(wd, set()).add(directory)   # one inode under two names shares its wd
+        self._wds[directory] = wd
         return True
+
+    def unwatch(self, directory: str) -> None:
+        """Stop watching a directory (its session was released). A no-op for one not watched, or whose watch
+        the kernel already dropped."""
+        directory = os.path.abspath(directory)
+        wd = self._wds.pop(directory, None)
+        if wd is None or wd < 0:
+            return
+        names = self._paths.get(wd)
+        if names is not None:
+            names.discard(directory)
+            if names:
+                return          # still watched under another name
+            del self._paths[wd]
+        if self._fd >= 0 and self._libc is not None:
+            self._libc.inotify_rm_watch(self._fd, wd)   # EINVAL if the kernel dropped it already: nothing to do
+
+    def _forget(self, data: bytes) -> None:
+        """Drop the watches the kernel says are gone (IN_IGNORED), so their names can be watched anew. A wd
+        removed by ``unwatch`` is no longer known here; a later watch of the same name has another wd."""
+        offset, end = 0, len(data) - _EVENT.size
+        while offset <= end:
+            wd, mask, _, length = _EVENT.unpack_from(data, offset)
+            offset += _EVENT.size + length
+            if mask & _IN_IGNORED:
+                for name in self._paths.pop(wd, ()):
+                    if self._wds.get(name) == wd:
+                        del self._wds[name]
+
+    def _fall_back(self) -> None:
+        os.close(self._fd)
+        self._fd = -1
+        self._paths.clear()
+        self._wds = dict.fromkeys(self._wds, -1)
 
     def wait(self, timeout: float) -> bool:
         """Block until a change (True) or ``timeout`` seconds (False). With polling, returns after the
@@ -299,8 +372,8 @@ class Waker:
             if not ready:
                 return False
             try:
-                while os.read(self._fd, 65536):
-                    pass
+                while data := os.read(self._fd, 65536):   # whole events only, never one split across reads
+                    self._forget(data)
             except BlockingIOError:
                 pass
             return True
@@ -316,3 +389,5 @@ class Waker:
         if self._fd >= 0:
             os.close(self._fd)
             self._fd = -1
+        self._wds.clear()
+        self._paths.clear()

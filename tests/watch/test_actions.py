@@ -38,7 +38,8 @@ def test_webhook_retries_with_backoff_then_succeeds(receiver):
     sender.send(RECORD)
     assert r.event.wait(5)
     sender.close()
-    assert r.attempts == 3 and sender.sent == 1 and sender.last_error == "HTTPError: HTTP Error 500: Internal Server Error"
+    assert r.attempts == 3 and sender.sent == 1
+    assert sender.last_error == "HTTPError: HTTP Error 500: Internal Server Error"
 
 
 def test_webhook_gives_up_after_retries(receiver):

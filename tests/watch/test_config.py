@@ -44,6 +44,11 @@ def test_seed_004_format_loads(tmp_path):
     ({"webhook": {"url": "ftp://x"}}, "webhook.url", "http"),
     ({"webhook": {"events": ["cost", "nope"]}}, "webhook.events[1]", "unknown watcher 'nope'"),
     ({"kill": {"grace": 1}}, "kill.grace", "valid: grace_seconds"),
+    ({"sessions": []}, "sessions", "expected an object"),
+    ({"sessions": {"idle": 60}}, "sessions.idle", "unknown key; valid: idle_seconds"),
+    ({"sessions": {"idle_seconds": "10m"}}, "sessions.idle_seconds", 'expected a number, got "10m"'),
+    ({"sessions": {"idle_seconds": 0}}, "sessions.idle_seconds", "greater than 0"),
+    ({"sessions": {"idle_seconds": 0.5}}, "sessions.idle_seconds", "at least 1 second"),
     ([], "(top level)", "expected a JSON object"),
 ])
 def test_errors_name_the_key(data, key, words):
@@ -97,3 +102,20 @@ def test_cli_config_errors_exit_2(tmp_path, capsys):
     assert main(["watch", str(tmp_path), "--scope-policy", str(tmp_path / "none.json")]) == 2
     assert "watchers.scope.policy: policy file not found" in capsys.readouterr().err
     assert main(["watch", str(tmp_path / "nothing-here"), "--no-follow"]) == 2
+
+
+def test_session_idle_from_the_file_and_set(tmp_path):
+    assert WatchConfig.defaults().session_idle == 600.0
+    path = tmp_path / "w.json"
+    path.write_text(json.dumps({"sessions": {"idle_seconds": 120}}))
+    assert build_config(args_for("--config", str(path))).session_idle == 120.0
+    assert build_config(args_for("--config", str(path), "--set", "sessions.idle_seconds=3600")).session_idle == 3600
+
+
+def test_session_idle_set_errors_exit_2_naming_the_key(tmp_path, capsys):
+    for value, words in (("soon", 'expected a number, got "soon"'), ("0.1", "must be at least 1 second, got 0.1"),
+                         ("NaN", "must be a finite number greater than 0")):
+        assert main(["watch", str(tmp_path), "--set", f"sessions.idle_seconds={value}"]) == 2
+        assert f"config error: sessions.idle_seconds: {words}" in capsys.readouterr().err
+    assert main(["watch", str(tmp_path), "--set", "sessions.idle=5"]) == 2
+    assert "sessions.idle: unknown key; valid: idle_seconds" in capsys.readouterr().err

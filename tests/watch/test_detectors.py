@@ -3,7 +3,6 @@ import json
 import pytest
 
 from agentvigil import events as ev
-from agentvigil.events import Event
 from agentvigil.detectors.budget import BudgetDetector as BudgetWatcher
 from agentvigil.detectors.correlation import CorrelationDetector
 from agentvigil.detectors.cost_limit import CostLimitDetector as CostWatcher
@@ -13,6 +12,7 @@ from agentvigil.detectors.scope import ScopeDetector as ScopeWatcher
 from agentvigil.detectors.scope import ScopePolicy, event_paths
 from agentvigil.detectors.sequence import SequenceDetector as LoopWatcher
 from agentvigil.detectors.silence import SilenceDetector as SilenceWatcher
+from agentvigil.events import Event
 from agentvigil.policy import WatchConfig
 from agentvigil.watch.core import SessionJudge
 

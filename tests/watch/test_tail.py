@@ -51,12 +51,15 @@ def test_rotation_drains_old_file_then_follows_new(tmp_path, monkeypatch):
     assert t.read() == [b"1"]
     old = open(path, "a")                       # a writer that still holds the old file
     os.rename(path, tmp_path / "e.ndjson.1")
-    old.write("2\n"); old.flush()
+    old.write("2\n")
+    old.flush()
     append(path, "3\n")
     assert t.read() == [b"2", b"3"]
-    old.write("4\n"); old.flush()               # late write to the rotated file, within the grace
+    old.write("4\n")                            # late write to the rotated file, within the grace
+    old.flush()
     assert t.read() == [b"4"]
-    old.write("5-unterminated"); old.flush()
+    old.write("5-unterminated")
+    old.flush()
     time.sleep(0.06)
     assert t.read() == [b"5-unterminated"]      # passed on (the decoder counts it as truncated)
     old.close()
@@ -77,7 +80,8 @@ def test_concurrent_writer_every_line_exactly_once(tmp_path):
             pos = 0
             while pos < len(buf):                 # random chunk sizes: lines split across writes
                 n = rng.randint(1, 50)
-                fh.write(buf[pos:pos + n]); fh.flush()
+                fh.write(buf[pos:pos + n])
+                fh.flush()
                 pos += n
 
     thread = threading.Thread(target=writer)
@@ -139,3 +143,77 @@ def test_rest_hands_over_a_final_unterminated_line_once(tmp_path):
     assert t.read() == [b'{"a":1}']
     assert t.rest() == [b'{"b":2}']
     assert t.rest() == [] and t.read() == []
+
+
+def kernel_watches(waker):
+    """The inotify watches the kernel holds for this Waker (its fdinfo), not our own bookkeeping."""
+    with open(f"/proc/self/fdinfo/{waker._fd}") as fh:
+        return sum(1 for text in fh if text.startswith("inotify wd:"))
+
+
+def test_waker_unwatch_drops_the_kernel_watch(tmp_path):
+    w = Waker()
+    try:
+        dirs = [tmp_path / f"s{i}" for i in range(200)]
+        for d in dirs:                       # many short sessions: the watches do not pile up
+            d.mkdir()
+            assert w.watch(str(d))
+            w.unwatch(str(d))
+        assert kernel_watches(w) == 0
+        a, b = tmp_path / "a", tmp_path / "b"
+        a.mkdir()
+        b.mkdir()
+        assert w.watch(str(a)) and w.watch(str(b)) and kernel_watches(w) == 2
+        w.unwatch(str(a))
+        w.unwatch(str(a))                    # twice: a no-op
+        assert kernel_watches(w) == 1
+        while w.wait(0.05):                  # what is queued so far (our removals' IN_IGNORED among it)
+            pass
+        append(a / "e.ndjson", "x\n")
+        assert w.wait(0.2) is False          # no longer wakes for a
+        append(b / "e.ndjson", "x\n")
+        assert w.wait(2.0) is True
+        assert w.inotify                     # still on inotify, not fallen back to polling
+    finally:
+        w.close()
+
+
+def test_waker_survives_a_watch_the_kernel_dropped(tmp_path):
+    """A removed directory: the kernel drops its watch itself (IN_IGNORED). Unwatching it then is harmless,
+    and the directory made again under the same name is watched again."""
+    import shutil
+
+    w = Waker()
+    try:
+        d, other = tmp_path / "s", tmp_path / "other"
+        d.mkdir()
+        other.mkdir()
+        assert w.watch(str(d)) and w.watch(str(other))
+        shutil.rmtree(d)
+        assert w.wait(2.0) is True           # the removal (and IN_IGNORED) is read
+        assert kernel_watches(w) == 1
+        w.unwatch(str(d))                    # already gone in the kernel: nothing to do, no error
+        assert kernel_watches(w) == 1
+        d.mkdir()
+        assert w.watch(str(d)) and kernel_watches(w) == 2   # the new directory is watched, not assumed
+        while w.wait(0.05):                  # drain the wake-ups so far
+            pass
+        append(d / "e.ndjson", "x\n")
+        assert w.wait(2.0) is True
+        w.unwatch(str(d))
+        shutil.rmtree(d)                     # its IN_IGNORED comes after our own removal: other stays
+        w.wait(0.2)
+        assert kernel_watches(w) == 1
+        append(other / "e.ndjson", "x\n")
+        assert w.wait(2.0) is True and w.inotify
+    finally:
+        w.close()
+
+
+def test_waker_unwatch_when_polling(tmp_path):
+    w = Waker(use_inotify=False)
+    assert w.watch(str(tmp_path))
+    w.unwatch(str(tmp_path))
+    w.unwatch(str(tmp_path / "never"))
+    assert w.watch(str(tmp_path))
+    w.close()

@@ -38,7 +38,8 @@ def register(subparsers: Any) -> None:
     p.add_argument("--all", action="store_true", help="follow every session in the directory, and new ones")
     p.add_argument("--config", help="JSON config (.agent-watch.json format, docs/watch.md)")
     p.add_argument("--set", action="append", default=[], metavar="WATCHER.KEY=VALUE",
-                   help="any detector threshold, e.g. stuck.hold=4 (repeatable; as in the config file)")
+                   help="any detector threshold, e.g. stuck.hold=4, or sessions.idle_seconds=N (repeatable; "
+                        "as in the config file)")
     p.add_argument("--max-retries", type=int, help="retry watcher: failures of the same command (5)")
     p.add_argument("--max-cost", type=float, help="cost watcher: session USD (10)")
     p.add_argument("--max-duration", help="duration watcher: 30s, 10m, 1h (30m)")

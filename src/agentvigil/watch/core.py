@@ -9,6 +9,8 @@ says which actions each verdict takes. A ``Breach`` is a verdict with its action
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -23,6 +25,9 @@ from ..metrics import AgentMetrics
 from ..pipeline.build import build_pipeline
 from ..policy import ConfigError, WatchConfig
 from ..settings import Settings
+from ..sinks.prometheus import PrometheusSink
+
+MAX_OPEN_RUNS = 10_000   # run ids kept as "started, not ended" per session (a file of run_starts stays bounded)
 
 
 @dataclass
@@ -82,6 +87,7 @@ class SessionJudge:
         self.events = 0
         self.breaches = 0
         self.cost = 0.0
+        self.open_runs: set[str | None] = set()
 
     def touch(self, now: float) -> None:
         """A line was read (valid or not): the session is not silent."""
@@ -97,6 +103,10 @@ class SessionJudge:
         kind = event.event_type
         if kind == ev.LLM_CALL and event.cost_usd:
             self.cost += event.cost_usd
+        elif kind == ev.RUN_START and len(self.open_runs) < MAX_OPEN_RUNS:
+            self.open_runs.add(event.run_id)
+        elif kind == ev.RUN_END:
+            self.open_runs.discard(event.run_id)
         if kind == ev.DETECTION:
             return []   # recorded verdicts: the detectors re-derive them from the same events (as replay does)
         verdicts = self.pipeline.emit(event)
@@ -107,6 +117,28 @@ class SessionJudge:
             detector.live = live   # type: ignore[attr-defined]
         verdicts = self.pipeline.tick(now)
         return self._breaches(verdicts, now) if verdicts else []
+
+    @contextmanager
+    def replaying(self) -> Iterator[None]:
+        """Events judged once already (a released session read again up to where it was left): the detectors
+        learn them again, the sinks (metrics) are not given them twice."""
+        sinks = list(self.pipeline.sinks)
+        for sink in sinks:
+            self.pipeline.remove_sink(sink)
+        try:
+            yield
+        finally:
+            for sink in sinks:
+                self.pipeline.add_sink(sink)
+
+    def forget_runs(self) -> None:
+        """The session is released: nothing will end its open runs here, so they no longer count in flight."""
+        if not self.open_runs:
+            return
+        self.open_runs.clear()
+        for sink in self.pipeline.sinks:
+            if isinstance(sink, PrometheusSink):
+                sink.reset_runs()
 
     @property
     def retries(self) -> int:

@@ -8,7 +8,6 @@ is sent or the webhook POST queued on this thread, before the next line is looke
 from __future__ import annotations
 
 import os
-import socket
 import sys
 import time
 from collections import Counter
@@ -17,17 +16,16 @@ from typing import TYPE_CHECKING, TextIO
 
 from .. import events as ev
 from ..actions import FileLog, Killer, ProcessRef, Terminal, WebhookSender
-from ..actions.kill import START_TIME_TOLERANCE
 from ..codec import loads as _loads
 from ..detectors.scope import ScopePolicy
 from ..events import Event, InvalidEvent, event_from_dict
+from ..files import open_regular
 from ..metrics import AgentMetrics
 from ..policy import WatchConfig
 from ..sessions import EVENTS_FILE
 from ..settings import Settings
-from ..sinks.recorder import process_start_time
 from .core import Breach, SessionJudge
-from .sources import SessionSource, Target, _session, _start_key, is_session_dir
+from .sources import SessionSource, Target, _session, _start_key, is_session_dir, process_liveness
 from .strace import StraceMapper, is_strace_record
 from .tail import Tailer, Waker
 
@@ -43,37 +41,42 @@ EXIT_INTERRUPTED = 130
 
 LIVENESS_EVERY = 0.1   # seconds between /proc checks per session
 RESCAN_EVERY = 0.25    # seconds between scans of a sessions directory
+IDLE_RECHECK_EVERY = 1.0   # seconds between looks at whether an idle (released) session's file grew
 
 
-def process_liveness(proc: ProcessRef) -> bool | None:
-    """Whether the session's process still runs: True, False (gone, a zombie, or its PID now belongs to a
-    process started at another time), or None when that cannot be observed from here (recorded on another
-    host). This is not the kill check (``ProcessRef.verify``): a process that exists but cannot be proven to
-    be the agent (no host recorded, another user's without ``--allow-other-users``) is alive, only not
-    killable, and its session is followed on."""
-    pid = proc.pid
-    if pid <= 0 or (proc.host and proc.host != socket.gethostname()):
-        return None
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        pass                      # it exists (another user's)
-    except (OSError, OverflowError, ValueError):
-        return None
-    try:
-        with open(f"/proc/{pid}/stat", encoding="ascii") as fh:
-            stat = fh.read()
-        if stat[stat.rindex(")") + 2] in ("Z", "X"):
+@dataclass(frozen=True)
+class _Paused:
+    """Where an idle session's file was left when it was released: picked up again, it is read up to there
+    without acting (it was judged once), then followed."""
+
+    identity: tuple[int, int] | None   # (st_dev, st_ino) of the file, None if there was none yet
+    offset: int                        # bytes read, a last line without its newline included
+    head: bytes                        # its first bytes: a file truncated and refilled starts otherwise
+
+    def grew(self, path: str) -> bool:
+        """The file at ``path`` is no longer as it was left (written to, replaced, truncated)."""
+        try:
+            st = os.stat(path)
+        except OSError:
+            return False   # not there (again): nothing to read
+        return (st.st_dev, st.st_ino) != self.identity or st.st_size != self.offset
+
+    def continued_by(self, path: str) -> bool:
+        """The file at ``path`` is the one left, with more written to it (not another file in its place)."""
+        if self.identity is None:
             return False
-    except (OSError, ValueError, IndexError):
-        pass                      # no /proc, or it exited just now: the next check sees it
-    if proc.start_time is not None:
-        actual = process_start_time(pid)
-        if actual is not None and abs(actual - proc.start_time) > START_TIME_TOLERANCE:
-            return False          # the recorded process is gone; another one has its PID
-    return True
+        try:
+            fd = open_regular(path)
+        except OSError:
+            return False
+        try:
+            st = os.fstat(fd)
+            return ((st.st_dev, st.st_ino) == self.identity and st.st_size >= self.offset
+                    and os.pread(fd, len(self.head), 0) == self.head)
+        except OSError:
+            return False
+        finally:
+            os.close(fd)
 
 
 @dataclass
@@ -89,6 +92,9 @@ class _Watched:
     checked_at: float = 0.0
     skipped: Counter = field(default_factory=Counter)
     announced: bool = False
+    changed_at: float = 0.0  # when its file last grew (or its mtime when it was found)
+    read_to: int = 0         # the tailer's offset then
+    paused: _Paused | None = None   # released while idle (--all): picked up again when its file grows
 
 
 class Reporter(Terminal):
@@ -118,10 +124,13 @@ class Watch:
         self.reporter = Reporter(out or (sys.stdout if json_out else sys.stderr), json_out, self.started, quiet)
         self.waker = Waker(use_inotify)
         self.sessions: dict[str, _Watched] = {}
-        # --all: ended sessions are released (tailer closed, pipeline dropped); their events paths are kept
-        # while their directories exist, so they are not discovered again as new
+        # --all: ended sessions are released (tailer closed, pipeline dropped, directory unwatched); their
+        # events paths are kept while their directories exist, so they are not discovered again as new. Idle
+        # ones (no process to watch, file unchanged for config.session_idle) are kept with where they were left
         self._many = target.kind == "root" and all_sessions
         self._released: set[str] = set()
+        self._idle: dict[str, _Paused] = {}
+        self._idle_checked = 0.0
         self._ended_pending = False
         self.file_log = FileLog(config.alerts_log) if config.uses("file") else None
         self.webhook = (WebhookSender(config.webhook_url, slack=config.webhook_slack, timeout=config.webhook_timeout,
@@ -179,21 +188,30 @@ class Watch:
         self._last_rescan = now
         if self.target.kind == "root":
             self.waker.watch(self.target.path)
-            candidates = self._scan_new() if self._many else self.target.initial(False)
+            if self._many:
+                for source, paused in self._scan_new(force):
+                    self._add(source, now, paused)
+                return
+            candidates = self.target.initial(False)
         else:
             candidates = self.target.initial(False)
         for source in candidates:
             if source.events_path not in self.sessions and source.events_path not in self._released:
                 self._add(source, now)
 
-    def _scan_new(self) -> list[SessionSource]:
-        """--all: the session directories under the root not seen before, oldest first. Known ones (live or
-        released) are not looked into again: no meta.json is re-read for them."""
+    def _scan_new(self, force: bool = False) -> list[tuple[SessionSource, _Paused | None]]:
+        """--all: the session directories under the root not seen before, oldest first, and the idle ones
+        whose file grew (with where they were left). Known ones (live or released) are not looked into
+        again: no meta.json is re-read for them; an idle one costs a stat."""
         root = os.path.abspath(self.target.path)
         try:
             entries = list(os.scandir(root))
         except OSError:
             return []
+        now = time.monotonic()
+        recheck = force or now - self._idle_checked >= IDLE_RECHECK_EVERY   # a stat per idle one: less often
+        if recheck:
+            self._idle_checked = now
         present: set[str] = set()
         found = []
         for entry in entries:
@@ -204,22 +222,36 @@ class Watch:
             present.add(events_path)
             if events_path in self.sessions or events_path in self._released:
                 continue
-            try:
-                if not entry.is_dir() or not is_session_dir(directory):
+            paused = self._idle.get(events_path)
+            if paused is not None:
+                if not recheck or not paused.grew(events_path):
                     continue
-            except OSError:
-                continue
+                del self._idle[events_path]
+            else:
+                try:
+                    if not entry.is_dir() or not is_session_dir(directory):
+                        continue
+                except OSError:
+                    continue
             source = _session(directory)
-            source.load_meta()
-            found.append(source)
+            source.load_meta()   # again for a resumed one: it may record its process by now
+            found.append((source, paused))
         self._released &= present   # a removed directory is forgotten (memory stays bounded)
-        return sorted(found, key=_start_key)
+        if any(path not in present for path in self._idle):
+            self._idle = {path: paused for path, paused in self._idle.items() if path in present}
+        return sorted(found, key=lambda item: _start_key(item[0]))
 
     def _release_ended(self) -> None:
         self._ended_pending = False
         for path in [path for path, w in self.sessions.items() if w.ended]:
-            self.sessions.pop(path).tailer.close()
-            self._released.add(path)
+            w = self.sessions.pop(path)
+            w.tailer.close()
+            # inotify watches are a per-user kernel limit: a long --all over many sessions gives each one back
+            self.waker.unwatch(os.path.dirname(path))
+            if w.paused is not None:
+                self._idle[path] = w.paused
+            else:
+                self._released.add(path)
 
     def _process_for(self, source: SessionSource) -> ProcessRef | None:
         """The session's own recorded process; ``--pid`` only for a session that records none. With --all, a
@@ -233,7 +265,7 @@ class Watch:
             return None
         return self.pid_override
 
-    def _add(self, source: SessionSource, now: float) -> None:
+    def _add(self, source: SessionSource, now: float, paused: _Paused | None = None) -> None:
         source.load_meta()
         judge = SessionJudge(self.config, source.session_id, source.agent, source.started_at, self.scope_policy,
                              self.settings, self.metrics)
@@ -241,8 +273,32 @@ class Watch:
         if source.is_strace:
             watched.mapper = StraceMapper(source.session_id, source.agent)
         watched.proc = self._process_for(source)
+        watched.changed_at = now
+        if paused is None:
+            try:   # a file nobody wrote to for long is idle since then, not since watch found it
+                st = os.stat(source.events_path)
+                watched.changed_at, watched.read_to = min(now, st.st_mtime), st.st_size
+            except OSError:
+                pass
         self.sessions[source.events_path] = watched
         self.waker.watch(os.path.dirname(source.events_path))
+        if paused is not None and paused.continued_by(source.events_path):
+            self._catch_up(watched, paused.offset, now)
+
+    def _catch_up(self, w: _Watched, offset: int, now: float) -> None:
+        """Read a resumed session up to where it was left: its state (totals, baselines, runs, a last line cut
+        in two) is rebuilt from its own file, and none of it is reported or acted on again."""
+        with w.judge.replaying():
+            while w.tailer.offset < offset:
+                before = w.tailer.offset
+                try:
+                    lines = w.tailer.read(upto=offset)
+                except OSError:
+                    return   # the next read reports it
+                self._handle_lines(w, lines, now, replay=True)
+                if w.tailer.offset == before:
+                    return
+        w.read_to = w.tailer.offset
 
     def _pump(self, w: _Watched, now: float) -> None:
         if not w.announced:
@@ -262,6 +318,8 @@ class Watch:
             w.tailer.close()
             self._ended_pending = True
             return
+        if w.tailer.offset != w.read_to:
+            w.read_to, w.changed_at = w.tailer.offset, now
         if lines:
             self.waker.activity()
             self._handle_lines(w, lines, now)
@@ -289,9 +347,21 @@ class Watch:
         if not w.ended:
             for breach in w.judge.tick(now, w.running):
                 self._act(w, breach, now)
+        if self._many and self.follow and not w.ended and w.live and not w.running and not w.tailer.rotating \
+                and now - w.changed_at >= self.config.session_idle:
+            self._release_idle(w, now)
 
-    def _handle_lines(self, w: _Watched, lines: list[bytes], now: float, final: bool = False) -> None:
-        """``final``: unterminated lines handed over at the end; one that does not parse is ``truncated``."""
+    def _release_idle(self, w: _Watched, now: float) -> None:
+        """--all: a session with no process to watch (none recorded, or on another host) whose file has not
+        changed for ``session_idle`` is released like an ended one, keeping only where its file was left."""
+        w.paused = _Paused(w.tailer.identity, w.tailer.offset, w.tailer.head)
+        w.judge.forget_runs()
+        self._end(w, now, f"idle: no process to watch and nothing written for {self.config.session_idle:g}s")
+
+    def _handle_lines(self, w: _Watched, lines: list[bytes], now: float, final: bool = False,
+                      replay: bool = False) -> None:
+        """``final``: unterminated lines handed over at the end; one that does not parse is ``truncated``.
+        ``replay``: lines judged once already (``_catch_up``): nothing is acted on, nothing ends."""
         if w.tailer.skipped:   # lines the tailer dropped unread (line_too_long): the session's skips too
             w.skipped.update(w.tailer.skipped)
             w.tailer.skipped.clear()
@@ -325,11 +395,11 @@ class Watch:
                 w.skipped["bad_field"] += 1
                 continue
             for event in batch:
-                self._event(w, event, now)
-                if w.mapper is not None and event.event_type == ev.RUN_END and w.proc is None:
+                self._event(w, event, now, replay)
+                if w.mapper is not None and event.event_type == ev.RUN_END and w.proc is None and not replay:
                     self._end(w, now, "session_end")
 
-    def _event(self, w: _Watched, event: Event, now: float) -> None:
+    def _event(self, w: _Watched, event: Event, now: float, replay: bool = False) -> None:
         if event.event_type == ev.LLM_CALL and event.cost_usd is None and self.prices is not None:
             if event.input_tokens or event.output_tokens:
                 try:
@@ -342,8 +412,10 @@ class Watch:
             event.agent_id = w.judge.agent_id
         if event.session_id is None:
             event.session_id = w.source.session_id
-        for breach in w.judge.feed(event, now):
-            self._act(w, breach, now)
+        breaches = w.judge.feed(event, now)
+        if not replay:
+            for breach in breaches:
+                self._act(w, breach, now)
 
     # -- actions -------------------------------------------------------------------------------------------
     def _act(self, w: _Watched, breach: Breach, now: float) -> None:

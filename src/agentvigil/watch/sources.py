@@ -3,16 +3,19 @@
 * an ``events.ndjson`` (or any ``*.ndjson`` file), existing or not yet;
 * a session directory (``meta.json`` and/or ``events.ndjson``; ours or agent-strace's);
 * a directory of sessions (ours: ``.agentvigil/sessions``; agent-strace: ``.agent-traces``): the newest
-  (agent-strace's ``.active-session`` first, then the newest whose recorded process is still running, then
-  by ``meta.json`` ``started_at``, then mtime), or all of them and every new one with ``--all``. An empty or
+  (agent-strace's ``.active-session`` first, then the newest whose recorded process is still running by
+  ``process_liveness``, the test the runner ends a session by, then by ``meta.json`` ``started_at``, then
+  mtime), or all of them and every new one with ``--all``. An empty or
   not yet existing directory waits for its first session.
 """
 
 from __future__ import annotations
 
 import os
+import socket
 from dataclasses import dataclass, field
 
+from ..actions.kill import START_TIME_TOLERANCE
 from ..files import read_regular
 from ..sessions import (
     DEFAULT_DIR,
@@ -22,6 +25,7 @@ from ..sessions import (
     meta_str,
     read_meta,
 )
+from ..sinks.recorder import process_start_time
 from .actions import ProcessRef
 from .strace import is_strace_meta
 
@@ -98,10 +102,43 @@ def _start_key(source: SessionSource) -> tuple[float, str]:
     return started, source.session_id
 
 
+def process_liveness(proc: ProcessRef) -> bool | None:
+    """Whether the session's process still runs: True, False (gone, a zombie, or its PID now belongs to a
+    process started at another time), or None when that cannot be observed from here (recorded on another
+    host). This is not the kill check (``ProcessRef.verify``): a process that exists but cannot be proven to
+    be the agent (no host recorded, another user's without ``--allow-other-users``) is alive, only not
+    killable, and its session is followed on. Without a recorded start time a reused PID cannot be told from
+    the agent: it counts as alive."""
+    pid = proc.pid
+    if pid <= 0 or (proc.host and proc.host != socket.gethostname()):
+        return None
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        pass                      # it exists (another user's)
+    except (OSError, OverflowError, ValueError):
+        return None
+    try:
+        with open(f"/proc/{pid}/stat", encoding="ascii") as fh:
+            stat = fh.read()
+        if stat[stat.rindex(")") + 2] in ("Z", "X"):
+            return False
+    except (OSError, ValueError, IndexError):
+        pass                      # no /proc, or it exited just now: the next check sees it
+    if proc.start_time is not None:
+        actual = process_start_time(pid)
+        if actual is not None and abs(actual - proc.start_time) > START_TIME_TOLERANCE:
+            return False          # the recorded process is gone; another one has its PID
+    return True
+
+
 def is_live(source: SessionSource) -> bool:
-    """The session's recorded process is running (PID and start time verified)."""
+    """The session's recorded process is seen running: ``process_liveness`` is True (a PID recorded on another
+    host is unknown, not live)."""
     ref = source.process()
-    return ref is not None and ref.alive()
+    return ref is not None and process_liveness(ref) is True
 
 
 def choose_session(root: str) -> tuple[SessionSource | None, str]:
