@@ -233,12 +233,6 @@ def test_a_recycled_pid_is_never_signalled(bystander):
     assert bystander.poll() is None
 
 
-def test_stat_fields_are_read_after_the_last_parenthesis():
-    fields = ["S", "7", "8", "9"] + ["0"] * 15 + ["12345"] + ["0"] * 30
-    stat = desc.parse_stat("4242 (a) S 1 (evil) Z) " + " ".join(fields))
-    assert (stat.pid, stat.state, stat.ppid, stat.sid, stat.start) == (4242, "S", 7, 9, 12345)
-
-
 def test_descendants_beyond_the_cap_are_counted_once(monkeypatch):
     monkeypatch.setattr(desc, "MAX_DESCENDANTS", 2)
     root = subprocess.Popen(["sh", "-c", "sleep 60 & sleep 60 & sleep 60 & wait"], start_new_session=True)

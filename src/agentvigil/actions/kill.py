@@ -17,21 +17,12 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from ..sinks.recorder import process_start_time
+from ..procfs import process_start_time, read_stat
 
 START_TIME_TOLERANCE = 1.0   # /proc/stat btime can drift by a second; a reused PID starts much later
 
 
 # -- kill --------------------------------------------------------------------------------------------------
-def _proc_state(pid: int) -> str | None:
-    try:
-        with open(f"/proc/{pid}/stat", encoding="ascii") as fh:
-            stat = fh.read()
-        return stat[stat.rindex(")") + 2]
-    except (OSError, ValueError, IndexError):
-        return None
-
-
 def _proc_uid(pid: int) -> int | None:
     try:
         return os.stat(f"/proc/{pid}").st_uid
@@ -88,13 +79,14 @@ class ProcessRef:
                 return f"pid {self.pid} belongs to uid {uid}, not to us (pass --allow-other-users)"
         if self.start_time is None:
             return f"no process_start_time recorded for pid {self.pid}: cannot verify it"
-        actual = process_start_time(self.pid)
-        if actual is None:
+        stat = read_stat(self.pid)   # one read: the start time and the state are of the same process
+        actual = None if stat is None else stat.start_time
+        if stat is None or actual is None:
             return f"pid {self.pid} is not running"
         if abs(actual - self.start_time) > START_TIME_TOLERANCE:
             return (f"pid {self.pid} now belongs to another process (started {actual:.2f}, recorded "
                     f"{self.start_time:.2f}): refusing to signal a reused PID")
-        if _proc_state(self.pid) in ("Z", "X"):
+        if stat.exited:
             return f"pid {self.pid} has exited"
         return None
 

@@ -46,6 +46,7 @@ from .._version import __version__
 from ..codec import encode_bytes as _encode
 from ..codec import encode_lines as _encode_lines
 from ..events import SCHEMA_VERSION, Event
+from ..procfs import process_start_time
 
 DEFAULT_DIR = ".agentvigil/sessions"
 DEFAULT_QUEUE_SIZE = 65_536    # about 0.3 s of a tight single-threaded producer; a few tens of MB at most
@@ -55,20 +56,6 @@ CHUNK_EVENTS = 1024            # encoded in one call; the byte bound is checked 
 IDLE_WAIT = 1.0                # writer re-checks the queue at least this often
 _live: weakref.WeakSet[Recorder] = weakref.WeakSet()
 _yield_gil = time.sleep
-
-
-def process_start_time(pid: int | None = None) -> float | None:
-    """Start time of a process as Unix time (Linux /proc), used to verify a PID before signalling it."""
-    pid = os.getpid() if pid is None else pid
-    try:
-        with open(f"/proc/{pid}/stat", encoding="ascii") as fh:
-            stat = fh.read()
-        ticks = int(stat[stat.rindex(")") + 2:].split()[19])
-        with open("/proc/stat", encoding="ascii") as fh:
-            btime = next(int(line.split()[1]) for line in fh if line.startswith("btime "))
-        return btime + ticks / os.sysconf("SC_CLK_TCK")
-    except (OSError, ValueError, StopIteration, IndexError):
-        return None
 
 
 def _one_directory_name(name: object) -> bool:

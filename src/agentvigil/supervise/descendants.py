@@ -29,7 +29,8 @@ import sys
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+
+from ..procfs import Stat, read_stat
 
 log = logging.getLogger("agentvigil.supervise")
 
@@ -47,34 +48,10 @@ _spawned: set[int] = set()
 _subreaper = False
 
 
-@dataclass(frozen=True)
-class Stat:
-    pid: int
-    state: str
-    ppid: int
-    sid: int
-    start: int     # clock ticks after boot: with the pid, the identity of one process
-
-
-def parse_stat(text: str) -> Stat:
-    """``/proc/<pid>/stat``; the command name may hold spaces and parentheses, so fields follow the last ')'."""
-    head, _, tail = text.rpartition(")")
-    fields = tail.split()
-    return Stat(int(head.split("(", 1)[0]), fields[0], int(fields[1]), int(fields[3]), int(fields[19]))
-
-
-def read_stat(pid: int) -> Stat | None:
-    try:
-        with open(f"/proc/{pid}/stat", encoding="ascii", errors="replace") as fh:
-            return parse_stat(fh.read())
-    except (OSError, ValueError, IndexError):
-        return None
-
-
 def live(pid: int, start: int) -> bool:
     """The process that had this start time still runs (not gone, not a zombie, not a recycled pid)."""
     stat = read_stat(pid)
-    return stat is not None and stat.start == start and stat.state not in ("Z", "X", "x")
+    return stat is not None and stat.start == start and not stat.exited
 
 
 def become_subreaper() -> bool:

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 
 from ..actions.kill import START_TIME_TOLERANCE
 from ..files import read_regular
+from ..procfs import read_stat
 from ..sessions import (
     DEFAULT_DIR,
     EVENTS_FILE,
@@ -25,7 +26,6 @@ from ..sessions import (
     meta_str,
     read_meta,
 )
-from ..sinks.recorder import process_start_time
 from .actions import ProcessRef
 from .strace import is_strace_meta
 
@@ -120,17 +120,14 @@ def process_liveness(proc: ProcessRef) -> bool | None:
         pass                      # it exists (another user's)
     except (OSError, OverflowError, ValueError):
         return None
-    try:
-        with open(f"/proc/{pid}/stat", encoding="ascii") as fh:
-            stat = fh.read()
-        if stat[stat.rindex(")") + 2] in ("Z", "X"):
-            return False
-    except (OSError, ValueError, IndexError):
-        pass                      # no /proc, or it exited just now: the next check sees it
-    if proc.start_time is not None:
-        actual = process_start_time(pid)
-        if actual is not None and abs(actual - proc.start_time) > START_TIME_TOLERANCE:
-            return False          # the recorded process is gone; another one has its PID
+    stat = read_stat(pid)
+    if stat is None:
+        return True               # no /proc, or it exited just now: the next check sees it
+    if stat.exited:
+        return False
+    actual = stat.start_time
+    if proc.start_time is not None and actual is not None and abs(actual - proc.start_time) > START_TIME_TOLERANCE:
+        return False              # the recorded process is gone; another one has its PID
     return True
 
 
