@@ -9,12 +9,11 @@ import argparse
 import functools
 import io
 import json
-import threading
 import time
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
+from hostile_http import HostileServer
 
 from agentvigil import demostack, top
 from agentvigil.top import Row, attach_alerts, parse_metrics, snapshot
@@ -22,50 +21,7 @@ from agentvigil.top import Row, attach_alerts, parse_metrics, snapshot
 GOOD = b'# TYPE agent_runs_total counter\nagent_runs_total{agent="a",status="ok"} 3\n'
 
 
-class Server:
-    """GET /<case>/... answers ``cases[case]``; "drip" sends a byte every 0.5 s, "endless" streams ~40 MiB."""
-
-    def __init__(self, cases: dict[str, bytes]) -> None:
-        stopping = self.stopping = threading.Event()
-
-        class Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.0"
-
-            def do_GET(self) -> None:  # noqa: N802 (http.server API)
-                case = self.path.strip("/").split("/")[0]
-                self.send_response(200 if case in cases or case in ("drip", "endless") else 404)
-                self.send_header("Content-Type", "text/plain")
-                self.end_headers()
-                try:
-                    if case == "drip":
-                        for _ in range(120):
-                            if stopping.wait(0.5):
-                                return
-                            self.wfile.write(b"#")
-                            self.wfile.flush()
-                    elif case == "endless":
-                        chunk = b"# HELP x y\n" * 6000
-                        for _ in range(640):
-                            if stopping.is_set():
-                                return
-                            self.wfile.write(chunk)
-                    elif case in cases:
-                        self.wfile.write(cases[case])
-                except OSError:
-                    pass
-
-            def log_message(self, *args: object) -> None:
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.server.daemon_threads = True
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-
-    def close(self) -> None:
-        self.stopping.set()
-        self.server.shutdown()
-        self.server.server_close()
+Server = functools.partial(HostileServer, content_type="text/plain", drip=b"#", endless=b"# HELP x y\n" * 6000)
 
 
 def _alerts(*alerts: dict) -> bytes:
@@ -73,7 +29,7 @@ def _alerts(*alerts: dict) -> bytes:
 
 
 @pytest.fixture
-def hostile() -> Iterator[Server]:
+def hostile() -> Iterator[HostileServer]:
     server = Server({
         "good": GOOD,
         "nan": b'agent_runs_total{agent="a"} NaN\nagent_loop_detections_total{agent="a"} -Inf\n'

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
-
 import pytest
 
+from .forkheld import run_script
+
 _FORK_WHILE_PROMETHEUS_HELD = r"""
-import faulthandler, os, sys, threading
+import sys
+from forkheld import fork_while_held
 from prometheus_client import CollectorRegistry, Counter, generate_latest
 from prometheus_client.metrics import MetricWrapperBase
 import agentvigil
@@ -43,51 +43,28 @@ user_registry = CollectorRegistry()
 user = Counter("user_requests", "The user's.", ["path"], registry=user_registry)
 user.labels("/").inc()
 locks.append(user._lock)
-held, release = threading.Event(), threading.Event()
+def child():
+    with mon.run(task_id="child") as run:
+        with run.tool_call("warm"):             # existing children: their value locks
+            pass
+        with run.tool_call("never-seen-tool"):  # new children: the families' locks
+            pass
+        run.llm_usage("openai", "warm-model", 10, 5)
+    text = generate_latest(registry).decode()   # the registry's lock, then every family and value
+    expected = ['agent_tool_calls_total{agent="forked-prom",status="ok",tool="warm"} 2.0',
+                'agent_tool_calls_total{agent="forked-prom",status="ok",tool="never-seen-tool"} 1.0',
+                'model="warm-model",provider="openai",type="input"} 20.0']
+    missing = [line for line in expected if line not in text]
+    errors = [line for line in text.splitlines()
+              if line.startswith("agentvigil_internal_errors_total") and not line.endswith(" 0.0")]
+    if missing or errors or not user._lock.locked():
+        print("missing:", missing, "errors:", errors, "user lock:", user._lock.locked(), file=sys.stderr)
+        return 2
+    return 0
 
-def hold():
-    taken = [lock for lock in locks if lock.acquire(timeout=5)]
-    assert len(taken) == len(locks)
-    held.set()
-    release.wait(60)
-    for lock in taken:
-        lock.release()
-
-holder = threading.Thread(target=hold)
-holder.start()
-assert held.wait(30)
-pid = os.fork()
-if pid == 0:   # the child: exit 0 only if everything below completes; a hang dumps its stack and exits
-    code = 1
-    try:
-        faulthandler.dump_traceback_later(20, exit=True)
-        with mon.run(task_id="child") as run:
-            with run.tool_call("warm"):             # existing children: their value locks
-                pass
-            with run.tool_call("never-seen-tool"):  # new children: the families' locks
-                pass
-            run.llm_usage("openai", "warm-model", 10, 5)
-        text = generate_latest(registry).decode()   # the registry's lock, then every family and value
-        expected = ['agent_tool_calls_total{agent="forked-prom",status="ok",tool="warm"} 2.0',
-                    'agent_tool_calls_total{agent="forked-prom",status="ok",tool="never-seen-tool"} 1.0',
-                    'model="warm-model",provider="openai",type="input"} 20.0']
-        missing = [line for line in expected if line not in text]
-        errors = [line for line in text.splitlines()
-                  if line.startswith("agentvigil_internal_errors_total") and not line.endswith(" 0.0")]
-        code = 0 if not missing and not errors and user._lock.locked() else 2
-        if code:
-            print("missing:", missing, "errors:", errors, "user lock:", user._lock.locked(), file=sys.stderr)
-        faulthandler.cancel_dump_traceback_later()
-    except BaseException as exc:
-        print("child:", repr(exc), file=sys.stderr)
-    finally:
-        sys.stderr.flush()
-        os._exit(code)
-_, status = os.waitpid(pid, 0)
-release.set()
-holder.join(60)
+code = fork_while_held(locks, child)
 mon.close()
-sys.exit(0 if os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0 else 3)
+sys.exit(code)
 """
 
 
@@ -98,13 +75,12 @@ def test_a_fork_while_other_threads_hold_prometheus_locks_of_our_metrics_leaves_
     scrape) stayed locked forever in the child, whose first update or scrape then hung. The child must update
     the series it inherited (keeping the parent's values), create new ones and render /metrics; a metric of the
     user's own is left as prometheus_client leaves it."""
-    done = subprocess.run([sys.executable, "-c", _FORK_WHILE_PROMETHEUS_HELD, held], capture_output=True,
-                          text=True, timeout=120)
-    assert done.returncode == 0, (done.returncode, done.stderr[-3000:])
+    run_script(_FORK_WHILE_PROMETHEUS_HELD, held)
 
 
 _FORK_WITH_A_FAILING_RESET = r"""
-import faulthandler, os, sys, threading
+import sys, threading
+from forkheld import fork_while_held
 from prometheus_client import CollectorRegistry, generate_latest
 from agentvigil.metrics import AgentMetrics
 
@@ -125,45 +101,22 @@ class Stubborn:
 m.tool("a", "stubborn").ok._value._lock = Stubborn()   # reset before the held ones: the walk goes on past it
 held_value = m.tool("a", "held").ok._value._lock
 held_family = m.internal_errors._lock
-held, release = threading.Event(), threading.Event()
 
-def hold():
-    with held_value, held_family:
-        held.set()
-        release.wait(60)
+def child():
+    m.tool("a", "held").ok.inc()
+    m.tool("a", "stubborn").ok.inc()
+    text = generate_latest(registry).decode()
+    if 'agentvigil_internal_errors_total{component="fork"} 1.0' not in text:
+        print(text, file=sys.stderr)
+        return 2
+    return 0
 
-holder = threading.Thread(target=hold)
-holder.start()
-assert held.wait(30)
-pid = os.fork()
-if pid == 0:
-    code = 1
-    try:
-        faulthandler.dump_traceback_later(20, exit=True)
-        m.tool("a", "held").ok.inc()
-        m.tool("a", "stubborn").ok.inc()
-        text = generate_latest(registry).decode()
-        counted = 'agentvigil_internal_errors_total{component="fork"} 1.0' in text
-        code = 0 if counted else 2
-        if code:
-            print(text, file=sys.stderr)
-        faulthandler.cancel_dump_traceback_later()
-    except BaseException as exc:
-        print("child:", repr(exc), file=sys.stderr)
-    finally:
-        sys.stderr.flush()
-        os._exit(code)
-_, status = os.waitpid(pid, 0)
-release.set()
-holder.join(60)
-sys.exit(0 if os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0 else 3)
+sys.exit(fork_while_held([held_value, held_family], child))
 """
 
 
 def test_a_lock_that_cannot_be_reset_at_fork_is_counted_and_the_others_still_are():
     """The reset never raises into the child: a failure is counted in the metrics' own registry
     (``component="fork"``) once every other lock is reset, including the counter's own, held across the fork."""
-    done = subprocess.run([sys.executable, "-c", _FORK_WITH_A_FAILING_RESET], capture_output=True, text=True,
-                          timeout=120)
-    assert done.returncode == 0, (done.returncode, done.stderr[-3000:])
+    done = run_script(_FORK_WITH_A_FAILING_RESET)
     assert "Exception ignored" not in done.stderr   # how Python reports a fork hook that raised

@@ -14,6 +14,8 @@ from agentvigil.events import Event
 from agentvigil.metrics import OVERFLOW, AgentMetrics
 from agentvigil.sinks.prometheus import PrometheusSink
 
+from .forkheld import run_script
+
 
 def test_hostile_label_values_never_break_the_exposition():
     registry = CollectorRegistry()
@@ -106,7 +108,8 @@ def test_monitor_created_before_fork_records_each_child_in_its_own_session(tmp_p
 
 
 _FORK_WHILE_HELD = r"""
-import os, signal, sys, threading
+import sys
+from forkheld import fork_while_held
 from prometheus_client import CollectorRegistry, generate_latest
 import agentvigil
 from agentvigil import _safety
@@ -121,52 +124,31 @@ with mon.run() as run:   # the parent's series exist: the child's new names must
         pass
 locks = list(_safety._FORK_LOCKS)
 assert mon.metrics._lock in locks and mon.pipeline._lock in locks and breaker._lock in locks
-held, release = threading.Event(), threading.Event()
+def child():
+    # the child's own new threads (heartbeat, recorder writer) may hold one for a moment: wait, briefly
+    still_locked = [lock for lock in locks if not lock.acquire(timeout=5)]
+    for lock in locks:
+        if lock not in still_locked:
+            lock.release()
+    with mon.run(task_id="child") as run:
+        with run.step():
+            with run.tool_call("never-seen-tool", {"q": 1}) as call:
+                call.set_result("ok")
+            breaker.allow()
+            run.llm_usage("openai", "never-seen-model", 10, 5)
+            breaker.record_success()
+            with budget.reserve(10) as reservation:
+                reservation.commit(5)
+    mon.close()
+    text = generate_latest(registry).decode()
+    if still_locked or 'tool="never-seen-tool"' not in text:
+        print("still locked:", still_locked, file=sys.stderr)
+        return 2
+    return 0
 
-def hold():
-    taken = [lock for lock in locks if lock.acquire(timeout=5)]
-    held.set()
-    release.wait(60)
-    for lock in taken:
-        lock.release()
-
-holder = threading.Thread(target=hold)
-holder.start()
-assert held.wait(30)
-pid = os.fork()
-if pid == 0:   # the child: exit 0 only if everything below completes; the alarm ends a hang
-    code = 1
-    try:
-        signal.alarm(30)
-        # the child's own new threads (heartbeat, recorder writer) may hold one for a moment: wait, briefly
-        still_locked = [lock for lock in locks if not lock.acquire(timeout=5)]
-        for lock in locks:
-            if lock not in still_locked:
-                lock.release()
-        with mon.run(task_id="child") as run:
-            with run.step():
-                with run.tool_call("never-seen-tool", {"q": 1}) as call:
-                    call.set_result("ok")
-                breaker.allow()
-                run.llm_usage("openai", "never-seen-model", 10, 5)
-                breaker.record_success()
-                with budget.reserve(10) as reservation:
-                    reservation.commit(5)
-        mon.close()
-        text = generate_latest(registry).decode()
-        code = 0 if not still_locked and 'tool="never-seen-tool"' in text else 2
-        if code:
-            print("still locked:", still_locked, file=sys.stderr)
-    except BaseException as exc:
-        print("child:", repr(exc), file=sys.stderr)
-    finally:
-        sys.stderr.flush()
-        os._exit(code)
-_, status = os.waitpid(pid, 0)
-release.set()
-holder.join(60)
+code = fork_while_held(locks, child)
 mon.close()
-sys.exit(0 if os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0 else 3)
+sys.exit(code)
 """
 
 
@@ -176,9 +158,4 @@ def test_a_fork_while_other_threads_hold_our_locks_leaves_the_child_working(tmp_
     ours is held by another thread across the fork here; the child must get them unlocked and record a run with
     names it has never seen (new series: the metrics' and label caps' locks), a breaker and a budget. In a
     process of its own, so no other test's threads hold anything at the fork."""
-    import subprocess
-    import sys
-
-    done = subprocess.run([sys.executable, "-c", _FORK_WHILE_HELD, str(tmp_path / "rec")], capture_output=True,
-                          text=True, timeout=120)
-    assert done.returncode == 0, (done.returncode, done.stderr[-2000:])
+    run_script(_FORK_WHILE_HELD, str(tmp_path / "rec"))

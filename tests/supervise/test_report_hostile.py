@@ -4,13 +4,13 @@ one-line error, never a traceback or a hang; nothing raw reaches the terminal.""
 
 from __future__ import annotations
 
+import functools
 import json
-import threading
 import time
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
+from hostile_http import HostileServer
 
 from agentvigil.supervise import report, report_html
 
@@ -118,54 +118,11 @@ def test_unreadable_session_file_is_a_counted_skip(tmp_path, monkeypatch):
 
 
 # -- 6, 7. Prometheus answers: bounded, deadline, hostile shapes -------------------------------------------
-class Server:
-    """GET /<case>/... answers ``cases[case]``; "drip" sends a byte a second, "endless" streams ~40 MiB."""
-
-    def __init__(self, cases: dict[str, bytes]) -> None:
-        stopping = self.stopping = threading.Event()
-
-        class Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.0"
-
-            def do_GET(self) -> None:  # noqa: N802 (http.server API)
-                case = self.path.strip("/").split("/")[0]
-                self.send_response(200 if case in cases or case in ("drip", "endless") else 404)
-                self.send_header("Content-Type", "application/json")
-                self.end_headers()
-                try:
-                    if case == "drip":
-                        for _ in range(120):
-                            if stopping.wait(0.5):
-                                return
-                            self.wfile.write(b" ")
-                            self.wfile.flush()
-                    elif case == "endless":
-                        chunk = b"[" * 65536
-                        for _ in range(640):
-                            if stopping.is_set():
-                                return
-                            self.wfile.write(chunk)
-                    elif case in cases:
-                        self.wfile.write(cases[case])
-                except OSError:
-                    pass
-
-            def log_message(self, *args: object) -> None:
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.server.daemon_threads = True
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-
-    def close(self) -> None:
-        self.stopping.set()
-        self.server.shutdown()
-        self.server.server_close()
+Server = functools.partial(HostileServer, content_type="application/json", drip=b" ", endless=b"[" * 65536)
 
 
 @pytest.fixture
-def prom() -> Iterator[Server]:
+def prom() -> Iterator[HostileServer]:
     server = Server({
         "deep": b'{"data":{"result":' + b"[" * 100_000 + b"]" * 100_000 + b"}}",
         "metric_list": json.dumps({"data": {"result": [{"metric": ["x"], "value": [0, "1"]}]}}).encode(),
