@@ -42,7 +42,7 @@ WATCHER_PARAMS: dict[str, dict[str, tuple[type, object]]] = {
               "similar": (float, 0.9), "empty_weight": (float, 0.25), "distinct_share": (float, 0.4),
               "recurrence_hold": (int, 1), "same_outputs": (int, 8),
               "same_results": (int, 12)},
-    "runaway": {"quantile": (float, 0.95), "length_factor": (float, 2.0), "spend_factor": (float, 2.0),
+    "runaway": {"quantile": (float, 0.95), "length_factor": (float, 2.5), "spend_factor": (float, 2.0),
                 "min_runs": (int, 20), "baseline_runs": (int, 200), "limit_fraction": (float, 0.8),
                 "limit_distinct": (float, 0.75),
                 "state_file": (str, None), "hold": (int, 2), "slope_window": (int, 8), "slope_factor": (float, 2.0),

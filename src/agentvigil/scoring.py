@@ -33,7 +33,7 @@ SWEEP: tuple[tuple[str, str, tuple[Any, ...]], ...] = (
     ("stuck", "recurrence_hold", (1, 2, 3, 4, 6)),
     ("stuck", "same_outputs", (4, 6, 8, 10, 15)),
     ("stuck", "same_results", (6, 8, 10, 12, 16, 24)),
-    ("runaway", "length_factor", (1.0, 1.1, 1.25, 1.5, 2.0)),
+    ("runaway", "length_factor", (1.25, 1.5, 2.0, 2.5, 3.0)),
     ("runaway", "spend_factor", (1.0, 1.25, 1.5, 2.0, 3.0)),
     ("runaway", "hold", (1, 2, 3)),
     ("runaway", "limit_fraction", (0.5, 0.6, 0.7, 0.8, 0.9)),

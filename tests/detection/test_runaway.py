@@ -159,7 +159,7 @@ def test_runs_the_library_stopped_are_not_outcomes():
 def test_flagged_runs_count_as_outcomes():
     """Whether a run was flagged does not change how it ends unless someone acts on the verdict; leaving the
     flagged ones out would bias the share down and silence the signal."""
-    det = RunawayDetector(RunawayPolicy(min_runs=20))
+    det = RunawayDetector(RunawayPolicy(min_runs=20, length_factor=2.0))   # flagged past the length too
     history(det)
     for i in range(4):
         assert run(det, f"flagged-ok{i}", 30)   # flagged (past step 12, or past the length), then finished
@@ -168,6 +168,21 @@ def test_flagged_runs_count_as_outcomes():
     assert det.baseline_size("a") == 20   # the healthy baseline still takes unflagged runs only
     baseline.refresh_outcomes(det.policy)   # (refreshed every 5 % of the kept runs; now, for the test)
     assert run(det, "r", 20) == []   # 20 of the 24 runs past step 12 ended unfinished: below 0.95
+
+
+def test_length_fires_past_two_and_a_half_times_the_length_quantile():
+    """A healthy run twice as long as nearly all others is the tail of the agent's runs (the tune half's
+    length verdicts on healthy runs came at 2.01x), not a course; the default factor is 2.5."""
+    def detector(**policy):
+        det = RunawayDetector(RunawayPolicy(min_runs=20, **policy))
+        for i in range(25):
+            assert run(det, f"h{i}", 10) == []   # the length quantile is 10
+        return det
+
+    assert run(detector(), "tail", 24) == []
+    assert [(v.detail["why"], v.detail["steps"]) for v in run(detector(), "long", 30)] == [("length", 26)]
+    assert [(v.detail["why"], v.detail["steps"]) for v in run(detector(length_factor=2.0), "tail", 24)] == [
+        ("length", 21)]
 
 
 def test_fires_on_a_run_far_longer_than_completed_ones():

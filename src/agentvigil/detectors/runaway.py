@@ -76,7 +76,7 @@ MAX_DISTINCT_CALLS = 256    # triples remembered per run; past this, every furth
 @dataclass(frozen=True, slots=True)
 class RunawayPolicy:
     quantile: float = 0.95        # of the completed runs' lengths / spend at the same step
-    length_factor: float = 2.0    # longer than this × the length quantile
+    length_factor: float = 2.5    # longer than this × the length quantile
     spend_factor: float = 2.0     # spent more than this × the spend quantile at the same step
     min_runs: int = 20            # completed runs needed (reaching the step, for spend) before judging
     baseline_runs: int = 200      # completed runs kept per agent
