@@ -57,11 +57,15 @@ _SURROGATE = re.compile("[\ud800-\udfff]")
 
 def _json_line(record: dict) -> str:
     try:
-        return json.dumps(record, separators=(",", ":"), allow_nan=False) + "\n"
-    except ValueError:   # a non-finite number somewhere: rare, so checked only when it happens
+        text: str | None = json.dumps(record, separators=(",", ":"), allow_nan=False)
+    except ValueError:   # a non-finite number somewhere
+        text = None
+    # rare, so repaired only when seen: a non-finite number, or a surrogate escape (perhaps a lone one)
+    if text is None or "\\ud" in text:
         from .codec import finite_json
 
-        return json.dumps(finite_json(record), separators=(",", ":"), allow_nan=False) + "\n"
+        text = json.dumps(finite_json(record), separators=(",", ":"), allow_nan=False)
+    return text + "\n"
 
 
 def _check_replay_flags(args: argparse.Namespace) -> str | None:

@@ -176,11 +176,22 @@ def digest(value: Any) -> str | None:
 
 def finite_json(value: Any) -> Any:
     """``value`` with every NaN and ±Inf as None (a detector's or a query's arithmetic on extreme but valid
-    input): what ``--json`` output prints stays standard JSON."""
+    input) and every lone surrogate (an id read from a ``\\ud800`` escape) as U+FFFD, as the recorder writes
+    them: what ``--json`` output prints stays standard JSON that strict decoders (orjson, replay's) accept."""
     if isinstance(value, float):
         return value if math.isfinite(value) else None
+    if isinstance(value, str):
+        return _whole_text(value)
     if isinstance(value, dict):
-        return {k: finite_json(v) for k, v in value.items()}
+        return {_whole_text(k) if isinstance(k, str) else k: finite_json(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
         return [finite_json(v) for v in value]
     return value
+
+
+def _whole_text(text: str) -> str:
+    try:
+        text.encode("utf-8")
+        return text
+    except UnicodeEncodeError:   # pair what pairs, replace the rest (as _fallback_encode)
+        return text.encode("utf-16", "surrogatepass").decode("utf-16", "replace")

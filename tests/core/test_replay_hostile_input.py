@@ -105,6 +105,22 @@ def test_surrogate_and_control_characters_in_ids_are_escaped(tmp_path):
         assert "2 detections" in proc.stdout
 
 
+def test_lone_surrogates_in_ids_come_out_of_json_output_as_u_fffd(tmp_path):
+    """A ``\\ud800`` escape decodes to a lone surrogate, which ``json.dumps`` writes back as the same escape:
+    strict decoders (orjson, replay's own) refuse that line. ``--json`` output repairs it as the recorder does."""
+    path = write(tmp_path / "s", '{"event_type":"budget_exceeded","ts":%s,"agent_id":"a\\ud800b",'
+                                 '"session_id":"\\udfff","name":"c\\ud83d\\ude00"}' % TS)
+    proc = cli("replay", "--json", path)
+    no_traceback(proc)
+    assert proc.returncode == 0, proc.stderr
+    assert "\\ud800" not in proc.stdout and "\\udfff" not in proc.stdout
+    records = [codec.loads(line.encode()) for line in proc.stdout.splitlines() if line]   # the strict decoder
+    detection = next(r for r in records if r.get("session_id") is not None)
+    assert (detection["agent_id"], detection["session_id"]) == ("a\ufffdb", "\ufffd")
+    assert codec.finite_json({"k\ud800": ["x\udfff", 1.5, float("nan")], "pair": "\ud83d\ude00"}) == {
+        "k\ufffd": ["x\ufffd", 1.5, None], "pair": "\U0001f600"}   # a pair split in two escapes is joined
+
+
 def test_non_ascii_ids_on_an_ascii_terminal(tmp_path):
     path = write(tmp_path / "u", json.dumps({"event_type": "budget_exceeded", "ts": TS, "agent_id": "agent-é",
                                              "session_id": "séance", "name": "b"}, ensure_ascii=False))
