@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 from collections import Counter
 from dataclasses import dataclass, field
+from itertools import islice
 from typing import Callable, Iterator
 
 from . import codec
@@ -198,9 +199,25 @@ def replay(path: str, settings: object = None, stats: ReplayStats | None = None,
     through the Prometheus sink."""
     stats = stats if stats is not None else ReplayStats()
     for pipeline, events in sessions(path, stats, settings, policy, metrics):
-        emit = pipeline.emit
-        for event in events:
-            for verdict in emit(event):
-                stats.detections += 1
-                stats.by_detector[(verdict.session_id, verdict.detector)] += 1
-                yield detection_record(verdict)
+        emit_batch = pipeline.emit_batch
+        for batch in batched(events):
+            for _, verdicts in emit_batch(batch):
+                for verdict in verdicts:
+                    stats.detections += 1
+                    stats.by_detector[(verdict.session_id, verdict.detector)] += 1
+                    yield detection_record(verdict)
+
+
+BATCH = 256   # events read ahead of the pipeline (see ``batched``)
+
+
+def batched(events: Iterator[Event], size: int = BATCH) -> Iterator[list[Event]]:
+    """The events in lists of up to ``size``, for ``Pipeline.emit_batch``: reading a few hundred lines, then
+    judging them, keeps each side's code and data in the CPU's caches, where alternating line by line evicts
+    them (measured: ~10 % of a replay). The same events in the same order; only the reader runs ahead of the
+    pipeline, by at most ``size`` events (so bounded memory)."""
+    while True:
+        batch = list(islice(events, size))
+        if not batch:
+            return
+        yield batch

@@ -18,7 +18,7 @@ from typing import Any, Iterable
 
 from . import events as ev
 from .policy import WatchConfig
-from .replay import ReplayStats, sessions
+from .replay import ReplayStats, batched, sessions
 
 COMBINED = "stuck_or_runaway"
 _TRACED = frozenset({ev.RUN_START, ev.TOOL_END, ev.LLM_CALL, ev.RUN_END})   # what a run's trace counts
@@ -81,29 +81,37 @@ def collect(path: str, labels: dict[str, bool], settings: object = None, policy:
     stats = stats if stats is not None else ReplayStats()
     traces: dict[tuple, _RunTrace] = {}
     for pipeline, events in sessions(path, stats, settings, policy, also=_TRACED):
-        emit = pipeline.emit
-        for event in events:
-            key = (event.session_id, event.run_id or event.task_id)
-            trace = traces.get(key)
-            if trace is None and event.event_type == ev.RUN_START:
-                label = labels.get(event.run_id or "", labels.get(event.task_id or ""))
-                if label is not None:
-                    trace = traces[key] = _RunTrace(source_of(event.agent_id or event.session_id or "-"), label)
-            if trace is not None:
-                if event.event_type == ev.TOOL_END:
-                    trace.steps += 1
-                elif event.event_type == ev.LLM_CALL and event.cost_usd:
-                    trace.cost += event.cost_usd
-                elif event.event_type == ev.RUN_END:
-                    trace.ended = True
-            for verdict in emit(event):
-                stats.detections += 1
-                t = traces.get((verdict.session_id, verdict.run_id or verdict.task_id))
-                if t is None or t.ended and event.event_type != ev.RUN_END:
-                    continue
-                for group in _groups(verdict.detector or "?"):
-                    t.first.setdefault(group, (t.steps, t.cost))
+        for batch in batched(events):
+            # judged first: the trace of an event is its own business, the pipeline's verdicts are the same
+            found = dict(pipeline.emit_batch(batch))
+            for i, event in enumerate(batch):
+                _trace(event, traces, labels, found.get(i, ()), stats)
     return list(traces.values())
+
+
+def _trace(event: ev.Event, traces: dict[tuple, _RunTrace], labels: dict[str, bool], verdicts: Iterable[ev.Event],
+           stats: ReplayStats) -> None:
+    """One event of a replay and its verdicts: the run's trace, and where its first verdicts came."""
+    key = (event.session_id, event.run_id or event.task_id)
+    trace = traces.get(key)
+    if trace is None and event.event_type == ev.RUN_START:
+        label = labels.get(event.run_id or "", labels.get(event.task_id or ""))
+        if label is not None:
+            trace = traces[key] = _RunTrace(source_of(event.agent_id or event.session_id or "-"), label)
+    if trace is not None:
+        if event.event_type == ev.TOOL_END:
+            trace.steps += 1
+        elif event.event_type == ev.LLM_CALL and event.cost_usd:
+            trace.cost += event.cost_usd
+        elif event.event_type == ev.RUN_END:
+            trace.ended = True
+    for verdict in verdicts:
+        stats.detections += 1
+        t = traces.get((verdict.session_id, verdict.run_id or verdict.task_id))
+        if t is None or t.ended and event.event_type != ev.RUN_END:
+            continue
+        for group in _groups(verdict.detector or "?"):
+            t.first.setdefault(group, (t.steps, t.cost))
 
 
 def metrics(traces: Iterable[_RunTrace], group: str) -> dict[str, Any]:

@@ -11,6 +11,7 @@ class BreakerDetector:
     name = "breaker"
     family = "breaker"
     consumes = frozenset({ev.BREAKER_TRANSITION})
+    batch_lane = name   # keeps only its own state (Pipeline.emit_batch)
 
     def feed(self, event: Event) -> list[Event] | None:
         if event.state != "open":

@@ -15,6 +15,7 @@ class BudgetDetector:
     name = "budget"
     family = "budget"
     consumes = frozenset({ev.BUDGET_EXCEEDED, ev.LLM_CALL})
+    batch_lane = name   # keeps only its own state (Pipeline.emit_batch)
 
     def __init__(self, max_tokens: int | None = None):
         self.max_tokens = max_tokens

@@ -38,6 +38,7 @@ class CostBaselineDetector:
     name = COST_OVER_BASELINE
     family = "cost"
     consumes = frozenset({ev.LLM_CALL, ev.RUN_END})
+    batch_lane = "runaway_history"   # shares RunawayHistory with runaway (Pipeline.emit_batch)
 
     def __init__(self, policy: CostPolicy | None = None, history: RunawayHistory | None = None):
         self.policy = policy or CostPolicy()

@@ -11,6 +11,7 @@ class CostLimitDetector:
     name = "cost"
     family = "cost"
     consumes = frozenset({ev.LLM_CALL})
+    batch_lane = name   # keeps only its own state (Pipeline.emit_batch)
 
     def __init__(self, max_dollars: float = 10.0):
         self.max_dollars = max_dollars

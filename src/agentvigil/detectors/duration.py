@@ -12,6 +12,7 @@ class DurationDetector:
     name = "duration"
     family = "duration"
     consumes = ACTIVITY
+    batch_lane = name   # keeps only its own state (Pipeline.emit_batch)
     ticks = True
 
     def __init__(self, max_seconds: float = 1800.0, started_at: float | None = None):

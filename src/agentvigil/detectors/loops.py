@@ -13,6 +13,7 @@ class LoopDetector:
     name = "loops"
     family = "loop"
     consumes = frozenset({ev.TOOL_END, ev.RUN_END})
+    batch_lane = name   # keeps only its own state (Pipeline.emit_batch)
 
     def __init__(self, policy: LoopPolicy | None = None):
         self.policy = policy or LoopPolicy()

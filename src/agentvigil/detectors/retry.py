@@ -13,6 +13,7 @@ class RetryDetector:
     name = "retry"
     family = "loop"      # a failing command retried is the loop symptom, seen from its errors
     consumes = frozenset({ev.TOOL_END, ev.RUN_END})
+    batch_lane = name   # keeps only its own state (Pipeline.emit_batch)
 
     def __init__(self, max: int = 5):
         if max < 1:

@@ -37,6 +37,7 @@ class RunLimitDetector:
     name = RUN_LIMIT
     family = "limit"
     consumes = frozenset({ev.RUN_START, ev.STEP_END, ev.LLM_CALL, ev.RUN_END})
+    batch_lane = name   # keeps only its own state (Pipeline.emit_batch)
     ticks = True
 
     def __init__(self) -> None:

@@ -340,6 +340,7 @@ class RunawayDetector:
     name = RUNAWAY
     family = "cost"
     consumes = frozenset({ev.RUN_START, ev.LLM_CALL, ev.TOOL_END, ev.RUN_END})
+    batch_lane = "runaway_history"   # shares RunawayHistory with cost_over_baseline (Pipeline.emit_batch)
 
     def __init__(self, policy: RunawayPolicy | None = None, history: RunawayHistory | None = None):
         self.policy = policy or RunawayPolicy()

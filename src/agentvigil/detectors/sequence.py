@@ -17,14 +17,23 @@ class _History:
     before them: the last L × repeats calls are one sequence repeated iff that count reaches L × (repeats-1).
     Updated in O(lengths) per call instead of re-scanning the history."""
 
-    __slots__ = ("calls", "matches")
+    __slots__ = ("calls", "matches", "seen", "count", "size")
 
     def __init__(self, size: int, longest: int):
+        self.size = size
         self.calls: deque[tuple[str, str | None]] = deque(maxlen=size)
         self.matches = [0] * (longest + 1)
+        # call -> its position in the run (``count`` calls so far): a call is in ``calls`` iff its last position
+        # is among the last ``size``, so the usual new call costs one lookup instead of a scan of the history.
+        # None once a call could not be hashed (an unhashable tool name from user code): then scanned.
+        self.seen: dict[tuple[str, str | None], int] | None = {}
+        self.count = 0
 
     def clear(self) -> None:
         self.calls.clear()
+        if self.seen is not None:
+            self.seen.clear()
+        self.count = 0
         matches = self.matches
         for i in range(len(matches)):
             matches[i] = 0
@@ -34,6 +43,7 @@ class SequenceDetector:
     name = "loop"
     family = "loop"
     consumes = frozenset({ev.TOOL_END, ev.RUN_END})
+    batch_lane = name   # keeps only its own state (Pipeline.emit_batch)
 
     def __init__(self, sequence_length: int = 3, max_repeats: int = 3, longest: int | None = None):
         if sequence_length < 2 or max_repeats < 2:
@@ -56,7 +66,25 @@ class SequenceDetector:
             state = runs.get(event)
         calls, matches = state.calls, state.matches
         call = (event.tool_name or "?", event.args_hash or (command_of(event.detail) if event.detail else None))
-        if call not in calls:   # the usual new call: it equals none of the calls L before it, every count restarts
+        seen = state.seen
+        if seen is not None:
+            count = state.count
+            state.count = count + 1
+            try:
+                last = seen.get(call, -1)
+                seen[call] = count
+            except TypeError:   # unhashable: scan the history from now on
+                state.seen = seen = None
+                recent = call in calls
+            else:
+                size = state.size
+                recent = last >= 0 and count - last <= size
+                if len(seen) > 4 * size:   # bounded: forget the calls that left the history
+                    oldest = count - size
+                    state.seen = {c: i for c, i in seen.items() if i > oldest}
+        else:
+            recent = call in calls
+        if not recent:   # the usual new call: it equals none of the calls L before it, every count restarts
             calls.append(call)
             matches[:] = self._zeros
             return None

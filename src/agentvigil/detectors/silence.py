@@ -13,6 +13,7 @@ class SilenceDetector:
     name = "silence"
     family = "silence"
     consumes = ACTIVITY
+    batch_lane = name   # keeps only its own state (Pipeline.emit_batch)
     ticks = True
 
     def __init__(self, max_seconds: float = 30.0):

@@ -127,6 +127,7 @@ class StuckDetector:
     name = STUCK
     family = "loop"
     consumes = frozenset({ev.TOOL_END, ev.RUN_END})
+    batch_lane = name   # keeps only its own state (Pipeline.emit_batch)
 
     def __init__(self, policy: StuckPolicy | None = None):
         self.policy = policy or StuckPolicy()

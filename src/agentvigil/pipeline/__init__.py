@@ -66,6 +66,35 @@ class Pipeline:
         self._routes: dict[str, tuple[tuple[Detector, ...], tuple[Callable[[Event], None], ...]]] = {
             t: (self._detectors_for[t], self._handlers_for[t]) for t in ALL}
         self.wanted: frozenset[str] = frozenset(t for t, (d, s) in self._routes.items() if d or s)
+        self._lanes = self._batch_lanes()
+
+    def _batch_lanes(self) -> list[tuple[frozenset[str], tuple[tuple[int, Detector], ...],
+                                   dict[str, tuple[tuple[int, Detector], ...]]]] | None:
+        """The lanes ``emit_batch`` feeds one after the other: (their event types, their detectors with their
+        place in the pipeline, and by type the detectors of a lane of several). None when a batch must be
+        emitted event by event: a sink (it sees detectors' state between events, e.g. the cost baseline), a
+        detector of detections that reads other events too, or a detector that does not declare its lane."""
+        if any(self._handlers_for.values()):
+            return None
+        lanes: dict[str, list[tuple[int, Detector]]] = {}
+        for j, detector in enumerate(self.detectors):
+            types = frozenset(t for t in ALL if detector in self._detectors_for[t])
+            if ev.DETECTION in types:
+                if types != {ev.DETECTION}:
+                    return None
+                continue   # fed verdicts, in order, after the lanes (_collect)
+            if not types:
+                continue
+            lane = getattr(detector, "batch_lane", None)
+            if lane.__class__ is not str:
+                return None
+            lanes.setdefault(lane, []).append((j, detector))
+        out = []
+        for members in lanes.values():
+            types = frozenset(t for t in ALL for _, d in members if d in self._detectors_for[t])
+            routes = {t: tuple((j, d) for j, d in members if d in self._detectors_for[t]) for t in types}
+            out.append((types, tuple(members), routes))
+        return out
 
     def add_sink(self, sink: Sink) -> None:
         self.sinks.append(sink)
@@ -112,6 +141,97 @@ class Pipeline:
         for verdict in verdicts:
             self._deliver(verdict)
         return verdicts
+
+    def emit_batch(self, events: list[Event]) -> list[tuple[int, list[Event]]]:
+        """``emit`` of each event in turn, as (index in ``events``, its verdicts) for the events that have
+        verdicts: the same verdicts, in the same order, and the same failures counted in the same order.
+
+        For a reader of recorded events (replay): where the pipeline has no sink and every detector declares
+        its ``batch_lane`` (the detectors whose state it shares, or its own name: it shares none), each lane is
+        fed the whole batch before the next, so one detector's code and data stay in the CPU's caches instead
+        of seven detectors taking turns per event (measured: a third of the detectors' cost). A lane of several
+        detectors is fed event by event among themselves, in pipeline order. What each detector returned or
+        raised is then taken in the pipeline's order, event by event: verdicts to the detectors of
+        detections (correlation), failures to ``on_error``. Anything else is emitted event by event."""
+        lanes = self._lanes
+        by_type: dict[str, list[Event]] = {}
+        if lanes is not None:
+            for event in events:
+                kind = event.event_type
+                same = by_type.get(kind)
+                if same is None:
+                    by_type[kind] = [event]
+                else:
+                    same.append(event)
+        if lanes is None or ev.DETECTION in by_type or not by_type.keys() <= ALL:
+            out = []
+            emit = self.emit
+            for i, event in enumerate(events):
+                got = emit(event)
+                if got:
+                    out.append((i, got))
+            return out
+        present = by_type.keys()
+        outcomes: list[tuple[int, int, BaseException | None, Iterable[Event] | None]] = []
+        with self._lock:
+            for types, members, routes in lanes:
+                kinds = [t for t in present if t in types]
+                if not kinds:
+                    continue
+                if len(kinds) == len(present):
+                    chosen = events
+                elif len(kinds) == 1:
+                    chosen = by_type[kinds[0]]
+                else:
+                    chosen = [event for event in events if event.event_type in types]
+                where: list[int] | None = None   # index in ``events`` of each chosen one: made on the first outcome
+                if len(members) == 1:
+                    j, detector = members[0]
+                    for k, event in enumerate(chosen):
+                        try:
+                            found = detector.feed(event)
+                        except Exception as exc:
+                            if where is None:
+                                where = _indices(events, chosen, types)
+                            outcomes.append((where[k], j, exc, None))
+                            continue
+                        if found:
+                            if where is None:
+                                where = _indices(events, chosen, types)
+                            outcomes.append((where[k], j, None, found))
+                    continue
+                for k, event in enumerate(chosen):
+                    for j, detector in routes[event.event_type]:
+                        try:
+                            found = detector.feed(event)
+                        except Exception as exc:
+                            if where is None:
+                                where = _indices(events, chosen, types)
+                            outcomes.append((where[k], j, exc, None))
+                            continue
+                        if found:
+                            if where is None:
+                                where = _indices(events, chosen, types)
+                            outcomes.append((where[k], j, None, found))
+            if not outcomes:
+                return []
+            outcomes.sort(key=_place)
+            out = []
+            judged: list[Event] = []
+            current = outcomes[0][0]
+            for i, j, failure, result in outcomes:
+                if i != current:
+                    if judged:
+                        out.append((current, judged))
+                        judged = []
+                    current = i
+                if failure is not None:
+                    self._error("detector", failure)
+                elif result:
+                    self._collect(result, judged, self.detectors[j])
+            if judged:
+                out.append((current, judged))
+        return out   # no sink to deliver the verdicts to (else the batch went event by event)
 
     def tick(self, now: float) -> list[Event]:
         """Let time-based detectors judge the clock (silence, liveness, duration). Returns their verdicts."""
@@ -171,3 +291,14 @@ class Pipeline:
                     close()
                 except Exception as exc:   # one that fails must not keep the others open
                     self._error(component, exc)
+
+
+def _indices(events: list[Event], chosen: list[Event], types: frozenset[str]) -> list[int]:
+    """Where each event of ``chosen`` (those of ``events`` of these types, in order) is in ``events``."""
+    if chosen is events:
+        return list(range(len(events)))
+    return [i for i, event in enumerate(events) if event.event_type in types]
+
+
+def _place(outcome: tuple) -> tuple[int, int]:
+    return outcome[0], outcome[1]   # the event's index, then the detector's place in the pipeline
