@@ -184,35 +184,21 @@ class Pipeline:
                     chosen = by_type[kinds[0]]
                 else:
                     chosen = [event for event in events if event.event_type in types]
-                where: list[int] | None = None   # index in ``events`` of each chosen one: made on the first outcome
-                if len(members) == 1:
-                    j, detector = members[0]
-                    for k, event in enumerate(chosen):
-                        try:
-                            found = detector.feed(event)
-                        except Exception as exc:
-                            if where is None:
-                                where = _indices(events, chosen, types)
-                            outcomes.append((where[k], j, exc, None))
-                            continue
-                        if found:
-                            if where is None:
-                                where = _indices(events, chosen, types)
-                            outcomes.append((where[k], j, None, found))
-                    continue
+                # (place in ``chosen``, detector's place, failure, verdicts); placed in ``events`` once, if any
+                seen: list[tuple[int, int, BaseException | None, Iterable[Event] | None]] = []
+                alone = members if len(members) == 1 else None   # a lane of one needs no lookup per event
                 for k, event in enumerate(chosen):
-                    for j, detector in routes[event.event_type]:
+                    for j, detector in alone or routes[event.event_type]:
                         try:
                             found = detector.feed(event)
                         except Exception as exc:
-                            if where is None:
-                                where = _indices(events, chosen, types)
-                            outcomes.append((where[k], j, exc, None))
+                            seen.append((k, j, exc, None))
                             continue
                         if found:
-                            if where is None:
-                                where = _indices(events, chosen, types)
-                            outcomes.append((where[k], j, None, found))
+                            seen.append((k, j, None, found))
+                if seen:
+                    where = _indices(events, chosen, types)
+                    outcomes += [(where[k], j, failure, found) for k, j, failure, found in seen]
             if not outcomes:
                 return []
             outcomes.sort(key=_place)
